@@ -1,0 +1,3 @@
+from nodefeatures.cli import main
+
+main()

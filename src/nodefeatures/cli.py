@@ -1,0 +1,158 @@
+"""The `nodefeatures` command line: thin wrappers around discovery and the agent."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from nodefeatures import __version__
+
+log = logging.getLogger("nodefeatures")
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("nodefeatures: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"nodefeatures: error: {message}", err=True)
+    sys.exit(2)
+
+
+def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that choose what host to read and which sources run."""
+    decorators = [
+        click.option("--root", default="/", show_default=True, metavar="PATH",
+                     help="Read host files under this prefix (e.g. /host in the DaemonSet)."),
+        click.option("--proc", default=None, metavar="PATH",
+                     help="Read /proc from here instead of <root>/proc."),
+        click.option("--config", "config_path", default=None, metavar="PATH",
+                     help="Config file [default: /etc/nodefeatures/config.yaml if present]."),
+        click.option("--source", "only", multiple=True, metavar="NAME",
+                     help="Run only this source (repeatable)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _prepare(only: tuple[str, ...], config_path: str | None):
+    from nodefeatures import config as configuration
+    from nodefeatures.discovery import load_sources
+
+    sources, errors = load_sources(only or None)
+    if errors and only:
+        _fail("; ".join(errors))
+    for error in errors:
+        log.warning("%s", error)
+    try:
+        cfg = configuration.load(config_path, sources)
+    except configuration.ConfigError as exc:
+        _fail(str(exc))
+    if only:
+        cfg.core["labelSources"] = list(only)
+    return sources, cfg
+
+
+def _report(discovery) -> None:
+    for result in discovery.results:
+        if result.error:
+            log.warning("source %s failed: %s", result.name, result.error)
+        for warning in result.warnings:
+            log.warning("%s: %s", result.name, warning)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nodefeatures")
+@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
+def main(verbose: bool) -> None:
+    """Discover this node's hardware and OS features as Kubernetes labels."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@host_options
+@click.option("--fixture", default=None, metavar="DIR",
+              help="Replay a captured fixture instead of reading this machine.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text",
+              show_default=True)
+@click.option("--explain", is_flag=True, help="Show the raw fact behind every label.")
+def dump(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
+         fixture: str | None, fmt: str, explain: bool) -> None:
+    """Print the labels this node would get."""
+    from nodefeatures import render
+    from nodefeatures.discovery import run_pass
+    from nodefeatures.fixture import FixtureError, replay_host
+    from nodefeatures.hostroot import HostRoot
+    from nodefeatures.source import Host
+
+    sources, cfg = _prepare(only, config_path)
+    if fixture is not None:
+        try:
+            host = replay_host(fixture)
+        except FixtureError as exc:
+            _fail(str(exc))
+    else:
+        host = Host(root=HostRoot(root, proc=proc))
+    discovery = run_pass(host, sources, cfg)
+    _report(discovery)
+    click.echo(render.FORMATS[fmt](discovery, explain))
+
+
+@main.command()
+@host_options
+@click.argument("directory")
+def capture(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
+            directory: str) -> None:
+    """Record everything the sources read into a new fixture DIRECTORY."""
+    from nodefeatures.discovery import run_pass
+    from nodefeatures.fixture import FixtureError, capture_host, write_labels
+
+    sources, cfg = _prepare(only, config_path)
+    try:
+        host = capture_host(directory, root=root, proc=proc)
+    except FixtureError as exc:
+        _fail(str(exc))
+    discovery = run_pass(host, sources, cfg)
+    _report(discovery)
+    target = write_labels(directory, discovery.values())
+    click.echo(f"captured {len(discovery.labels)} labels into {directory} ({target.name})")
+
+
+@main.command("sources")
+def list_sources() -> None:
+    """List installed sources, built-in and plugins."""
+    from nodefeatures.discovery import load_sources
+
+    sources, errors = load_sources()
+    from nodefeatures import registry
+
+    entries = registry.installed()
+    for name, entry in entries.items():
+        source = sources.get(name)
+        about = source.description if source else "(cannot be loaded)"
+        click.echo(f"{name:10} {entry.distribution:14} {entry.target:45} {about}")
+    for error in errors:
+        log.warning("%s", error)
+
+
+@main.command("config")
+@click.option("--defaults", is_flag=True, required=True,
+              help="Print the effective default configuration.")
+def show_config(defaults: bool) -> None:
+    """Print configuration (currently: the defaults)."""
+    import yaml
+
+    from nodefeatures import config as configuration
+    from nodefeatures.discovery import load_sources
+
+    sources, _ = load_sources()
+    click.echo(yaml.safe_dump(configuration.defaults(sources), sort_keys=False).rstrip())

@@ -1,0 +1,1 @@
+"""Built-in label sources, one module (or package) per source."""
