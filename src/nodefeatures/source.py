@@ -91,6 +91,17 @@ class Context:
         self.warnings.append(message)
 
 
+@dataclass(frozen=True)
+class LabelDoc:
+    """One row of the label catalogue (docs/labels.md is generated from these)."""
+
+    # Label name as the source returns it; `<FLAG>`-style placeholders stand for a family.
+    name: str
+    values: str  # e.g. "true", "decimal", "string"
+    origin: str  # where the value comes from
+    deviation: str = ""  # how and why we differ from NFD/GFD, if we do
+
+
 class Source(ABC):
     """A label source. Subclasses set `name` and implement discover and labels."""
 
@@ -100,6 +111,8 @@ class Source(ABC):
     # Options under `sources.<name>` in the config file, with their defaults and types.
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
+    # Every label this source can emit, for docs/labels.md and the catalogue test.
+    catalogue: ClassVar[tuple[LabelDoc, ...]] = ()
 
     @abstractmethod
     def discover(self, ctx: Context) -> Features:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodefeatures.labels import Label
-from nodefeatures.source import Context, Features, Source
+from nodefeatures.source import Context, Features, LabelDoc, Source
 
 OS_RELEASE_PATHS = ("etc/os-release", "usr/lib/os-release")
 LABELLED = ("ID", "VERSION_ID")
@@ -42,6 +42,16 @@ def _unquote(raw: str) -> str:
 class SystemSource(Source):
     name = "system"
     description = "OS release ID and version from os-release"
+    catalogue = (
+        LabelDoc("os_release.ID", "string", "`ID` of /etc/os-release",
+                 "falls back to /usr/lib/os-release when /etc/os-release is absent, as the "
+                 "os-release specification says; NFD reads only /etc/os-release"),
+        LabelDoc("os_release.VERSION_ID", "string", "`VERSION_ID` of os-release"),
+        LabelDoc("os_release.VERSION_ID.major", "decimal",
+                 "first dotted number of `VERSION_ID`, only when present"),
+        LabelDoc("os_release.VERSION_ID.minor", "decimal",
+                 "second dotted number of `VERSION_ID`, only when present"),
+    )
 
     def discover(self, ctx: Context) -> Features:
         features = Features()
