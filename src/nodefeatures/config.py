@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nodefeatures.source import Source
 
 DEFAULT_PATH = "/etc/nodefeatures/config.yaml"
@@ -77,6 +75,8 @@ def load(path: str | Path | None, sources: Mapping[str, Source]) -> Config:
         if explicit:
             raise ConfigError(f"{file}: no such file")
         return build({}, sources)
+    import yaml  # only when there is a file: it is a noticeable part of a cold start
+
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
