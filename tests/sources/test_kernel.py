@@ -88,6 +88,8 @@ def test_improved_parse_is_marked_in_the_origin(tree: HostTree) -> None:
     ("v6.1-custom", {"version.full": "v6.1-custom"}),  # no leading number: full only
     ("~6.2.1+", {"version.full": "6.2.1", "version.major": "6", "version.minor": "2",
                  "version.revision": "1"}),
+    ("._-6.5.0-rc3-.", {"version.full": "6.5.0-rc3", "version.major": "6",
+                        "version.minor": "5", "version.revision": "0"}),
     ("6.1.0 ñ", {"version.full": "6.1.0", "version.major": "6", "version.minor": "1",
                  "version.revision": "0"}),  # one '_' per character, then edges stripped
 ])
