@@ -45,9 +45,16 @@ def to_text(discovery: Discovery, explain: bool) -> str:
         for label in shown:
             line = f"  {label.key.ljust(width)}  {label.value}"
             if explain and label.origin:
-                line = f"{line.ljust(width + value_width + 4)}  <- {label.origin}"
+                line = f"{line.ljust(width + value_width + 4)}  <- {printable(label.origin)}"
             lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """Raw facts can hold control bytes from hostile files; never send them to a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 FORMATS = {"text": to_text, "json": to_json, "yaml": to_yaml}
