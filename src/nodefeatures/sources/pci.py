@@ -1,0 +1,103 @@
+"""pci: PCI devices of chosen classes (`pci-<class>_<vendor>.present`), named as NFD does.
+
+The GPU Operator finds GPU nodes by `pci-10de.present`, `pci-0302_10de.present` or
+`pci-0300_10de.present`, so these names must match NFD's exactly: attribute values
+without `0x`, the class cut to base class and subclass (4 hex digits), the fields
+joined in a fixed order whatever order the config lists them in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from nodefeatures.labels import Label
+from nodefeatures.source import Context, Features, LabelDoc, Source
+from nodefeatures.sources._busdevices import (
+    device_labels,
+    field_warnings,
+    label_fields,
+    whitelist_problems,
+)
+
+DEVICES = "sys/bus/pci/devices"
+# Every device has these; one without them is not a device we can name.
+MANDATORY = ("class", "vendor", "device", "subsystem_vendor", "subsystem_device")
+FIELDS = MANDATORY  # the canonical order of label fields
+DEFAULT_FIELDS = ("class", "vendor")
+DEFAULT_WHITELIST = ("03", "0b40", "12")  # display, co-processor, processing accelerator
+CLASS_DIGITS = 4  # base class and subclass; the programming interface is dropped
+_ATTRIBUTE_LIMIT = 4096  # a sysfs attribute is at most one page
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_WHITELISTED = (
+    "a device in /sys/bus/pci/devices whose `class` starts with an entry of "
+    "sources.pci.deviceClassWhitelist (default 03, 0b40, 12)"
+)
+
+
+def attribute_value(raw: bytes, name: str) -> str:
+    """A PCI sysfs attribute as NFD uses it: trimmed, without `0x`, class to 4 digits."""
+    value = raw.decode("utf-8", errors="replace").strip().removeprefix("0x")
+    return value[:CLASS_DIGITS] if name == "class" else value
+
+
+class PciSource(Source):
+    name = "pci"
+    description = "PCI devices of whitelisted classes (GPUs, accelerators) by class and vendor"
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "deviceClassWhitelist": list(DEFAULT_WHITELIST),
+        "deviceLabelFields": list(DEFAULT_FIELDS),
+    }
+    catalogue = (
+        LabelDoc("<class>_<vendor>.present", "true",
+                 f"{_WHITELISTED}; `<class>` is the first 4 hex digits of `class`, "
+                 "`<vendor>` is `vendor`, both without `0x` (NVIDIA datacenter GPU: "
+                 "`pci-0302_10de.present`, consumer GPU: `pci-0300_10de.present`)"),
+        LabelDoc("<class>_<vendor>.sriov.capable", "true",
+                 "such a device has a `sriov_totalvfs` file, whatever its value (even 0)"),
+        LabelDoc("<fields>.present", "true",
+                 f"{_WHITELISTED}, named by sources.pci.deviceLabelFields: the chosen of "
+                 "class, vendor, device, subsystem_vendor, subsystem_device, joined by `_` "
+                 "in that order (`[vendor]` gives `pci-10de.present`)"),
+        LabelDoc("<fields>.sriov.capable", "true",
+                 "as `<fields>.present`, for a device with a `sriov_totalvfs` file"),
+    )
+
+    def validate_options(self, options: Mapping[str, Any]) -> list[str]:
+        return whitelist_problems(options["deviceClassWhitelist"], CLASS_DIGITS)
+
+    def discover(self, ctx: Context) -> Features:
+        features = Features()
+        root = ctx.root
+        for warning in field_warnings(ctx.options, FIELDS, DEFAULT_FIELDS, "sources.pci"):
+            ctx.warn(warning)
+        for entry in root.listdir(DEVICES):
+            device = f"{DEVICES}/{entry}"
+            attributes: dict[str, str] = {}
+            for name in MANDATORY:
+                raw = root.read_bytes(f"{device}/{name}", _ATTRIBUTE_LIMIT)
+                if raw is None:
+                    ctx.warn(f"{root.display(device)}: skipped, `{name}` is missing or unreadable")
+                    break
+                value = attribute_value(raw, name)
+                if not _HEX.fullmatch(value):
+                    ctx.warn(f"{root.display(device)}/{name}: {value!r} is not a hex number")
+                attributes[name] = value
+            else:
+                # Its presence alone makes a device SR-IOV capable, even with 0 VFs.
+                raw = root.read_bytes(f"{device}/sriov_totalvfs", _ATTRIBUTE_LIMIT)
+                if raw is not None:
+                    attributes["sriov_totalvfs"] = attribute_value(raw, "sriov_totalvfs")
+                features.instance("device", attributes, root.display(device))
+        return features
+
+    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
+        configured = options.get("deviceLabelFields", DEFAULT_FIELDS)
+        fields, _ = label_fields(configured, FIELDS, DEFAULT_FIELDS)
+        return device_labels(
+            features.instances.get("device", []),
+            options.get("deviceClassWhitelist", DEFAULT_WHITELIST),
+            fields,
+            extra={"sriov_totalvfs": "sriov.capable"},
+        )
