@@ -270,3 +270,16 @@ def test_live_pci_devices() -> None:
     result = run(Path("/"), deviceClassWhitelist=list("0123456789abcdef"))
     assert set(labels_of(result)) == expected_all
     assert expected_all
+
+
+def test_other_classes_cost_one_read_and_are_not_kept(tmp_path: Path) -> None:
+    gpu_server(tmp_path)
+    nic = tmp_path / "sys" / BRIDGE / "0000:5e:00.0"
+    for name in ("vendor", "device", "subsystem_vendor", "subsystem_device"):
+        (nic / name).unlink()  # never read: its class already rules it out
+    result = run(tmp_path)
+    assert result.warnings == []
+    assert result.features is not None
+    assert sorted(i.origin.rsplit("/", 1)[1] for i in result.features.instances["device"]) == [
+        "0000:3b:00.0", "0000:3c:00.0", "0000:9a:00.0", "0000:e8:00.0",
+    ]

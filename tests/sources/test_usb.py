@@ -85,8 +85,10 @@ def test_interface_classes_of_a_class_00_device(tmp_path: Path) -> None:
     add_device(tmp_path, "1-4", hub, "00", "1a6e", "089a", interfaces=("0e", "ff", "0e", "03"))
     result = run(tmp_path)
     assert labels_of(result) == {"0e_1a6e_089a.present": "true", "ff_1a6e_089a.present": "true"}
-    classes = sorted(i.attributes["class"] for i in result.features.instances["device"])
-    assert classes == ["03", "0e", "0e", "ff"]
+    # Raw features keep one instance per whitelisted class, named by its first interface.
+    assert [(i.attributes["class"], i.origin) for i in result.features.instances["device"]] == [
+        ("0e", "/sys/bus/usb/devices/1-4/1-4:1.0"), ("ff", "/sys/bus/usb/devices/1-4/1-4:1.1"),
+    ]
 
 
 def test_device_class_is_not_replaced_when_set(tmp_path: Path) -> None:
@@ -190,3 +192,15 @@ def test_live_usb_devices() -> None:
                        for i in device.iterdir() if (i / "bInterfaceClass").exists()]
         expected.update("_".join([c, *ids]) + ".present" for c in classes)
     assert set(labels_of(result)) == expected
+
+
+def test_only_whitelisted_devices_are_read_in_full(tmp_path: Path) -> None:
+    workstation(tmp_path)
+    keyboard = tmp_path / "sys" / CONTROLLER / "usb1/1-3"
+    (keyboard / "idVendor").unlink()
+    (keyboard / "idVendor").mkdir()  # would warn if read; its class rules it out first
+    result = run(tmp_path)
+    assert result.warnings == []
+    assert sorted(i.origin for i in result.features.instances["device"]) == [
+        "/sys/bus/usb/devices/1-1", "/sys/bus/usb/devices/1-2/1-2:1.0",
+    ]

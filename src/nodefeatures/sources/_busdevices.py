@@ -55,23 +55,27 @@ def whitelist_problems(entries: Iterable[str], digits: int) -> list[str]:
     ]
 
 
+def whitelist_prefixes(options: Mapping[str, Any], default: Sequence[str]) -> tuple[str, ...]:
+    """The class whitelist as lower-case prefixes for `str.startswith`."""
+    return tuple(entry.lower() for entry in options.get("deviceClassWhitelist", default))
+
+
 def device_labels(
     devices: Iterable[Instance],
-    whitelist: Iterable[str],
+    whitelist: tuple[str, ...],
     fields: Sequence[str],
     extra: Mapping[str, str] | None = None,
 ) -> list[Label]:
-    """`<f1>_<f2>....present` for each device whose class starts with a whitelist entry.
+    """`<f1>_<f2>....present` for each device whose class starts with a `whitelist` prefix.
 
     `extra` maps an attribute to a further label suffix given to devices that have it
     (PCI: `sriov_totalvfs` -> `sriov.capable`). A field a device lacks stays an empty
     part of the name, as in NFD. Devices with the same name collapse into one label,
     whose origin names the first device and how many more there are.
     """
-    prefixes = tuple(entry.lower() for entry in whitelist)
     groups: dict[str, list[Instance]] = {}
     for device in devices:
-        if device.attributes.get("class", "").startswith(prefixes):
+        if device.attributes.get("class", "").startswith(whitelist):
             name = "_".join(device.attributes.get(field, "") for field in fields)
             groups.setdefault(name, []).append(device)
     labels: list[Label] = []

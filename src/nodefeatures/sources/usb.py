@@ -1,7 +1,9 @@
 """usb: USB devices of chosen classes (`usb-<class>_<vendor>_<device>.present`), as NFD.
 
 A device whose own class is `00` declares its function per interface, so it counts
-once per interface class (a webcam with a video interface is class `0e`).
+once per interface class (a webcam with a video interface is class `0e`). As in the
+pci source, only devices with a whitelisted class are read in full and kept as raw
+features.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nodefeatures.sources._busdevices import (
     device_labels,
     field_warnings,
     label_fields,
+    whitelist_prefixes,
     whitelist_problems,
 )
 
@@ -67,41 +70,62 @@ class UsbSource(Source):
         root = ctx.root
         for warning in field_warnings(ctx.options, FIELDS, DEFAULT_FIELDS, "sources.usb"):
             ctx.warn(warning)
+        whitelist = whitelist_prefixes(ctx.options, DEFAULT_WHITELIST)
         for entry in root.listdir(DEVICES):
+            # Interfaces (`<device>:<config>.<interface>`) share the bus directory
+            # with devices but have no product ID; skipping them by name spares reads.
+            if ":" in entry:
+                continue
             device = f"{DEVICES}/{entry}"
-            attributes: dict[str, str] = {}
-            for field, file in ATTRIBUTE_FILES.items():
-                raw = root.read_bytes(f"{device}/{file}", _ATTRIBUTE_LIMIT)
-                value = "" if raw is None else raw.decode("utf-8", errors="replace").strip()
-                if value and field in HEX_FIELDS and not _HEX.fullmatch(value):
-                    ctx.warn(f"{root.display(device)}/{file}: {value!r} is not a hex number")
+            product = self._read(ctx, device, "device")
+            if product is None and not root.exists(f"{device}/idProduct"):
+                continue  # not a device
+            device_class = self._read(ctx, device, "class") or ""
+            classes = {device_class: root.display(device)}
+            if device_class == PER_INTERFACE:
+                classes = self._interface_classes(ctx, device)
+            wanted = {c: origin for c, origin in classes.items() if c.startswith(whitelist)}
+            if not wanted:
+                continue  # no label can name it: spare the remaining reads
+            attributes = {"device": product} if product else {}
+            for field in ("vendor", "serial"):
+                value = self._read(ctx, device, field)
                 if value:
                     attributes[field] = value
-            # Interfaces and other entries of the bus have no product ID: not devices.
-            if "device" not in attributes and not root.exists(f"{device}/idProduct"):
-                continue
-            origin = root.display(device)
-            if attributes.get("class") != PER_INTERFACE:
-                features.instance("device", attributes, origin)
-                continue
-            # Interfaces are named `<device>:<config>.<interface>`; looking only at names
-            # with ':' spares a stat of each of a device's ~40 other entries.
-            for name in root.listdir(device):
-                if ":" not in name:
-                    continue
-                raw = root.read_bytes(f"{device}/{name}/bInterfaceClass", _ATTRIBUTE_LIMIT)
-                if raw is None:
-                    continue
-                interface = dict(attributes)
-                interface["class"] = raw.decode("utf-8", errors="replace").strip()
-                features.instance("device", interface, f"{origin}/{name}")
+            for usb_class, origin in wanted.items():
+                named = {"class": usb_class, **attributes} if usb_class else attributes
+                features.instance("device", named, origin)
         return features
+
+    @staticmethod
+    def _read(ctx: Context, device: str, field: str) -> str | None:
+        """One attribute, trimmed; None when absent, unreadable or empty."""
+        path = f"{device}/{ATTRIBUTE_FILES[field]}"
+        raw = ctx.root.read_bytes(path, _ATTRIBUTE_LIMIT)
+        value = "" if raw is None else raw.decode("utf-8", errors="replace").strip()
+        if value and field in HEX_FIELDS and not _HEX.fullmatch(value):
+            ctx.warn(f"{ctx.root.display(path)}: {value!r} is not a hex number")
+        return value or None
+
+    @staticmethod
+    def _interface_classes(ctx: Context, device: str) -> dict[str, str]:
+        """Each distinct interface class of a device and the first interface having it."""
+        classes: dict[str, str] = {}
+        for name in ctx.root.listdir(device):
+            if ":" not in name:  # not an interface; spares a read of each other entry
+                continue
+            path = f"{device}/{name}/bInterfaceClass"
+            raw = ctx.root.read_bytes(path, _ATTRIBUTE_LIMIT)
+            if raw is not None:
+                value = raw.decode("utf-8", errors="replace").strip()
+                classes.setdefault(value, ctx.root.display(f"{device}/{name}"))
+        return classes
 
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
         configured = options.get("deviceLabelFields", DEFAULT_FIELDS)
         fields, _ = label_fields(configured, FIELDS, DEFAULT_FIELDS)
         return device_labels(
             features.instances.get("device", []),
-            options.get("deviceClassWhitelist", DEFAULT_WHITELIST),
+            whitelist_prefixes(options, DEFAULT_WHITELIST),
             fields,
         )
