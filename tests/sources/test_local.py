@@ -187,6 +187,13 @@ def test_binary_junk_costs_only_the_bad_lines(tmp_path: Path) -> None:
     ]
 
 
+def test_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path) -> None:
+    write(tmp_path, "windows", b"\xef\xbb\xbffirst=1\r\nsecond=2\r\n")
+    result = run(tmp_path)
+    assert labels_of(result) == {"first": "1", "second": "2"}
+    assert result.warnings == []
+
+
 def test_invalid_names_and_values_fall_to_the_central_rules(tmp_path: Path) -> None:
     write(tmp_path, "f", "a = b\nspaced name=1\n-dash=1\nok=has space\n=novalue\n")
     result = run(tmp_path)

@@ -83,6 +83,9 @@ def parse_feature_file(data: bytes, now: datetime) -> FeatureFile:
     expiry: datetime | None = None  # None: not expired, as NFD starts with "now"
     skip_label = skip_feature = False
     not_text: list[int] = []
+    # Editors on Windows start UTF-8 files with a byte-order mark; it is not part of
+    # the first name (NFD keeps it, which makes that name invalid).
+    data = data.removeprefix(b"\xef\xbb\xbf")
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if b"\0" in raw:
             not_text.append(number)
@@ -143,8 +146,9 @@ class LocalSource(Source):
                  "a `<name>=<value>` line (`<name>` alone means `true`, `<name>=` the empty "
                  "value) in a file in /etc/kubernetes/node-feature-discovery/features.d "
                  "(sources.local.directory); published as feature.node.kubernetes.io/<name>",
-                 "lines with NUL bytes or invalid UTF-8 are skipped with a warning; the "
-                 "directory can be changed with sources.local.directory, which NFD lacks"),
+                 "lines with NUL bytes or invalid UTF-8 are skipped with a warning; a "
+                 "UTF-8 byte-order mark is ignored; the directory can be changed with "
+                 "sources.local.directory, which NFD lacks"),
         LabelDoc("<prefix>/<name>", "string as written",
                  "a `<prefix>/<name>=<value>` line in a feature file; its prefix is kept. "
                  "Namespaces kubernetes.io and *.kubernetes.io are refused, except "
