@@ -87,7 +87,7 @@ def test_expiry_applies_forward_until_the_next_directive(tmp_path: Path) -> None
         "due-now=1",
         "# +expiry-time=2026-03-01T13:30:00+01:00",  # 12:30 UTC
         "later=1",
-        "# +expiry-time=2026-03-01T12:30:00-01:00",  # 13:30 UTC, fraction-free offsets
+        "# +expiry-time=2026-03-01T12:30:00-01:00",  # 13:30 UTC
         "much-later=1",
     ]))
     write(tmp_path, "next-file", "fresh=1\n")  # expiry does not carry into the next file
