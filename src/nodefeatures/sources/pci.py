@@ -12,19 +12,11 @@ read each. Labels are the same as NFD's; its raw features list every device.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from nodefeatures.labels import Label
-from nodefeatures.source import Context, Features, LabelDoc, Source
-from nodefeatures.sources._busdevices import (
-    device_labels,
-    field_warnings,
-    label_fields,
-    whitelist_prefixes,
-    whitelist_problems,
-)
+from nodefeatures.source import Context, Features, LabelDoc
+from nodefeatures.sources._busdevices import HEX, DeviceClassSource
 
 DEVICES = "sys/bus/pci/devices"
 # Every device has these; one without them is not a device we can name.
@@ -34,7 +26,6 @@ DEFAULT_FIELDS = ("class", "vendor")
 DEFAULT_WHITELIST = ("03", "0b40", "12")  # display, co-processor, processing accelerator
 CLASS_DIGITS = 4  # base class and subclass; the programming interface is dropped
 _ATTRIBUTE_LIMIT = 4096  # a sysfs attribute is at most one page
-_HEX = re.compile(r"[0-9a-fA-F]+")
 _WHITELISTED = (
     "a device in /sys/bus/pci/devices whose `class` starts with an entry of "
     "sources.pci.deviceClassWhitelist (default 03, 0b40, 12)"
@@ -47,9 +38,13 @@ def attribute_value(raw: bytes, name: str) -> str:
     return value[:CLASS_DIGITS] if name == "class" else value
 
 
-class PciSource(Source):
+class PciSource(DeviceClassSource):
     name = "pci"
     description = "PCI devices of whitelisted classes (GPUs, accelerators) by class and vendor"
+    fields = FIELDS
+    default_fields = DEFAULT_FIELDS
+    class_digits = CLASS_DIGITS
+    extra_labels: ClassVar[Mapping[str, str]] = {"sriov_totalvfs": "sriov.capable"}
     defaults: ClassVar[Mapping[str, Any]] = {
         "deviceClassWhitelist": list(DEFAULT_WHITELIST),
         "deviceLabelFields": list(DEFAULT_FIELDS),
@@ -69,15 +64,10 @@ class PciSource(Source):
                  "as `<fields>.present`, for a device with a `sriov_totalvfs` file"),
     )
 
-    def validate_options(self, options: Mapping[str, Any]) -> list[str]:
-        return whitelist_problems(options["deviceClassWhitelist"], CLASS_DIGITS)
-
     def discover(self, ctx: Context) -> Features:
         features = Features()
         root = ctx.root
-        for warning in field_warnings(ctx.options, FIELDS, DEFAULT_FIELDS, "sources.pci"):
-            ctx.warn(warning)
-        whitelist = whitelist_prefixes(ctx.options, DEFAULT_WHITELIST)
+        whitelist = self.start_pass(ctx)
         for entry in root.listdir(DEVICES):
             device = f"{DEVICES}/{entry}"
             attributes = self._read_device(ctx, device, whitelist)
@@ -101,7 +91,7 @@ class PciSource(Source):
                 ctx.warn(f"{ctx.root.display(device)}: skipped, `{name}` is missing or unreadable")
                 return None
             value = attribute_value(raw, name)
-            if not _HEX.fullmatch(value):
+            if not HEX.fullmatch(value):
                 ctx.warn(f"{ctx.root.display(device)}/{name}: {value!r} is not a hex number")
             if name == "class" and not value.startswith(whitelist):
                 return None
@@ -111,13 +101,3 @@ class PciSource(Source):
         if raw is not None:
             attributes["sriov_totalvfs"] = attribute_value(raw, "sriov_totalvfs")
         return attributes
-
-    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
-        configured = options.get("deviceLabelFields", DEFAULT_FIELDS)
-        fields, _ = label_fields(configured, FIELDS, DEFAULT_FIELDS)
-        return device_labels(
-            features.instances.get("device", []),
-            whitelist_prefixes(options, DEFAULT_WHITELIST),
-            fields,
-            extra={"sriov_totalvfs": "sriov.capable"},
-        )

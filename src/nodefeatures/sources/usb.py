@@ -8,19 +8,11 @@ features.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from nodefeatures.labels import Label
-from nodefeatures.source import Context, Features, LabelDoc, Source
-from nodefeatures.sources._busdevices import (
-    device_labels,
-    field_warnings,
-    label_fields,
-    whitelist_prefixes,
-    whitelist_problems,
-)
+from nodefeatures.source import Context, Features, LabelDoc
+from nodefeatures.sources._busdevices import HEX, DeviceClassSource
 
 DEVICES = "sys/bus/usb/devices"
 # Label field -> sysfs attribute file, in the canonical order of label fields.
@@ -38,7 +30,6 @@ DEFAULT_WHITELIST = ("0e", "ef", "fe", "ff")
 CLASS_DIGITS = 2
 PER_INTERFACE = "00"
 _ATTRIBUTE_LIMIT = 4096
-_HEX = re.compile(r"[0-9a-fA-F]+")
 _WHITELISTED = (
     "a device in /sys/bus/usb/devices whose class starts with an entry of "
     "sources.usb.deviceClassWhitelist (default 0e, ef, fe, ff); the class is "
@@ -46,9 +37,12 @@ _WHITELISTED = (
 )
 
 
-class UsbSource(Source):
+class UsbSource(DeviceClassSource):
     name = "usb"
     description = "USB devices of whitelisted classes by class, vendor and product"
+    fields = FIELDS
+    default_fields = DEFAULT_FIELDS
+    class_digits = CLASS_DIGITS
     defaults: ClassVar[Mapping[str, Any]] = {
         "deviceClassWhitelist": list(DEFAULT_WHITELIST),
         "deviceLabelFields": list(DEFAULT_FIELDS),
@@ -62,15 +56,10 @@ class UsbSource(Source):
                  "device lacks (often `serial`) is an empty part, as in NFD"),
     )
 
-    def validate_options(self, options: Mapping[str, Any]) -> list[str]:
-        return whitelist_problems(options["deviceClassWhitelist"], CLASS_DIGITS)
-
     def discover(self, ctx: Context) -> Features:
         features = Features()
         root = ctx.root
-        for warning in field_warnings(ctx.options, FIELDS, DEFAULT_FIELDS, "sources.usb"):
-            ctx.warn(warning)
-        whitelist = whitelist_prefixes(ctx.options, DEFAULT_WHITELIST)
+        whitelist = self.start_pass(ctx)
         for entry in root.listdir(DEVICES):
             # Interfaces (`<device>:<config>.<interface>`) share the bus directory
             # with devices but have no product ID; skipping them by name spares reads.
@@ -103,7 +92,7 @@ class UsbSource(Source):
         path = f"{device}/{ATTRIBUTE_FILES[field]}"
         raw = ctx.root.read_bytes(path, _ATTRIBUTE_LIMIT)
         value = "" if raw is None else raw.decode("utf-8", errors="replace").strip()
-        if value and field in HEX_FIELDS and not _HEX.fullmatch(value):
+        if value and field in HEX_FIELDS and not HEX.fullmatch(value):
             ctx.warn(f"{ctx.root.display(path)}: {value!r} is not a hex number")
         return value or None
 
@@ -120,12 +109,3 @@ class UsbSource(Source):
                 value = raw.decode("utf-8", errors="replace").strip()
                 classes.setdefault(value, ctx.root.display(f"{device}/{name}"))
         return classes
-
-    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
-        configured = options.get("deviceLabelFields", DEFAULT_FIELDS)
-        fields, _ = label_fields(configured, FIELDS, DEFAULT_FIELDS)
-        return device_labels(
-            features.instances.get("device", []),
-            whitelist_prefixes(options, DEFAULT_WHITELIST),
-            fields,
-        )
