@@ -207,8 +207,9 @@ def test_absolute_symlink_resolves_inside_the_root(tmp_path: Path) -> None:
     (tmp_path / FEATURES_D).mkdir(parents=True)
     os.symlink("/etc/passwd", tmp_path / FEATURES_D / "link")
     result = run(tmp_path)
+    # The host's own /etc/passwd would give other names, each dropped with a warning.
     assert labels_of(result) == {"inside": "root"}
-    assert not any(key.startswith(DEFAULT_NS + "root:") for key in result.labels)
+    assert result.warnings == []
 
 
 def test_entries_that_are_not_files_give_nothing(tmp_path: Path) -> None:
