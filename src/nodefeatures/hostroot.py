@@ -138,8 +138,7 @@ class HostRoot:
         if real is None:
             return None
         try:
-            with open(real, "rb") as handle:
-                data = handle.read(limit + 1)
+            data = _read_bounded(real, limit)
         except OSError as exc:
             self._report(path, exc)
             return None
@@ -168,18 +167,17 @@ class HostRoot:
         if real is None:
             return []
         try:
-            with os.scandir(real) as entries:
-                found = [(e.name, _is_dir(e)) for e in entries]
+            names = sorted(os.listdir(real))
         except OSError as exc:
             self._report(path, exc)
             return []
-        found.sort()
         if self.recorder is not None:
             rel = self.normalize(path)
             self.recorder.directory(rel)
-            for name, is_dir in found:
-                self.recorder.entry(f"{rel}/{name}" if rel else name, is_dir)
-        return [name for name, _ in found]
+            for name in names:
+                self.recorder.entry(f"{rel}/{name}" if rel else name,
+                                    os.path.isdir(os.path.join(real, name)))
+        return names
 
     def exists(self, path: str) -> bool:
         return self._stat(path) is not None
@@ -227,8 +225,22 @@ class HostRoot:
         self.problems(Problem(self.display(path), reason, exc.errno != errno.ELOOP))
 
 
-def _is_dir(entry: os.DirEntry[str]) -> bool:
+_CHUNK = 64 * 1024
+
+
+def _read_bounded(real: Path, limit: int) -> bytes:
+    """At most limit+1 bytes, read in chunks: procfs and sysfs report no useful size."""
+    # O_NONBLOCK: a FIFO planted where a file is expected must not hang discovery.
+    fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        return entry.is_dir()
-    except OSError:
-        return False
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
