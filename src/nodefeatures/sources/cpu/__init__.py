@@ -200,19 +200,34 @@ class CpuSource(Source):
     # -- labels -----------------------------------------------------------------------
 
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
-        lists = options.get("cpuid") or self.defaults["cpuid"]
-        whitelist = set(lists.get("attributeWhitelist") or ())
-        blacklist = set(lists.get("attributeBlacklist") or ())
-        flags = features.flags.get("cpuid", {})
-        kept = {name: fact for name, fact in flags.items()
-                if (name in whitelist if whitelist else name not in blacklist)}
-        labels = flag_labels(Features(flags={"cpuid": kept}), "cpuid", "cpuid")
+        labels = _flag_labels(features.flags.get("cpuid", {}),
+                              options.get("cpuid") or self.defaults["cpuid"])
         for feature, prefix in (("cpuid", "cpuid."), ("model", "model."), ("topology", ""),
                                 ("cstate", "cstate."), ("pstate", "pstate."),
                                 ("security", "security."), ("power", "power.")):
             for name, fact in sorted(features.attributes.get(feature, {}).items()):
                 labels.append(Label(f"{prefix}{name}", fact.value, fact.origin))
         return labels
+
+
+_flag_label_cache: tuple[tuple[frozenset[str], frozenset[str]], dict[str, Fact],
+                        list[Label]] | None = None
+
+
+def _flag_labels(flags: dict[str, Fact], lists: Mapping[str, Any]) -> list[Label]:
+    """`cpuid.<FLAG>` labels after the black/whitelist; the last answer is reused."""
+    global _flag_label_cache
+    whitelist = frozenset(lists.get("attributeWhitelist") or ())
+    blacklist = frozenset(lists.get("attributeBlacklist") or ())
+    cached = _flag_label_cache
+    # Equal flags (the same Fact objects on a live host) and lists give equal labels.
+    if cached is not None and cached[0] == (whitelist, blacklist) and cached[1] == flags:
+        return list(cached[2])
+    kept = {name: fact for name, fact in flags.items()
+            if (name in whitelist if whitelist else name not in blacklist)}
+    labels = flag_labels(Features(flags={"cpuid": kept}), "cpuid", "cpuid")
+    _flag_label_cache = ((whitelist, blacklist), dict(flags), labels)
+    return list(labels)
 
 
 def _replayed(path: Path, ctx: Context) -> CpuFacts | None:

@@ -14,13 +14,11 @@ docs/fixtures.md describes it.
 
 from __future__ import annotations
 
-import logging
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Protocol
-
-log = logging.getLogger(__name__)
 
 Regs = tuple[int, int, int, int]
 ZERO: Regs = (0, 0, 0, 0)
@@ -98,10 +96,9 @@ class LiveCpuid:
 
 
 def _build_executor():  # -> (cpuid function, xgetbv function)
-    import platform
-
-    if sys.platform != "linux" or platform.machine().lower() not in ("x86_64", "amd64"):
-        raise CpuidUnavailable(f"not x86-64 Linux ({sys.platform}/{platform.machine()})")
+    machine = os.uname().machine if hasattr(os, "uname") else "?"
+    if sys.platform != "linux" or machine.lower() not in ("x86_64", "amd64"):
+        raise CpuidUnavailable(f"not x86-64 Linux ({sys.platform}/{machine})")
     import ctypes
     import mmap
 
