@@ -27,17 +27,16 @@ def bits(*positions: int) -> int:
     return value
 
 
-def vendor_leaf(max_leaf: int, signature: str) -> Regs:
-    """Leaf 0: the maximum basic leaf and the 12-character vendor in EBX, EDX, ECX."""
-    raw = signature.encode("latin-1").ljust(12, b"\x00")
-    ebx, edx, ecx = (int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
-    return (max_leaf, ebx, ecx, edx)
-
-
 def text_regs(text: str) -> tuple[int, int, int]:
-    """A 12-character signature as three registers in the order given."""
+    """A signature of up to 12 characters as three registers, NUL-padded."""
     raw = text.encode("latin-1").ljust(12, b"\x00")
     return tuple(int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))  # type: ignore
+
+
+def vendor_leaf(max_leaf: int, signature: str) -> Regs:
+    """Leaf 0: the maximum basic leaf and the vendor, which reads EBX, EDX, ECX."""
+    ebx, edx, ecx = text_regs(signature)
+    return (max_leaf, ebx, ecx, edx)
 
 
 def reader(leaves: dict[tuple[int, int], Regs], xcr0: int | None = None) -> DumpCpuid:

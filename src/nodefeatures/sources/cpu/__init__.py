@@ -106,7 +106,8 @@ class CpuSource(Source):
         LabelDoc("model.family", "decimal",
                  "x86: CPUID 1 family (+ extended family when 0xF); arm64: MIDR_EL1[23:16]"),
         LabelDoc("model.id", "decimal",
-                 "x86: CPUID 1 model (+ extended model for families 6 and 0xF); arm64: "
+                 "x86: CPUID 1 model (+ extended model for families 6 and 0xF only, so a "
+                 "Zhaoxin family 7 model 59 is 11, as in NFD, unlike /proc/cpuinfo); arm64: "
                  "MIDR_EL1[15:0]"),
         LabelDoc("model.hypervisor", "string",
                  "`none` without CPUID 1:ECX[31]; else the CPUID 0x40000000 signature as a "
@@ -124,7 +125,9 @@ class CpuSource(Source):
                  "x86 with the intel_idle driver: "
                  "/sys/module/intel_idle/parameters/max_cstate > 0"),
         LabelDoc("pstate.status", "string",
-                 "x86: /sys/devices/system/cpu/intel_pstate/status unless `off`"),
+                 "x86: /sys/devices/system/cpu/intel_pstate/status unless `off`",
+                 "an empty status file gives no pstate labels (NFD would publish an empty "
+                 "value)"),
         LabelDoc("pstate.turbo", "true/false",
                  "x86: intel_pstate/no_turbo starts with 0"),
         LabelDoc("pstate.scaling_governor", "string",

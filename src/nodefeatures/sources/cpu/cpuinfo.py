@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from nodefeatures.sources.cpu.facts import VENDOR_UNKNOWN, X86_VENDORS, CpuFacts
-from nodefeatures.sources.cpu.x86 import add_levels, amd_tsa_immune, avx_slow
+from nodefeatures.sources.cpu.x86 import derive
 
 CPUINFO = "proc/cpuinfo"
 _DECIMAL = re.compile(r"[0-9]{1,20}")
@@ -201,14 +201,7 @@ def x86_facts(block: dict[str, str], origin: str, warn) -> CpuFacts:
     if ("ht" in present and facts.vendor in ("Intel", "AMD") and siblings and cores
             and siblings > cores):
         flags["HTT"] = f"{origin}: flag ht, siblings {siblings} > cpu cores {cores}"
-    if family is not None and model is not None:
-        if "AVX" in flags and avx_slow(facts.vendor, family, model):
-            flags["AVXSLOW"] = f"derived: AVX on {facts.vendor} family {family} model {model}"
-        if facts.vendor == "AMD" and amd_tsa_immune(family, model):
-            note = f"derived: AMD family 0x{family:X} model 0x{model:X} is not affected"
-            flags.setdefault("TSA_L1_NO", note)
-            flags.setdefault("TSA_SQ_NO", note)
-    add_levels(flags)
+    derive(flags, facts.vendor, family, model)
     if "HYPERVISOR" not in flags:
         facts.hypervisor = "none"
         facts.hypervisor_origin = f"{origin}: no hypervisor flag"

@@ -302,26 +302,24 @@ def microarch_level(flags: dict[str, str] | set[str]) -> int:
     return level
 
 
-def add_levels(flags: dict[str, str]) -> None:
+def derive(flags: dict[str, str], vendor: str | None, family: int | None,
+           model: int | None) -> None:
+    """Flags NFD computes rather than reads: AVXSLOW, TSA immunity and x86-64 levels."""
+    if family is not None and model is not None:
+        # AVX that splits 256-bit work in two: Intel before Haswell, AMD before Zen 2.
+        slow = (vendor == "Intel" and family == 6 and model < 60) or (
+            vendor == "AMD" and (family < 23 or (family == 23 and model < 49)))
+        if slow and "AVX" in flags:
+            flags["AVXSLOW"] = f"derived: AVX on {vendor} family {family} model {model}"
+        # AMD parts not affected by TSA although CPUID does not say so.
+        if vendor == "AMD" and (family < 0x19 or (family == 0x1A and (
+                model <= 0x4F or 0x60 <= model <= 0x7F))):
+            note = f"derived: AMD family 0x{family:X} model 0x{model:X} is not affected"
+            flags.setdefault("TSA_L1_NO", note)
+            flags.setdefault("TSA_SQ_NO", note)
     level = microarch_level(flags)
     for n in range(1, level + 1):
         flags[f"X86_64_V{n}"] = f"derived: x86-64 level {level} (all of its features present)"
-
-
-def avx_slow(vendor: str, family: int, model: int) -> bool:
-    """AVX that splits 256-bit work in two: Intel before Haswell, AMD before Zen 2."""
-    if vendor == "Intel":
-        return family == 6 and model < 60
-    if vendor == "AMD":
-        return family < 23 or (family == 23 and model < 49)
-    return False
-
-
-def amd_tsa_immune(family: int, model: int) -> bool:
-    """AMD parts that are not affected by TSA although CPUID does not say so."""
-    if family < 0x19:
-        return True
-    return family == 0x1A and (model <= 0x4F or 0x60 <= model <= 0x7F)
 
 
 def decode(reader: CpuidReader) -> CpuFacts:
@@ -367,9 +365,6 @@ def decode(reader: CpuidReader) -> CpuFacts:
                 origin += ", with " + ", ".join(gate_notes.get(g, g) for g in gates)
             flags[name] = origin
 
-    if "AVX" in flags and avx_slow(facts.vendor, facts.family, facts.model):
-        flags["AVXSLOW"] = f"derived: AVX on {facts.vendor} family {facts.family} " \
-                           f"model {facts.model}"
     if facts.vendor in ("Intel", "AMD") and (edx1 >> 28) & 1 and max_basic >= 4:
         threads = _threads_per_core(reader, facts, max_basic, max_ext, ebx1, edx1)
         if threads > 1:
@@ -382,11 +377,7 @@ def decode(reader: CpuidReader) -> CpuFacts:
     if max_basic >= 0xA:
         _decode_fixed_counters(reader.cpuid(0xA), flags)
     _decode_tdx_guest(reader, flags, max_basic)
-    if facts.vendor == "AMD" and amd_tsa_immune(facts.family, facts.model):
-        note = f"derived: AMD family 0x{facts.family:X} model 0x{facts.model:X} is not affected"
-        flags.setdefault("TSA_L1_NO", note)
-        flags.setdefault("TSA_SQ_NO", note)
-    add_levels(flags)
+    derive(flags, facts.vendor, facts.family, facts.model)
 
     if "HYPERVISOR" in flags:
         _, hb, hc, hd = reader.cpuid(0x40000000)
