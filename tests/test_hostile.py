@@ -1,0 +1,66 @@
+"""A new user's hostile fixtures: every one exits 0 with only valid labels and a warning."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import FIXTURES
+
+from nodefeatures.cli import main
+from nodefeatures.fixture import read_labels
+from nodefeatures.labels import key_error, value_error
+
+HOSTILE = FIXTURES / "hostile-inputs"
+BIG = 20 * 1024 * 1024
+
+
+def dump(fixture: Path) -> tuple[int, dict[str, str], str]:
+    result = CliRunner().invoke(main, ["dump", "--format", "json", "--fixture", str(fixture)])
+    return result.exit_code, json.loads(result.stdout or "{}"), result.stderr
+
+
+def test_hostile_fixture_warns_and_emits_only_valid_labels() -> None:
+    code, labels, err = dump(HOSTILE)
+    assert code == 0
+    assert labels == read_labels(HOSTILE)
+    assert all(key_error(k) is None and value_error(v) is None for k, v in labels.items())
+    for named in ("/proc/cpuinfo", "/boot/config-6.5.0 custom build #1",
+                  "/sys/class/net/eth0/device/sriov_totalvfs", "/sys/block/sda/queue/rotational",
+                  "features.d/00-junk", "'debian\\x00junk'"):
+        assert named in err, named
+
+
+def test_twenty_megabyte_files_where_small_ones_belong(tmp_path: Path) -> None:
+    fixture = tmp_path / "big"
+    shutil.copytree(HOSTILE, fixture, symlinks=True)
+    root = fixture / "root"
+    for rel in ("proc/cpuinfo", "proc/swaps",
+                "etc/kubernetes/node-feature-discovery/features.d/big",
+                "sys/devices/virtual/block/sda/queue/rotational"):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(b"flags\t: sse sse2\n" * (BIG // 16))
+    code, labels, err = dump(fixture)
+    assert code == 0
+    assert labels == read_labels(HOSTILE)  # the big files cost nothing that was there before
+    assert "/proc/cpuinfo: larger than" in err
+    assert "features.d/big" in err
+
+
+def test_absolute_symlinks_never_leave_the_fixture(tmp_path: Path) -> None:
+    fixture = tmp_path / "links"
+    shutil.copytree(HOSTILE, fixture, symlinks=True)
+    root = fixture / "root"
+    (root / "usr/lib/os-release").unlink()
+    (root / "etc/os-release").unlink()
+    # This machine has /etc/os-release; inside the fixture the link points at itself.
+    (root / "etc/os-release").symlink_to("/etc/os-release")
+    code, labels, err = dump(fixture)
+    assert code == 0
+    assert not any("system-os_release" in k for k in labels)
+    assert "/etc/os-release: too many levels of symbolic links" in err
