@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 DEFAULT_PREFIX = "feature.node.kubernetes.io"
 MAX_NAME = 63
@@ -74,6 +75,8 @@ def sanitize_value(value: str) -> str:
     return _EDGE.sub("", cleaned)
 
 
+# A running agent sees the same labels every pass; validating them again is wasted work.
+@lru_cache(maxsize=8192)
 def checked(label: Label) -> tuple[Label | None, str | None]:
     """The label made valid (or None when it cannot be) and a message when it changed."""
     problem = key_error(label.key)
