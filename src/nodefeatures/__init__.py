@@ -1,0 +1,3 @@
+"""Node feature discovery labeler for Kubernetes."""
+
+__version__ = "0.1.0"
