@@ -65,7 +65,7 @@ mkdir -p "$bin_dir"
 
 # Serialise concurrent builds (two pytest sessions, or CI jobs sharing a cache).
 if command -v flock >/dev/null 2>&1; then
-    exec 9>"$bin_dir/.build.lock"
+    exec 9>"$bin_dir/../.build.lock"
     flock 9
 fi
 
