@@ -172,22 +172,30 @@ class _Process:
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
+        """Launch the process, appending its output to the log file."""
         self._log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # A separate session keeps Ctrl-C on pytest from killing the servers before
-            # the fixture's teardown (which prints logs) gets to run.
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                # A separate session keeps Ctrl-C on pytest from killing the servers before
+                # the fixture's teardown (which prints logs) gets to run.
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        except OSError:
+            self._log.close()
+            self._log = None
+            raise
 
     def running(self) -> bool:
+        """Whether the process has been started and has not exited."""
         return self.popen is not None and self.popen.poll() is None
 
     def stop(self, graceful: bool = True) -> None:
+        """SIGTERM, wait, then SIGKILL (or SIGKILL at once); a no-op if not running."""
         if self.popen is not None:
             if self.popen.poll() is None:
                 if graceful:
@@ -205,6 +213,7 @@ class _Process:
             self._log = None
 
     def log_tail(self, lines: int = 60) -> str:
+        """The end of the log with a header naming the process."""
         return f"----- {self.name} log ({self.log_path}) -----\n{_tail(self.log_path, lines)}"
 
 
@@ -221,6 +230,7 @@ class _ImpersonatingPool:
         self._headers = list(headers)
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        """Forward to the wrapped pool with the impersonation headers added."""
         merged = HTTPHeaderDict(kwargs.pop("headers", None) or {})
         for key, value in self._headers:
             merged.add(key, value)
