@@ -385,15 +385,30 @@ class ControlPlane:
             )
         return str(response.status.token)
 
-    def audit_events(self) -> list[dict[str, Any]]:
-        """All audit events written so far (nodes only, see AUDIT_POLICY)."""
+    def audit_events(
+        self, verbs: Iterable[str] | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit events written so far (only nodes are audited), optionally filtered.
+
+        ``verbs`` such as ``{"create", "update", "patch", "delete"}`` select write requests;
+        ``name`` selects events about one object.  Events are written just after the
+        response is sent, so poll briefly before asserting on counts.
+        """
         if not self.audit_log_path.exists():
             return []
+        wanted = set(verbs) if verbs is not None else None
         events = []
         for line in self.audit_log_path.read_text().splitlines():
             # The server may be mid-write of the last line.
-            with contextlib.suppress(json.JSONDecodeError):
-                events.append(json.loads(line))
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if wanted is not None and event.get("verb") not in wanted:
+                continue
+            if name is not None and event.get("objectRef", {}).get("name") != name:
+                continue
+            events.append(event)
         return events
 
     # ----- internals -------------------------------------------------------------------
