@@ -8,10 +8,8 @@ python3 -m venv .venv
 
 # The integration tests need kube-apiserver and etcd; they are built once from Go
 # modules and cached outside the repository.
-if [ -x tests/apiserver/build.sh ]; then
-  bin_dir=$(bash tests/apiserver/build.sh | tail -n 1)
-  export NODEFEATURES_KUBE_BIN="$bin_dir"
-fi
+KUBEBUILDER_ASSETS=$(bash tests/apiserver/build.sh | tail -n 1)
+export KUBEBUILDER_ASSETS
 
 .venv/bin/ruff check src tests bench
 .venv/bin/pytest -q "$@"

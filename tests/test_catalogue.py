@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import FIXTURES
+from testpaths import FIXTURES
 
 from nodefeatures import catalogue
 from nodefeatures.config import build

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from testpaths import FIXTURES
 
 from nodefeatures.config import build
 from nodefeatures.discovery import load_sources, run_pass

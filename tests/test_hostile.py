@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import FIXTURES
+from testpaths import FIXTURES
 
 from nodefeatures.cli import main
 from nodefeatures.fixture import read_labels
