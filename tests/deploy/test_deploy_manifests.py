@@ -72,6 +72,7 @@ def test_install_paths_create_the_expected_objects(base, gpu) -> None:
     kinds = [(o["kind"], o["metadata"]["name"]) for o in base]
     assert kinds == [
         ("Namespace", NAMESPACE),
+        ("ResourceQuota", "nodefeatures-critical-pods"),
         ("ServiceAccount", SERVICE_ACCOUNT),
         ("ClusterRole", "nodefeatures"),
         ("ClusterRoleBinding", "nodefeatures"),
@@ -82,7 +83,7 @@ def test_install_paths_create_the_expected_objects(base, gpu) -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in gpu] == [
         *kinds, ("DaemonSet", "nodefeatures-nvidia")]
     for obj in base + gpu:
-        if obj["kind"] in ("ServiceAccount", "DaemonSet"):
+        if obj["kind"] in ("ResourceQuota", "ServiceAccount", "DaemonSet"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
@@ -249,6 +250,15 @@ def test_namespace_admits_host_paths_and_still_warns_about_the_rest(base) -> Non
     labels = find(base, "Namespace", NAMESPACE)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+def test_quota_admits_the_agents_priority_class_on_any_cluster_size(base) -> None:
+    spec = find(base, "ResourceQuota", "nodefeatures-critical-pods")["spec"]
+    assert spec["scopeSelector"]["matchExpressions"] == [
+        {"scopeName": "PriorityClass", "operator": "In", "values": ["system-node-critical"]}]
+    # Kubernetes supports clusters of up to 5000 nodes, one agent pod each.
+    assert int(spec["hard"]["pods"]) >= 5000
+    assert set(spec["hard"]) == {"pods"}
 
 
 def test_rbac_grants_exactly_the_agent_contract(base) -> None:

@@ -117,14 +117,40 @@ def nvidia_runtime_class(admin) -> None:
             raise
 
 
+QUOTA = "nodefeatures-critical-pods"
+
+
+def set_quota_usage(admin: client.ApiClient, pods_used: str) -> None:
+    """Fill in the quota's status as kube-controller-manager would (none runs here)."""
+    core = client.CoreV1Api(admin)
+    hard = core.read_namespaced_resource_quota(QUOTA, NAMESPACE).spec.hard
+    core.patch_namespaced_resource_quota_status(
+        QUOTA, NAMESPACE, {"status": {"hard": hard, "used": {"pods": pods_used}}})
+
+
 @pytest.mark.parametrize("name", ["nodefeatures", "nodefeatures-nvidia"])
 def test_agent_pods_are_admitted_in_their_namespace(installed, admin, nvidia_runtime_class,
                                                     name: str) -> None:
+    set_quota_usage(admin, "0")
     pod = _pod_from(find(installed, "DaemonSet", name), NAMESPACE)
     created = client.CoreV1Api(admin).create_namespaced_pod(NAMESPACE, pod, dry_run="All")
     # Priority admission resolved system-node-critical outside kube-system.
     assert created.spec.priority == 2000001000
     assert created.spec.security_context.run_as_non_root is True
+
+
+def test_the_quota_covers_the_agent_pods(installed, admin) -> None:
+    """Where critical priority needs a quota (GKE), this one is what admits the agent."""
+    hard = client.CoreV1Api(admin).read_namespaced_resource_quota(QUOTA, NAMESPACE).spec.hard
+    set_quota_usage(admin, hard["pods"])
+    try:
+        pod = _pod_from(find(installed, "DaemonSet", "nodefeatures"), NAMESPACE)
+        with pytest.raises(ApiException) as caught:
+            client.CoreV1Api(admin).create_namespaced_pod(NAMESPACE, pod, dry_run="All")
+        assert caught.value.status == 403
+        assert f"exceeded quota: {QUOTA}" in json.loads(caught.value.body)["message"]
+    finally:
+        set_quota_usage(admin, "0")
 
 
 @pytest.mark.parametrize(("level", "hostpath_violation"), [
