@@ -1,7 +1,8 @@
 """Render deploy/ the way `kubectl apply -k` does, for tests on machines without kubectl.
 
-Supports exactly what deploy/ uses: `resources` (files and directories, in order) and
-`patches` holding JSON 6902 operations with a kind/name target. Any other kustomization
+Supports exactly what deploy/ uses: `resources` (files and directories, in order),
+`patches` holding JSON 6902 operations with a kind/name target, and `images` (which
+`kustomize edit set image` writes, as docs/install.md suggests). Any other kustomization
 field is an error, so deploy/ cannot start relying on a feature this loader would
 silently ignore. tests/deploy/test_deploy_manifests.py checks the output against the
 real kustomize (`kubectl kustomize`) wherever kubectl is installed.
@@ -18,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 
-_SUPPORTED = {"apiVersion", "kind", "resources", "patches"}
+_SUPPORTED = {"apiVersion", "kind", "resources", "patches", "images"}
 
 
 class KustomizeError(Exception):
@@ -41,6 +42,8 @@ def render(directory: Path = DEPLOY) -> list[dict[str, Any]]:
             objects.extend(load_documents(path))
     for patch in kustomization.get("patches", []):
         _apply_patch(directory, patch, objects)
+    for image in kustomization.get("images", []):
+        _set_image(image, objects)
     return objects
 
 
@@ -71,6 +74,19 @@ def _apply_patch(directory: Path, patch: dict[str, Any], objects: list[dict[str,
     for obj in matched:
         for operation in operations:
             _apply_operation(obj, operation)
+
+
+def _set_image(image: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """Rewrite container images named `image["name"]` (with or without a tag)."""
+    if set(image) - {"name", "newName", "newTag"}:
+        raise KustomizeError(f"unsupported image fields {sorted(set(image))}")
+    for obj in objects:
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            name, _, tag = container["image"].partition(":")
+            if name == image["name"]:
+                tag = image.get("newTag", tag)
+                container["image"] = image.get("newName", name) + (f":{tag}" if tag else "")
 
 
 def _matches(obj: dict[str, Any], target: dict[str, Any]) -> bool:

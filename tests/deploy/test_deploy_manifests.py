@@ -291,6 +291,17 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
     assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
 
 
+def test_loader_sets_images_as_kustomize_edit_does(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [str(DEPLOY / "gpu")],
+        "images": [{"name": "nodefeatures", "newName": "registry.example/nf", "newTag": "1.2"}]}))
+    images = {c["image"] for ds in daemonsets(render(overlay))
+              for c in ds["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example/nf:1.2"}
+
+
 def test_loader_rejects_kustomize_features_it_does_not_implement(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: []\nnamespace: elsewhere\n")
     with pytest.raises(KustomizeError, match="namespace"):
