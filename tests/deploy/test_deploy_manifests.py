@@ -291,6 +291,19 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
     assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
 
 
+def test_every_file_in_deploy_is_part_of_an_install_path() -> None:
+    """A manifest no kustomization names would be silently left out of every install."""
+    referenced = set()
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        spec = yaml.safe_load(kustomization.read_text())
+        referenced.add(kustomization)
+        names = spec.get("resources", []) + [p["path"] for p in spec.get("patches", [])
+                                             if "path" in p]
+        referenced.update((kustomization.parent / name).resolve() for name in names)
+    orphans = [p for p in DEPLOY.rglob("*.y*ml") if p.resolve() not in referenced]
+    assert not orphans, f"not part of any kustomization: {orphans}"
+
+
 def test_loader_sets_images_as_kustomize_edit_does(tmp_path: Path) -> None:
     overlay = tmp_path / "overlay"
     overlay.mkdir()
