@@ -1,1 +1,2 @@
-"""Its presence puts tests/ on sys.path, so tests import testpaths and kubeharness."""
+"""Its presence puts tests/ on sys.path, so tests import helper modules by name
+(testpaths, kubeharness, kustomize_lite)."""

@@ -1,0 +1,336 @@
+"""Static checks of the rendered deploy/ manifests: the security settings cannot regress."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kustomize_lite import DEPLOY, KustomizeError, find, load_documents, render
+
+NAMESPACE = "nodefeatures"
+SERVICE_ACCOUNT = "nodefeatures"
+AGENT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+MANAGED_PREFIXES = ["feature.node.kubernetes.io/", "nvidia.com/"]
+LEDGER_ANNOTATION = "nodefeatures.dev/labels"
+METRICS_PORT = 8080
+
+# Every host path the agent may see, the hostPath type it must have, and why.
+ALLOWED_HOST_PATHS = {
+    "/sys": ("Directory", "cpu, pci, usb, memory, storage, network, kernel sources"),
+    "/etc/os-release": ("File", "system source: OS release"),
+    "/boot": ("Directory", "kernel source: /boot/config-<release>"),
+    "/lib/modules": ("Directory", "kernel source: modules.builtin, <release>/config"),
+    "/etc/kubernetes/node-feature-discovery/features.d": (
+        "DirectoryOrCreate", "local source: feature files"),
+}
+
+GPU_NODE_LABELS = [
+    "feature.node.kubernetes.io/pci-10de.present",
+    "feature.node.kubernetes.io/pci-0300_10de.present",
+    "feature.node.kubernetes.io/pci-0302_10de.present",
+]
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict[str, Any]]:
+    return render(DEPLOY)
+
+
+@pytest.fixture(scope="module")
+def gpu() -> list[dict[str, Any]]:
+    return render(DEPLOY / "gpu")
+
+
+def daemonsets(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == "DaemonSet"]
+
+
+def all_daemonsets() -> list[tuple[str, dict[str, Any]]]:
+    """(id, DaemonSet) for every DaemonSet either install path creates."""
+    found = []
+    for target in (DEPLOY, DEPLOY / "gpu"):
+        for ds in daemonsets(render(target)):
+            found.append((f"{target.relative_to(DEPLOY.parent)}:{ds['metadata']['name']}", ds))
+    return found
+
+
+DAEMONSETS = all_daemonsets()
+
+
+@pytest.fixture(params=[ds for _, ds in DAEMONSETS], ids=[name for name, _ in DAEMONSETS])
+def daemonset(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return request.param
+
+
+def test_install_paths_create_the_expected_objects(base, gpu) -> None:
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in base]
+    assert kinds == [
+        ("Namespace", NAMESPACE),
+        ("ResourceQuota", "nodefeatures-critical-pods"),
+        ("ServiceAccount", SERVICE_ACCOUNT),
+        ("ClusterRole", "nodefeatures"),
+        ("ClusterRoleBinding", "nodefeatures"),
+        ("ValidatingAdmissionPolicy", "nodefeatures-own-node"),
+        ("ValidatingAdmissionPolicyBinding", "nodefeatures-own-node"),
+        ("DaemonSet", "nodefeatures"),
+    ]
+    assert [(o["kind"], o["metadata"]["name"]) for o in gpu] == [
+        *kinds, ("DaemonSet", "nodefeatures-nvidia")]
+    for obj in base + gpu:
+        if obj["kind"] in ("ResourceQuota", "ServiceAccount", "DaemonSet"):
+            assert obj["metadata"]["namespace"] == NAMESPACE
+
+
+def test_pod_runs_unprivileged_as_non_root(daemonset) -> None:
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is False
+    assert pod["hostPID"] is False
+    assert pod["hostIPC"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] >= 1000
+    assert pod["securityContext"]["runAsGroup"] >= 1000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("initContainers")
+    assert not pod.get("ephemeralContainers")
+    assert [c["name"] for c in pod["containers"]] == ["agent"]
+    context = pod["containers"][0]["securityContext"]
+    assert context["privileged"] is False
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert "runAsUser" not in context or context["runAsUser"] != 0
+    assert all("hostPort" not in port for port in pod["containers"][0]["ports"])
+
+
+def test_pod_reaches_every_node_with_its_identity(daemonset) -> None:
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == SERVICE_ACCOUNT
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert pod["priorityClassName"] == "system-node-critical"
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert container["args"][0] == "run"
+    assert "--root=/host" in container["args"]
+    assert "--proc=/proc" in container["args"]
+    assert f"--metrics-port={METRICS_PORT}" in container["args"]
+
+
+def test_selector_matches_template_and_rollout_is_bounded(daemonset) -> None:
+    spec = daemonset["spec"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
+    assert spec["updateStrategy"]["rollingUpdate"]["maxUnavailable"]
+
+
+def test_probes_hit_healthz_and_readyz_on_the_metrics_port(daemonset) -> None:
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    named_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+
+    def target(probe: dict[str, Any]) -> tuple[str, int]:
+        port = probe["httpGet"]["port"]
+        return probe["httpGet"]["path"], named_ports.get(port, port)
+
+    assert target(container["livenessProbe"]) == ("/healthz", METRICS_PORT)
+    assert target(container["readinessProbe"]) == ("/readyz", METRICS_PORT)
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity) / 2**20
+
+
+def test_resources_are_requested_and_memory_is_capped(daemonset) -> None:
+    resources = daemonset["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert set(resources["requests"]) == {"cpu", "memory"}
+    request, limit = (_mebibytes(resources[k]["memory"]) for k in ("requests", "limits"))
+    # The agent's budget is 60 MiB RSS: the request covers it, the limit doubles it.
+    assert 60 <= request <= limit <= 256
+
+
+def test_every_host_path_is_allowed_read_only_and_under_host(daemonset) -> None:
+    pod = daemonset["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert set(mounts) == set(volumes), "every volume is mounted exactly once, nothing else"
+    seen = set()
+    for name, volume in volumes.items():
+        assert set(volume) == {"name", "hostPath"}, f"{name}: only hostPath volumes expected"
+        path, kind = volume["hostPath"]["path"], volume["hostPath"]["type"]
+        assert path in ALLOWED_HOST_PATHS, f"{name}: {path} is not an allowed host path"
+        assert kind == ALLOWED_HOST_PATHS[path][0], f"{name}: {path} must be {kind}"
+        mount = mounts[name]
+        assert mount["readOnly"] is True, f"{path} must be mounted read-only"
+        assert mount["mountPath"] == "/host" + path
+        assert mount.get("mountPropagation", "None") == "None"
+        if kind != "File":
+            assert mount["recursiveReadOnly"] == "IfPossible"
+        seen.add(path)
+    assert seen == set(ALLOWED_HOST_PATHS)
+
+
+def test_nothing_mounts_the_host_proc_or_a_container_runtime_socket(daemonset) -> None:
+    paths = [v["hostPath"]["path"] for v in daemonset["spec"]["template"]["spec"]["volumes"]]
+    assert not [p for p in paths if p in ("/", "/proc", "/var/run", "/run", "/dev", "/etc")]
+    assert not [p for p in paths if p.endswith(".sock")]
+
+
+def test_cpu_only_install_has_nothing_nvidia(base) -> None:
+    text = yaml.safe_dump(daemonsets(base))
+    assert "nvidia" not in text.lower()
+    assert "affinity" not in daemonsets(base)[0]["spec"]["template"]["spec"]
+
+
+def _without_gpu_differences(ds: dict[str, Any]) -> dict[str, Any]:
+    """A DaemonSet with the documented base/GPU differences taken out."""
+    ds = copy.deepcopy(ds)
+    ds["metadata"]["name"] = "X"
+    for labels in (ds["metadata"]["labels"], ds["spec"]["selector"]["matchLabels"],
+                   ds["spec"]["template"]["metadata"]["labels"]):
+        labels["app.kubernetes.io/component"] = "X"
+    pod = ds["spec"]["template"]["spec"]
+    pod.pop("runtimeClassName", None)
+    pod.pop("affinity", None)
+    container = pod["containers"][0]
+    container["env"] = [e for e in container["env"] if not e["name"].startswith("NVIDIA_")]
+    return ds
+
+
+def test_gpu_daemonset_is_the_base_pod_plus_the_nvidia_runtime(gpu) -> None:
+    base_ds = find(gpu, "DaemonSet", "nodefeatures")
+    gpu_ds = find(gpu, "DaemonSet", "nodefeatures-nvidia")
+    assert _without_gpu_differences(gpu_ds) == _without_gpu_differences(base_ds)
+    pod = gpu_ds["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "utility"
+    assert "resources" not in pod["containers"][0] or "nvidia.com/gpu" not in str(
+        pod["containers"][0]["resources"]), "the agent must not take a GPU from workloads"
+    # The two DaemonSets must not select each other's pods.
+    assert base_ds["spec"]["selector"] != gpu_ds["spec"]["selector"]
+
+
+def _node_matches(pod: dict[str, Any], labels: dict[str, str]) -> bool:
+    """requiredDuringScheduling node affinity for In/NotIn, as the scheduler evaluates it."""
+    affinity = pod.get("affinity")
+    if not affinity:
+        return True
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+
+    def holds(expression: dict[str, Any]) -> bool:
+        present = expression["key"] in labels
+        inside = present and labels[expression["key"]] in expression["values"]
+        return {"In": inside, "NotIn": not inside}[expression["operator"]]
+
+    return any(all(holds(e) for e in term["matchExpressions"]) for term in terms)
+
+
+def test_every_node_runs_exactly_one_agent(gpu) -> None:
+    pods = [ds["spec"]["template"]["spec"] for ds in daemonsets(gpu)]
+    # Each GPU label absent, "true" or something else, in every combination.
+    for values in itertools.product([None, "true", "false"], repeat=len(GPU_NODE_LABELS)):
+        labels = {k: v for k, v in zip(GPU_NODE_LABELS, values, strict=True) if v is not None}
+        running = [_node_matches(pod, labels) for pod in pods]
+        assert running.count(True) == 1, labels
+        assert running[1] == ("true" in values), labels
+
+
+def test_namespace_admits_host_paths_and_still_warns_about_the_rest(base) -> None:
+    labels = find(base, "Namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+def test_quota_admits_the_agents_priority_class_on_any_cluster_size(base) -> None:
+    spec = find(base, "ResourceQuota", "nodefeatures-critical-pods")["spec"]
+    assert spec["scopeSelector"]["matchExpressions"] == [
+        {"scopeName": "PriorityClass", "operator": "In", "values": ["system-node-critical"]}]
+    # Kubernetes supports clusters of up to 5000 nodes, one agent pod each.
+    assert int(spec["hard"]["pods"]) >= 5000
+    assert set(spec["hard"]) == {"pods"}
+
+
+def test_rbac_grants_exactly_the_agent_contract(base) -> None:
+    rbac = load_documents(DEPLOY / "base" / "rbac.yaml")
+    assert [o["kind"] for o in rbac] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"])
+             for r in find(base, "ClusterRole", "nodefeatures")["rules"]}
+    assert rules == {
+        (("",), ("nodes",)): ["get", "patch", "watch"],
+        (("",), ("events",)): ["create"],
+        (("events.k8s.io",), ("events",)): ["create"],
+    }
+    binding = find(base, "ClusterRoleBinding", "nodefeatures")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                  "kind": "ClusterRole", "name": "nodefeatures"}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
+
+
+def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
+    policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    assert policy["matchConditions"] == [{
+        "name": "is-nodefeatures-agent",
+        "expression": f'request.userInfo.username == "{AGENT_USER}"'}]
+    variables = {v["name"]: v["expression"] for v in policy["variables"]}
+    assert yaml.safe_load(variables["prefixes"]) == MANAGED_PREFIXES
+    assert variables["ledger"] == f"'{LEDGER_ANNOTATION}'"
+    binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")["spec"]
+    assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
+
+
+def test_every_file_in_deploy_is_part_of_an_install_path() -> None:
+    """A manifest no kustomization names would be silently left out of every install."""
+    referenced = set()
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        spec = yaml.safe_load(kustomization.read_text())
+        referenced.add(kustomization)
+        names = spec.get("resources", []) + [p["path"] for p in spec.get("patches", [])
+                                             if "path" in p]
+        referenced.update((kustomization.parent / name).resolve() for name in names)
+    orphans = [p for p in DEPLOY.rglob("*.y*ml") if p.resolve() not in referenced]
+    assert not orphans, f"not part of any kustomization: {orphans}"
+
+
+def test_loader_sets_images_as_kustomize_edit_does(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [str(DEPLOY / "gpu")],
+        "images": [{"name": "nodefeatures", "newName": "registry.example/nf", "newTag": "1.2"}]}))
+    images = {c["image"] for ds in daemonsets(render(overlay))
+              for c in ds["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example/nf:1.2"}
+
+
+def test_loader_rejects_kustomize_features_it_does_not_implement(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources: []\nnamespace: elsewhere\n")
+    with pytest.raises(KustomizeError, match="namespace"):
+        render(tmp_path)
+
+
+@pytest.mark.parametrize("target", ["", "gpu"])
+def test_loader_agrees_with_real_kustomize(target: str) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: cannot compare with the real kustomize")
+    result = subprocess.run([kubectl, "kustomize", str(DEPLOY / target)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    real = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    def key(o: dict[str, Any]) -> tuple[str, str]:
+        return o["kind"], o["metadata"]["name"]
+
+    assert sorted(real, key=key) == sorted(render(DEPLOY / target), key=key)
