@@ -291,6 +291,14 @@ def _mig_resource(out: _Builder, resource: str, devices: list[migs.MigDevice],
         out.add(f"{resource}.{suffix}", value, origin)
 
 
+def resource_labels(resource: str, devices: list[migs.MigDevice],
+                    options: Mapping[str, Any]) -> dict[str, str]:
+    """The labels of one MIG resource (`gpu` or `mig-<profile>`), as GFD's MIG labeler."""
+    out = _Builder()
+    _mig_resource(out, resource, devices, options)
+    return {key: label.value for key, label in out.labels.items()}
+
+
 def single_problem(healthy: list[Gpu], devices: list[migs.MigDevice]) -> str | None:
     enabled = [g.index for g in healthy if g.mig == "enabled"]
     if not enabled:
