@@ -231,6 +231,8 @@ class NvidiaSource(Source):
                 session.close()
             if snapshot is not None:
                 self._facts(ctx, scan, snapshot, features)
+            elif scan.gpus:
+                self._present_on_bus(ctx, scan, features)
         finally:
             self._write_capture(ctx)
         return features
@@ -238,22 +240,26 @@ class NvidiaSource(Source):
     def _unavailable(self, ctx: Context, scan: PciScan, outcome: Outcome,
                      features: Features) -> None:
         if scan.gpus:
-            features.attribute(_NODE, "gpu.present", "true",
-                               f"NVIDIA GPU on the PCI bus: {scan.addresses}")
-            self._add_vgpu(ctx, scan, features, [])
-            self._add_timestamp(ctx, features)
+            self._present_on_bus(ctx, scan, features)
             ctx.warn(f"NVIDIA GPU on the PCI bus ({scan.addresses}) but NVML cannot be used: "
                      f"{outcome.message}; only gpu.present until it can")
             ctx.complete = False
             return
-        last = self.session.last_failure.status
-        if outcome.status == "absent" or (outcome.status == "waiting" and last == "absent"):
+        last = self.session.last_failure
+        if last.status == "absent" and outcome.status in ("absent", "waiting"):
             # nothing NVIDIA on the bus (or no bus to see) and no driver: no GPU
-            self._note(f"no NVIDIA GPU: none on the PCI bus and {outcome.message}: "
+            self._note(f"no NVIDIA GPU: none on the PCI bus and {last.message}: "
                        "no nvidia.com labels")
             return
         ctx.warn(f"NVML cannot be used: {outcome.message}")
         ctx.complete = False
+
+    def _present_on_bus(self, ctx: Context, scan: PciScan, features: Features) -> None:
+        """What can be said without NVML: there is a GPU, and perhaps whether it is a vGPU."""
+        features.attribute(_NODE, "gpu.present", "true",
+                           f"NVIDIA GPU on the PCI bus: {scan.addresses}")
+        self._add_vgpu(ctx, scan, features, [])
+        self._add_timestamp(ctx, features)
 
     def _query(self, ctx: Context, scan: PciScan) -> Snapshot | None:
         """Run the NVML probes of one pass; None when not even the GPUs could be listed."""

@@ -363,7 +363,7 @@ class Session:
         mtime = path.stat().st_mtime
         if self._replay is not None and self._replay[:2] == (str(path), mtime):
             return self._replay[2]
-        data = replay.loads(path.read_text(encoding="utf-8"))
+        data = replay.loads(path.read_bytes())
         lib = replay.FakeNvmlLib(nv, data)
         self._replay = (str(path), mtime, lib)
         return lib

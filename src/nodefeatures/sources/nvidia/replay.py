@@ -150,11 +150,11 @@ def is_error(answer: Any) -> bool:
 # -- reading and writing nvml.json --------------------------------------------------
 
 
-def loads(text: str) -> dict[str, Any]:
+def loads(text: str | bytes) -> dict[str, Any]:
     """Parse nvml.json text, checking only what every fixture must have."""
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise FixtureFormatError(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise FixtureFormatError("the top level must be an object")
