@@ -9,9 +9,6 @@ import pytest
 from conftest import fixture_data
 
 from nodefeatures.sources.nvidia.replay import (
-    FABRIC_INFO_V2,
-    FabricInfo,
-    FabricInfoV2,
     FixtureFormatError,
     RecordingLib,
     dumps,
@@ -19,6 +16,7 @@ from nodefeatures.sources.nvidia.replay import (
     loads,
     struct_to_json,
 )
+from nodefeatures.sources.nvidia.structs import FABRIC_INFO_V2, FabricInfo, FabricInfoV2
 
 T4 = fixture_data("seed-t4-ubuntu2204")
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nodefeatures.labels import Label
 from nodefeatures.source import Context, Features, LabelDoc, Source
 
-from .pci import PciScan, PciScanner, read_vgpu
+from .pci import PciScan, PciScanner
 
 if TYPE_CHECKING:
     from .discover import Snapshot
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("none", "single", "mixed")
-_RESOURCE_KEYS = ("renameByDefault", "failRequestsGreaterThanOne", "resources")
+VIRTUALIZATION_VGPU = 2  # NVML_GPU_VIRTUALIZATION_MODE_VGPU: a vGPU inside a VM
 # Feature names in Features.attributes
 _NODE = "node"
 _NVML = "nvml"
@@ -179,6 +179,7 @@ class NvidiaSource(Source):
         self._session: Session | None = None
         self._started = int(time.time())
         self._last_note = ""
+        self._profiles: dict[tuple, dict[int, int]] = {}  # MIG profile tables, see Probe
 
     @property
     def session(self) -> Session:
@@ -258,7 +259,7 @@ class NvidiaSource(Source):
         """What can be said without NVML: there is a GPU, and perhaps whether it is a vGPU."""
         features.attribute(_NODE, "gpu.present", "true",
                            f"NVIDIA GPU on the PCI bus: {scan.addresses}")
-        self._add_vgpu(ctx, scan, features, [])
+        self._add_vgpu(ctx, features, [])
         self._add_timestamp(ctx, features)
 
     def _query(self, ctx: Context, scan: PciScan) -> Snapshot | None:
@@ -267,7 +268,7 @@ class NvidiaSource(Source):
         from .nvml import Unresponsive, describe
 
         session, options = self.session, ctx.options
-        probe = Probe(session.nv)
+        probe = Probe(session.nv, None if ctx.host.capture_dir else self._profiles)
         try:
             count = session.call(probe.devices)
         except Unresponsive as exc:
@@ -279,7 +280,7 @@ class NvidiaSource(Source):
             ctx.complete = False
             return None
         snapshot = probe.snapshot
-        _, unreadable = read_vgpu(ctx.root, scan)
+        _, unreadable = self.pci.vgpu(ctx.root)
         wanted = {"mig": options["migStrategy"] != "none" or ctx.host.capture_dir is not None,
                   "fabric": True,
                   "virtualization": bool(unreadable)}
@@ -328,7 +329,7 @@ class NvidiaSource(Source):
         machine = ctx.root.read_line(machine_file, limit=4096)
         features.attribute(_NODE, "machine", machine if machine else "unknown",
                            f"{ctx.root.display(machine_file)}={machine!r}")
-        self._add_vgpu(ctx, scan, features, snapshot.gpus)
+        self._add_vgpu(ctx, features, snapshot.gpus)
         for warning in snapshot.warnings:
             ctx.warn(warning)
         self._check(ctx, features, snapshot)
@@ -378,8 +379,10 @@ class NvidiaSource(Source):
 
     # -- pieces -----------------------------------------------------------------------
 
-    def _add_vgpu(self, ctx: Context, scan: PciScan, features: Features, gpus: list) -> None:
-        records, unreadable = read_vgpu(ctx.root, scan)
+    def _add_vgpu(self, ctx: Context, features: Features, gpus: list) -> None:
+        """GFD reads vGPU from PCI config space; where that needs privileges this agent
+        lacks, NVML's virtualization mode answers whether this is a vGPU guest."""
+        records, unreadable = self.pci.vgpu(ctx.root)
         if records and not unreadable:
             features.attribute("vgpu", "present",
                                str(any(r.vgpu for r in records.values())).lower(),
@@ -432,5 +435,3 @@ class NvidiaSource(Source):
 
         return build(features, options)
 
-
-VIRTUALIZATION_VGPU = 2  # NVML_GPU_VIRTUALIZATION_MODE_VGPU: a vGPU inside a VM

@@ -8,7 +8,6 @@ hangs (MIG, fabric, virtualization) costs only its own labels.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -25,24 +24,34 @@ from .nvml import (
     describe,
 )
 from .pci import sysfs_bus_id
+from .structs import FABRIC_STATE_COMPLETED, uuid_text
 
 # GFD skips these NVML devices everywhere: the display GPU of DGX Stations.
 DISPLAY_NAMES = frozenset({"DGX Display", "NVIDIA DGX Display"})
 
 
-@dataclass
 class Gpu:
     """One NVML device (display devices excluded) and what NVML said about it."""
 
-    index: int
-    name: str = ""
-    problem: str = ""  # why NVML cannot use this GPU now; "" when healthy
-    memory_bytes: int | None = None
-    compute: tuple[int, int] | None = None
-    bus_id: str = ""  # sysfs form
-    mig: str = "unknown"  # enabled, disabled, unsupported or unknown
-    clique: str = ""  # "<cluster uuid>.<clique id>" when attached to an NVLink fabric
-    virtualization: int | None = None
+    __slots__ = ("bus_id", "clique", "compute", "index", "memory_bytes", "mig", "name",
+                 "problem", "virtualization")
+
+    def __init__(self, index: int, name: str = "", problem: str = "",
+                 memory_bytes: int | None = None, compute: tuple[int, int] | None = None,
+                 bus_id: str = "", mig: str = "unknown", clique: str = "",
+                 virtualization: int | None = None) -> None:
+        self.index = index
+        self.name = name
+        self.problem = problem  # why NVML cannot use this GPU now; "" when healthy
+        self.memory_bytes = memory_bytes
+        self.compute = compute
+        self.bus_id = bus_id  # sysfs form
+        self.mig = mig  # enabled, disabled, unsupported or unknown
+        self.clique = clique  # "<cluster uuid>.<clique id>" when on an NVLink fabric
+        self.virtualization = virtualization
+
+    def __repr__(self) -> str:
+        return f"Gpu({self.to_attributes()})"
 
     @property
     def healthy(self) -> bool:
@@ -81,17 +90,17 @@ class Gpu:
         )
 
 
-@dataclass
 class Snapshot:
     """Everything one pass learned from NVML."""
 
-    driver: str | None = None
-    cuda: int | None = None
-    gpus: list[Gpu] = field(default_factory=list)
-    mig_devices: list[migs.MigDevice] = field(default_factory=list)
-    # Each optional probe: "ok", "skipped" or why it failed (its labels are then omitted).
-    probes: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.driver: str | None = None
+        self.cuda: int | None = None
+        self.gpus: list[Gpu] = []
+        self.mig_devices: list[migs.MigDevice] = []
+        # Each optional probe: "ok", "skipped" or why it failed (its labels are omitted).
+        self.probes: dict[str, str] = {}
+        self.warnings: list[str] = []
 
 
 class ProbeFailed(Exception):
@@ -102,10 +111,14 @@ class Probe:
     """The NVML queries of one pass, NVML already initialised; each public method runs as
     one job on the worker thread."""
 
-    def __init__(self, nv: ModuleType) -> None:
+    def __init__(self, nv: ModuleType, profiles: dict[tuple, dict[int, int]] | None = None,
+                 ) -> None:
         self.nv = nv
         self.snapshot = Snapshot()
         self.handles: dict[int, Any] = {}
+        # profile id -> profile index tables, which depend only on the GPU model and the
+        # driver: kept across passes by the caller, so a MIG node pays for them once
+        self.profiles = profiles if profiles is not None else {}
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -144,8 +157,8 @@ class Probe:
                 self._lost(gpu, "fabric", exc)
                 raise ProbeFailed(f"fabric of GPU {gpu.index}: {describe(exc)}") from exc
             cluster = bytes(info.clusterUuid)
-            if info.state == 3 and info.status == 0 and any(cluster):  # COMPLETED, SUCCESS
-                gpu.clique = f"{_uuid(cluster)}.{int(info.cliqueId)}"
+            if info.state == FABRIC_STATE_COMPLETED and info.status == 0 and any(cluster):
+                gpu.clique = f"{uuid_text(cluster)}.{int(info.cliqueId)}"
 
     def virtualization(self) -> None:
         """Virtualization mode of every GPU (vGPU guest or not)."""
@@ -236,8 +249,9 @@ class Probe:
             raise ProbeFailed("the GPU's memory size, which MIG names need, is unknown")
         found: list[migs.MigDevice] = []
         instances: dict[int, tuple[Any, int]] = {}
-        gi_index_of: dict[int, int] | None = None
-        ci_index_of: dict[int, dict[int, int]] = {}
+        # the tables depend on the GPU model and the driver; asking each GPU once keeps a
+        # capture a record of every GPU
+        model = (gpu.index, gpu.bus_id, gpu.name, gpu.memory_bytes, self.snapshot.driver)
         for position in range(nv.nvmlDeviceGetMaxMigDeviceCount(handle)):
             try:
                 device = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, position)
@@ -256,17 +270,15 @@ class Probe:
             instance, gi_profile_id = instances[gi_id]
             compute = nv.nvmlGpuInstanceGetComputeInstanceById(instance, ci_id)
             ci_profile_id = nv.nvmlComputeInstanceGetInfo(compute).profileId
-            if gi_index_of is None:
-                gi_index_of = self._profile_indices(
-                    migs.GI_PROFILE_COUNT,
-                    lambda i: nv.nvmlDeviceGetGpuInstanceProfileInfo(handle, i, version=1))
-            if gi_profile_id not in ci_index_of:
-                ci_index_of[gi_profile_id] = self._profile_indices(
-                    migs.CI_PROFILE_COUNT,
-                    lambda j, gi=instance: nv.nvmlGpuInstanceGetComputeInstanceProfileInfo(
-                        gi, j, 0, version=1))
-            gi_index = gi_index_of.get(gi_profile_id)
-            ci_index = ci_index_of[gi_profile_id].get(ci_profile_id)
+            gi_indices = self._profile_indices(
+                (*model, "gi"), migs.GI_PROFILE_COUNT,
+                lambda i: nv.nvmlDeviceGetGpuInstanceProfileInfo(handle, i, version=1))
+            ci_indices = self._profile_indices(
+                (*model, "ci", gi_profile_id), migs.CI_PROFILE_COUNT,
+                lambda j, gi=instance: nv.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gi, j, 0, version=1))
+            gi_index = gi_indices.get(gi_profile_id)
+            ci_index = ci_indices.get(ci_profile_id)
             if gi_index is None or ci_index is None:
                 raise ProbeFailed(f"MIG slot {position}: no profile matches GPU instance "
                                   f"profile {gi_profile_id} / compute instance profile "
@@ -281,9 +293,11 @@ class Probe:
             found.append(migs.MigDevice(gpu.index, position, gpu.name, profile, values))
         return found
 
-    @staticmethod
-    def _profile_indices(count: int, info: Callable[[int], Any]) -> dict[int, int]:
+    def _profile_indices(self, key: tuple, count: int,
+                         info: Callable[[int], Any]) -> dict[int, int]:
         """Profile id -> profile index, for the indices this GPU supports."""
+        if key in self.profiles:
+            return self.profiles[key]
         indices: dict[int, int] = {}
         for index in range(count):
             try:
@@ -293,6 +307,7 @@ class Probe:
                     continue
                 raise
             indices.setdefault(int(profile.id), index)
+        self.profiles[key] = indices
         return indices
 
     def _fabric_info(self, handle: Any) -> Any:
@@ -304,7 +319,7 @@ class Probe:
         """
         import ctypes
 
-        from .replay import FABRIC_INFO_V2, FabricInfo, FabricInfoV2
+        from .structs import FABRIC_INFO_V2, FabricInfo, FabricInfoV2
 
         nv = self.nv
         try:
@@ -317,11 +332,6 @@ class Probe:
             info = FabricInfoV2(version=FABRIC_INFO_V2)
             versioned(handle, ctypes.byref(info))
         return info
-
-
-def _uuid(data: bytes) -> str:
-    text = data.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:32]}"
 
 
 # -- facts into Features ------------------------------------------------------------------

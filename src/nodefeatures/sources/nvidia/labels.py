@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nodefeatures.labels import Label
 from nodefeatures.source import Features
@@ -65,8 +64,7 @@ def cuda_parts(version: int) -> tuple[int, int]:
     return version // 1000, version % 1000 // 10
 
 
-@dataclass(frozen=True)
-class Model:
+class Model(NamedTuple):
     """The GPUs of one NVML name."""
 
     name: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # GPU-instance profile index -> (slices, attribute suffix). Index 17 (3 slices, graphics)
 # is newer than GFD's table, where it fails the whole pass; here it is named like the
@@ -76,8 +76,7 @@ def profile_name(gi_index: int, ci_index: int, mig_memory_mib: int,
     return (base + suffix).replace("+", ".")
 
 
-@dataclass(frozen=True)
-class MigDevice:
+class MigDevice(NamedTuple):
     """One MIG device as discovered: where it lives, its name and its attributes."""
 
     gpu: int  # index of the parent GPU
@@ -85,9 +84,6 @@ class MigDevice:
     parent: str  # NVML name of the parent GPU
     profile: str  # GFD name, e.g. 1g.5gb
     attributes: tuple[tuple[str, int], ...]  # (label suffix, value) in ATTRIBUTES order
-
-    def attribute_map(self) -> dict[str, int]:
-        return dict(self.attributes)
 
 
 def group_by_profile(devices: Iterable[MigDevice]) -> dict[str, list[MigDevice]]:

@@ -17,7 +17,6 @@ import threading
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -120,13 +119,15 @@ class Unresponsive(Exception):
         self.since = since
 
 
-@dataclass
 class _Job:
-    function: Callable[[], Any]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
-    started: float = 0.0
+    __slots__ = ("done", "error", "function", "result", "started")
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.started = 0.0
 
 
 class Worker:
@@ -192,12 +193,17 @@ RETRY_FIRST = 15.0  # seconds before the first retry after NVML could not be use
 RETRY_MAX = 300.0  # the longest wait between retries: a driver installed later is seen
 
 
-@dataclass
 class Outcome:
     """Why NVML can or cannot be used in this pass."""
 
-    status: str  # ok, absent (no library), failed, unresponsive, waiting (backoff)
-    message: str = ""
+    __slots__ = ("message", "status")
+
+    def __init__(self, status: str, message: str = "") -> None:
+        self.status = status  # ok, absent (no library), failed, unresponsive, waiting
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.status!r}, {self.message!r})"
 
 
 class Session:

@@ -47,30 +47,43 @@ class PciScan:
 
 class PciScanner:
     """Finds NVIDIA GPUs on the PCI bus, reading vendor files again only when the set of
-    devices changed: a DGX has a few hundred PCI functions and passes come every minute."""
+    devices changed: a DGX has a few hundred PCI functions and passes come every minute.
+    Call scan() once per pass before vgpu()."""
 
     def __init__(self) -> None:
         self._key: tuple[str, str, tuple[str, ...]] | None = None
         self._scan = PciScan(0, ())
+        self._vgpu: tuple[dict[str, VgpuRecord], list[str]] | None = None
 
     def scan(self, root: HostRoot) -> PciScan:
+        self._vgpu = None
         names = tuple(root.listdir(PCI_DEVICES))
         key = (str(root.root), str(root.proc), names)
         if key == self._key and root.recorder is None:
             return self._scan
-        gpus = []
+        gpus, unsure = [], False
         for name in names:
             base = f"{PCI_DEVICES}/{name}"
             vendor = root.read_line(f"{base}/vendor", limit=64)
             if vendor is None or vendor.lower() != NVIDIA_VENDOR:
+                unsure = unsure or vendor is None
                 continue
             class_code = _hex(root.read_line(f"{base}/class", limit=64))
             if class_code is None or class_code >> 16 != DISPLAY_CLASS:
+                unsure = unsure or class_code is None
                 continue
             device = root.read_line(f"{base}/device", limit=64) or ""
             gpus.append(PciGpu(name.lower(), class_code, device.lower()))
-        self._key, self._scan = key, PciScan(len(names), tuple(gpus))
+        # a file that could not be read is read again next pass
+        self._key = None if unsure else key
+        self._scan = PciScan(len(names), tuple(gpus))
         return self._scan
+
+    def vgpu(self, root: HostRoot) -> tuple[dict[str, VgpuRecord], list[str]]:
+        """read_vgpu of this pass's scan, read once however often it is asked for."""
+        if self._vgpu is None:
+            self._vgpu = read_vgpu(root, self._scan)
+        return self._vgpu
 
 
 def _hex(text: str | None) -> int | None:

@@ -25,19 +25,18 @@ import contextlib
 import ctypes
 import json
 import threading
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
+
+from .structs import FABRIC_INFO_V2, FabricInfo, FabricInfoV2, uuid_bytes, uuid_text
 
 FORMAT = 1
 FILENAME = "nvml.json"
 _KINDS_WITH_HANDLE = ("device", "gi", "ci")
 
 
-@dataclass(frozen=True)
-class Symbol:
+class Symbol(NamedTuple):
     """How one C symbol is called: what its handle is, which arguments select an answer,
     and what it writes back."""
 
@@ -84,22 +83,6 @@ SYMBOLS: dict[str, Symbol] = {
 
 
 
-class FabricInfo(ctypes.Structure):
-    """nvmlGpuFabricInfo_t as the C header lays it out."""
-
-    _fields_ = [("clusterUuid", ctypes.c_uint8 * 16), ("status", ctypes.c_uint),
-                ("cliqueId", ctypes.c_uint), ("state", ctypes.c_uint)]
-
-
-class FabricInfoV2(ctypes.Structure):
-    """nvmlGpuFabricInfo_v2_t, for nvmlDeviceGetGpuFabricInfoV."""
-
-    _fields_ = [("version", ctypes.c_uint), ("clusterUuid", ctypes.c_uint8 * 16),
-                ("status", ctypes.c_uint), ("cliqueId", ctypes.c_uint),
-                ("state", ctypes.c_uint), ("healthMask", ctypes.c_uint)]
-
-
-FABRIC_INFO_V2 = (2 << 24) | ctypes.sizeof(FabricInfoV2)
 _OWN_TYPES: dict[str, Any] = {"FabricInfo": FabricInfo, "FabricInfoV2": FabricInfoV2,
                               "FABRIC_INFO_V2": FABRIC_INFO_V2}
 
@@ -227,7 +210,7 @@ def _value_to_json(name: str, ctype: Any, raw: Any) -> Any:
             return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
         data = bytes(raw)
         if name == "clusterUuid" and len(data) == 16:
-            return str(uuid.UUID(bytes=data))
+            return uuid_text(data)
         return list(data)
     return int(raw)
 
@@ -248,7 +231,7 @@ def fill_struct(struct: ctypes.Structure, answer: dict[str, Any]) -> None:
                     raise FixtureFormatError(f"{name} {value!r} does not fit")
                 setattr(struct, name, encoded)
             elif name == "clusterUuid" and isinstance(value, str):
-                setattr(struct, name, ctype(*uuid.UUID(value).bytes))
+                setattr(struct, name, ctype(*uuid_bytes(value)))
             else:
                 setattr(struct, name, ctype(*value))
         else:
@@ -276,12 +259,12 @@ class FakeNvmlLib:
         self.callback_errors: list[tuple[str, BaseException]] = []
         self.calls = 0
         self._block = block  # tests: called with each symbol name before answering
-        self._lock = threading.Lock()
         self._initialised = 0
         self._buffers: list[Any] = []
         self._handles: dict[int, tuple[str, dict[str, Any]]] = {}
         self._handle_of: dict[int, int] = {}
         self._where: dict[int, str] = {}  # node id -> the call path that made its handle
+        self._structs: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._errors = {code: name for code, name in error_names(nv).items()}
         missing = set(data.get("missing", []))
         for name, symbol in SYMBOLS.items():
@@ -338,8 +321,7 @@ class FakeNvmlLib:
 
     def _answer(self, name: str, symbol: Symbol, args: tuple[Any, ...]) -> int:
         nv = self._nv
-        with self._lock:
-            self.calls += 1
+        self.calls += 1  # callbacks run one at a time, on the NVML worker thread
         if self._block is not None:
             self._block(name)
         if name == "nvmlInitWithFlags":
@@ -362,19 +344,21 @@ class FakeNvmlLib:
             node = found[1]
             where = self._where.get(id(node), symbol.scope)
             position = 1
-        keys = [str(int(k)) for k in args[position:position + symbol.keys]]
+        key = ""
+        if symbol.keys:
+            key = ",".join(str(int(k)) for k in args[position:position + symbol.keys])
         outs = args[position + symbol.keys + symbol.ignored:]
         answer = node.get(name)
         if answer is None and name == "nvmlDeviceGetCount_v2":
             answer = len(self._data.get("nvmlDeviceGetHandleByIndex_v2", {}))
-        if keys and isinstance(answer, dict) and not is_error(answer):
-            answer = answer.get(",".join(keys))
+        if key and isinstance(answer, dict) and not is_error(answer):
+            answer = answer.get(key)
         if answer is None:
-            self.unanswered.append(f"{name}({','.join(keys)})@{where}")
+            self.unanswered.append(f"{name}({key})@{where}")
             return nv.NVML_ERROR_NOT_SUPPORTED
         if is_error(answer):
             return self._code(answer["error"])
-        return self._write(symbol, answer, outs, f"{where}/{name}({','.join(keys)})")
+        return self._write(symbol, answer, outs, f"{where}/{name}({key})")
 
     def _code(self, answer: Any) -> int:
         if is_error(answer):
@@ -400,13 +384,25 @@ class FakeNvmlLib:
             target = outs[0].contents
             if symbol.version and target.version != _resolve(nv, symbol.version):
                 return nv.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
-            fill_struct(target, answer)
+            ctypes.memmove(ctypes.addressof(target), ctypes.addressof(
+                self._struct(type(target), answer)), ctypes.sizeof(target))
+            if symbol.version:
+                target.version = _resolve(nv, symbol.version)
         elif out in _HANDLE_TYPES:
             if not isinstance(answer, dict):
                 raise FixtureFormatError(f"{where}: a handle answer must be an object")
             self._where.setdefault(id(answer), where)
             outs[0][0] = ctypes.cast(self._handle(out, answer), getattr(nv, _HANDLE_TYPES[out]))
         return nv.NVML_SUCCESS
+
+    def _struct(self, struct_type: Any, answer: dict[str, Any]) -> Any:
+        """The answer as a filled struct, built once: a MIG pass asks hundreds of them."""
+        built = self._structs.get(id(answer))
+        if built is None or built[1] is not answer:
+            value = struct_type()
+            fill_struct(value, answer)
+            built = self._structs[id(answer)] = (value, answer)
+        return built[0]
 
     def _handle(self, kind: str, node: dict[str, Any]) -> int:
         """A stable address, in memory this fake owns, standing for one node."""
@@ -433,10 +429,6 @@ class RecordingLib:
         self.data: dict[str, Any] = {"format": FORMAT}
         self._nodes: dict[tuple[str, int], dict[str, Any]] = {}
         self._lock = threading.Lock()
-
-    @property
-    def wrapped(self) -> Any:
-        return self._lib
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of what was recorded so far (the worker may still be adding to it)."""
@@ -527,15 +519,16 @@ def binding_module(nv: ModuleType) -> ModuleType:
     return sys.modules.get(nv.nvmlInit.__module__, nv)
 
 
-@dataclass
 class Installed:
     """A library put under pynvml, and how to put back what was there."""
 
-    module: ModuleType
-    lib: Any
-    saved_lib: Any
-    saved_refcount: int
-    saved_text: dict[int, str]
+    def __init__(self, module: ModuleType, lib: Any, saved_lib: Any, saved_refcount: int,
+                 saved_text: dict[int, str]) -> None:
+        self.module = module
+        self.lib = lib
+        self.saved_lib = saved_lib
+        self.saved_refcount = saved_refcount
+        self.saved_text = saved_text
 
     def restore(self) -> None:
         module = self.module
@@ -558,15 +551,3 @@ def install(nv: ModuleType, lib: Any) -> Installed:
         module._nvmlLib_refcount = 0
     return installed
 
-
-def walk(data: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """Every (symbol, answer) pair in a tree, handle answers included, for checks."""
-    for key, value in data.items():
-        if key in SYMBOLS:
-            symbol = SYMBOLS[key]
-            answers = value.values() if symbol.keys and not is_error(value) else [value]
-            for answer in answers:
-                yield key, answer
-                if symbol.out in _KINDS_WITH_HANDLE and isinstance(answer, dict) \
-                        and not is_error(answer):
-                    yield from walk(answer)

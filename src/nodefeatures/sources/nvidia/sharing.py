@@ -25,10 +25,6 @@ STRATEGIES = ("timeSlicing", "mps")
 _RESOURCE_KEYS = {"name", "replicas", "rename", "devices"}
 
 
-def blank_strategy() -> dict[str, Any]:
-    return {"renameByDefault": False, "failRequestsGreaterThanOne": False, "resources": []}
-
-
 class Sharing:
     """The replicas of one resource under the active sharing configuration."""
 
