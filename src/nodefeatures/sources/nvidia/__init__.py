@@ -1,8 +1,13 @@
 """nvidia: the labels of NVIDIA GPU Feature Discovery, from NVML through nvidia-ml-py.
 
-The source instance lives as long as the agent: it keeps the NVML worker thread, the
-retry backoff and the PCI scan between passes. Nodes without an NVIDIA GPU on the PCI
-bus never import pynvml.
+The source instance lives as long as the agent: it keeps the retry backoff, the MIG
+profile tables and the PCI scan between passes, and NVML runs on one process-wide
+worker thread (nvml.py). Nodes without an NVIDIA GPU on the PCI bus never import pynvml.
+
+Layout: pci.py (the bus and vGPU config space), nvml.py (pynvml, the worker, sessions,
+backoff), replay.py (nvml.json, the replayed library, the capture recorder),
+discover.py (NVML facts), mig.py and sharing.py (GFD's MIG and sharing rules),
+labels.py (facts into labels).
 """
 
 from __future__ import annotations

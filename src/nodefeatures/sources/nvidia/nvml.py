@@ -187,6 +187,20 @@ class Worker:
                     self._stuck = None
 
 
+_worker: Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def shared_worker() -> Worker:
+    """The process's one NVML thread: pynvml and the driver state are process-wide, so
+    every source instance queues behind the same thread, and a hung call stops them all."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = Worker()
+        return _worker
+
+
 # -- one NVML session per pass -------------------------------------------------------------
 
 RETRY_FIRST = 15.0  # seconds before the first retry after NVML could not be used
@@ -212,7 +226,7 @@ class Session:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.worker = Worker()
+        self.worker = shared_worker()
         self.nv: ModuleType | None = None
         self.fake: Any = None  # the replayed library of the last fixture pass, for tests
         self.recorder: Any = None  # the capture recorder of the last capture pass
@@ -290,7 +304,8 @@ class Session:
             raise
 
     def close(self) -> None:
-        """Shut NVML down; after a timeout this waits for the worker to come back."""
+        """Shut NVML down, so the driver can be unloaded between passes; after a timeout
+        the shutdown is queued for when the hung call returns."""
         if not self._open:
             return
         self._open = False
@@ -343,7 +358,12 @@ class Session:
         if capture is not None:
             def recording() -> Any:
                 module = replay.binding_module(nv)
-                module._LoadNvmlLibrary()  # raises NVMLError_LibraryNotFound without it
+                load = getattr(module, "_LoadNvmlLibrary", None)
+                if load is not None:
+                    load()  # raises NVMLError_LibraryNotFound without the library
+                else:  # a binding without the helper: let init load it
+                    nv.nvmlInit()
+                    nv.nvmlShutdown()
                 self.recorder = replay.RecordingLib(nv, module.nvmlLib)
                 return self.recorder
 
