@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES
+from gpufixtures import FIXTURES
 
 from nodefeatures.cli import main
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 
 import pytest
-from conftest import fixture_data
+from gpufixtures import fixture_data
 
 from nodefeatures.sources.nvidia.replay import (
     FixtureFormatError,

@@ -328,7 +328,7 @@ def test_full_label_set_of_a_run() -> None:
 
 
 def test_timestamp_only_when_asked_and_constant_across_passes(tmp_path) -> None:
-    from conftest import replay, run, values
+    from gpufixtures import replay, run, values
 
     source = NvidiaSource()
     assert "nvidia.com/gfd.timestamp" not in values(run(source, replay("seed-t4-ubuntu2204")))

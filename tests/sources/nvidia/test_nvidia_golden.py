@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import EXPECTED, FIXTURES, expected_nvidia, gpu_fixtures, replay, run, values
+from gpufixtures import EXPECTED, FIXTURES, expected_nvidia, gpu_fixtures, replay, run, values
 
 from nodefeatures.labels import key_error, value_error
 from nodefeatures.sources.nvidia import NvidiaSource

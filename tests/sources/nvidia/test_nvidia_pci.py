@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import FIXTURES, Clock, copy_fixture, expected_nvidia, live_host, run, values
+from gpufixtures import FIXTURES, Clock, copy_fixture, expected_nvidia, live_host, run, values
 
 from nodefeatures.fixture import replay_host
 from nodefeatures.hostroot import HostRoot
@@ -112,7 +112,7 @@ def test_machine_type_file_option(tmp_path: Path) -> None:
 
 
 def test_a_gpu_node_read_live_through_a_root_prefix(fake_lib) -> None:
-    from conftest import fixture_data
+    from gpufixtures import fixture_data
 
     fake_lib(fixture_data("dgx-h100"))
     result = run(NvidiaSource(Clock()), live_host(FIXTURES / "dgx-h100" / "root"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, expected_nvidia, fixture_data, nvml_fixtures, run, values
+from gpufixtures import FIXTURES, expected_nvidia, fixture_data, nvml_fixtures, run, values
 
 from nodefeatures.cli import main
 from nodefeatures.fixture import read_labels, replay_host

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
+from gpufixtures import (
     FIXTURES,
     Clock,
     copy_fixture,
