@@ -342,7 +342,6 @@ class NvidiaSource(Source):
     def _check(self, ctx: Context, features: Features, snapshot: Snapshot) -> None:
         """Warnings about what the labels will have to leave out or change."""
         from . import labels as gfd
-        from .discover import gpus_of, mig_devices_of
         from .sharing import strategy
 
         options = ctx.options
@@ -350,7 +349,7 @@ class NvidiaSource(Source):
             if status not in ("ok", "skipped"):
                 ctx.warn(f"{name} probe failed: {status}; its labels are left out")
                 ctx.complete = False
-        gpus = gpus_of(features)
+        gpus = snapshot.gpus
         for gpu in gpus:
             if not gpu.healthy:
                 ctx.warn(f"GPU {gpu.index} ({gpu.bus_id or 'no PCI address'}) is unhealthy: "
@@ -373,7 +372,7 @@ class NvidiaSource(Source):
             ctx.warn(f"MPS sharing does not work with MIG (enabled on GPU "
                      f"{', '.join(map(str, enabled))}): mps.capable=false")
         if options["migStrategy"] == "single" and snapshot.probes.get("mig") == "ok":
-            problem = gfd.single_problem(healthy, mig_devices_of(features))
+            problem = gfd.single_problem(healthy, snapshot.mig_devices)
             if problem:
                 ctx.warn(f"single MIG strategy: {problem}; publishing -MIG-INVALID")
         if snapshot.probes.get("fabric") == "ok":

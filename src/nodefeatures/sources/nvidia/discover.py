@@ -354,9 +354,11 @@ def add_mig_devices(features: Features, devices: list[migs.MigDevice]) -> None:
 
 def mig_devices_of(features: Features) -> list[migs.MigDevice]:
     devices = []
+    labels = tuple(migs.ATTRIBUTES)
     for instance in features.instances.get("mig", []):
         a = instance.attributes
-        values = tuple((label, int(a.get(label, "0") or 0)) for label in migs.ATTRIBUTES)
+        values = tuple(zip(labels, map(int, (a.get(label) or "0" for label in labels)),
+                           strict=True))
         devices.append(migs.MigDevice(int(a["gpu"]), int(a["index"]), a.get("parent", ""),
                                       a["profile"], values))
     return devices

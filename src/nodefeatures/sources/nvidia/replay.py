@@ -262,7 +262,7 @@ class FakeNvmlLib:
         self._initialised = 0
         self._buffers: list[Any] = []
         self._handles: dict[int, tuple[str, dict[str, Any]]] = {}
-        self._handle_of: dict[int, int] = {}
+        self._handle_of: dict[int, Any] = {}
         self._where: dict[int, str] = {}  # node id -> the call path that made its handle
         self._structs: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._errors = {code: name for code, name in error_names(nv).items()}
@@ -334,41 +334,41 @@ class FakeNvmlLib:
         if name == "nvmlShutdown":
             self._initialised -= 1
             return self._code(self._data.get(name, 0))
-        position = 0
         node: dict[str, Any] = self._data
-        where = "system"
+        position = 0
         if symbol.scope != "system":
             found = self._handles.get(args[0] or 0)
             if found is None or found[0] != symbol.scope:
                 return nv.NVML_ERROR_INVALID_ARGUMENT
             node = found[1]
-            where = self._where.get(id(node), symbol.scope)
             position = 1
+        answer = node.get(name)
         key = ""
         if symbol.keys:
             key = ",".join(str(int(k)) for k in args[position:position + symbol.keys])
-        outs = args[position + symbol.keys + symbol.ignored:]
-        answer = node.get(name)
-        if answer is None and name == "nvmlDeviceGetCount_v2":
-            answer = len(self._data.get("nvmlDeviceGetHandleByIndex_v2", {}))
-        if key and isinstance(answer, dict) and not is_error(answer):
-            answer = answer.get(key)
+            if type(answer) is dict and "error" not in answer:
+                answer = answer.get(key)
         if answer is None:
-            self.unanswered.append(f"{name}({key})@{where}")
-            return nv.NVML_ERROR_NOT_SUPPORTED
-        if is_error(answer):
+            if name == "nvmlDeviceGetCount_v2":
+                answer = len(self._data.get("nvmlDeviceGetHandleByIndex_v2", {}))
+            else:
+                self.unanswered.append(f"{name}({key})@{self._path(node)}")
+                return nv.NVML_ERROR_NOT_SUPPORTED
+        if type(answer) is dict and "error" in answer and len(answer) == 1:
             return self._code(answer["error"])
-        return self._write(symbol, answer, outs, f"{where}/{name}({key})")
-
-    def _code(self, answer: Any) -> int:
-        if is_error(answer):
-            return error_code(self._nv, answer["error"])
-        return error_code(self._nv, answer)
-
-    def _write(self, symbol: Symbol, answer: Any, outs: tuple[Any, ...], where: str) -> int:
-        nv = self._nv
+        outs = args[position + symbol.keys + symbol.ignored:]
         out = symbol.out
-        if out in ("uint", "int"):
+        if out == "struct":
+            target = outs[0]
+            if symbol.version:
+                expected = _resolve(nv, symbol.version)
+                if target.contents.version != expected:
+                    return nv.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+                target[0] = self._struct(target._type_, answer)
+                target.contents.version = expected
+            else:
+                target[0] = self._struct(target._type_, answer)
+        elif out in ("uint", "int"):
             outs[0][0] = int(answer)
         elif out in ("uint2", "int2"):
             first, second = answer
@@ -380,20 +380,22 @@ class FakeNvmlLib:
             ctypes.memmove(outs[0], encoded, len(encoded))
         elif out == "enum":
             ctypes.c_uint.from_address(outs[0]).value = int(answer)
-        elif out == "struct":
-            target = outs[0].contents
-            if symbol.version and target.version != _resolve(nv, symbol.version):
-                return nv.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
-            ctypes.memmove(ctypes.addressof(target), ctypes.addressof(
-                self._struct(type(target), answer)), ctypes.sizeof(target))
-            if symbol.version:
-                target.version = _resolve(nv, symbol.version)
         elif out in _HANDLE_TYPES:
-            if not isinstance(answer, dict):
-                raise FixtureFormatError(f"{where}: a handle answer must be an object")
-            self._where.setdefault(id(answer), where)
-            outs[0][0] = ctypes.cast(self._handle(out, answer), getattr(nv, _HANDLE_TYPES[out]))
+            if type(answer) is not dict:
+                raise FixtureFormatError(f"{self._path(node)}/{name}({key}): a handle answer "
+                                         "must be an object")
+            self._where.setdefault(id(answer), f"{self._path(node)}/{name}({key})")
+            outs[0][0] = self._handle(out, answer)
         return nv.NVML_SUCCESS
+
+    def _path(self, node: dict[str, Any]) -> str:
+        """Where a node sits in the fixture, for messages: system/nvmlDevice...(0)/..."""
+        return "system" if node is self._data else self._where.get(id(node), "?")
+
+    def _code(self, answer: Any) -> int:
+        if is_error(answer):
+            return error_code(self._nv, answer["error"])
+        return error_code(self._nv, answer)
 
     def _struct(self, struct_type: Any, answer: dict[str, Any]) -> Any:
         """The answer as a filled struct, built once: a MIG pass asks hundreds of them."""
@@ -404,14 +406,14 @@ class FakeNvmlLib:
             built = self._structs[id(answer)] = (value, answer)
         return built[0]
 
-    def _handle(self, kind: str, node: dict[str, Any]) -> int:
-        """A stable address, in memory this fake owns, standing for one node."""
+    def _handle(self, kind: str, node: dict[str, Any]) -> Any:
+        """A handle for one node: a pointer into memory this fake owns, never NULL."""
         key = id(node)
         if key not in self._handle_of:
             buffer = ctypes.create_string_buffer(16)
             self._buffers.append(buffer)
             address = ctypes.addressof(buffer)
-            self._handle_of[key] = address
+            self._handle_of[key] = ctypes.cast(address, getattr(self._nv, _HANDLE_TYPES[kind]))
             self._handles[address] = (kind, node)
         return self._handle_of[key]
 
