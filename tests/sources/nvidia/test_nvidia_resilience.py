@@ -300,6 +300,21 @@ def test_a_failing_mig_probe_costs_only_mig_labels(tmp_path: Path) -> None:
            "left out" in result.warnings
 
 
+def test_a_failing_mig_probe_under_single_leaves_the_mig_dependent_labels_out(
+        tmp_path: Path) -> None:
+    fixture = copy_fixture("dgx-a100-mig-single", tmp_path)
+    data = fixture_data("dgx-a100-mig-single")
+    gpu_node(data, 0)["nvmlDeviceGetMaxMigDeviceCount"] = {"error": "UNKNOWN"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture), migStrategy="single")
+    got = values(result)
+    # the full GPU's product or memory would be wrong here: the agent keeps the last ones
+    for suffix in ("count", "replicas", "sharing-strategy", "product", "memory"):
+        assert f"nvidia.com/gpu.{suffix}" not in got
+    assert "nvidia.com/mig.strategy" not in got
+    assert got["nvidia.com/gpu.family"] == "ampere" and not result.complete
+
+
 def test_a_gpu_lost_in_the_mig_probe(tmp_path: Path) -> None:
     fixture = copy_fixture("dgx-a100-mig-mixed", tmp_path)
     data = fixture_data("dgx-a100-mig-mixed")

@@ -117,7 +117,11 @@ CATALOGUE = (
          "sharing.mps replicates a resource and no GPU has MIG enabled",
          "MPS with MIG enabled gives `false` and a warning (GFD fails the pass)"),
     _row("mig.strategy", "single, mixed", "sources.nvidia.migStrategy (or --mig-strategy); "
-                                          "absent for none"),
+                                          "absent for none",
+         "when MIG devices cannot be read, the MIG labels are left out (under single also "
+         "gpu.count, product, memory, replicas and sharing-strategy, which would describe "
+         "them) and the pass is incomplete, so the last good values stay; GFD fails the "
+         "pass"),
     *(
         _row(f"{resource}.{suffix}", values, origin)
         for resource, scope in (("gpu", "single MIG strategy"),
@@ -139,7 +143,7 @@ CATALOGUE = (
          "`1g.10gb.me`), named from the GPU/compute instance profile indices and the "
          "memory in eighths of the GPU rounded half away from zero",
          "GPU instance profile 17 (3 slices, graphics) is named `3g.<N>gb.gfx` (GFD fails "
-         "the pass); a MIG probe that fails costs only the MIG labels"),
+         "the pass)"),
     _row("mig-<PROFILE>.product", "string", "`<product>-MIG-<profile>[-SHARED]`"),
     _row("mig-<PROFILE>.memory", "MiB", "nvmlDeviceGetAttributes memorySizeMB"),
     _row("mig-<PROFILE>.replicas", "decimal",

@@ -188,6 +188,15 @@ def _devices(out: _Builder, features: Features, options: Mapping[str, Any],
             _single(out, healthy, devices, options)
         else:
             _mixed(out, devices, options)
+    elif strategy == "single" and any(g.mig == "enabled" for g in healthy):
+        # these would describe MIG devices that could not be read: better none than the
+        # full GPU's values, so the previous ones stay until the probe works again
+        for suffix in _SINGLE_OVERRIDES:
+            out.labels.pop(PREFIX + suffix, None)
+
+
+_SINGLE_OVERRIDES = ("gpu.count", "gpu.replicas", "gpu.sharing-strategy", "gpu.product",
+                     "gpu.memory")
 
 
 def _probe_ok(probes: Mapping[str, Any], name: str) -> bool:
