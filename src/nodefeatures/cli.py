@@ -38,13 +38,16 @@ def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Config file [default: /etc/nodefeatures/config.yaml if present]."),
         click.option("--source", "only", multiple=True, metavar="NAME",
                      help="Run only this source (repeatable)."),
+        click.option("--mig-strategy", type=click.Choice(["none", "single", "mixed"]),
+                     default=None,
+                     help="How MIG devices are labelled; overrides sources.nvidia.migStrategy."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-def _prepare(only: tuple[str, ...], config_path: str | None):
+def _prepare(only: tuple[str, ...], config_path: str | None, mig_strategy: str | None = None):
     from nodefeatures import config as configuration
     from nodefeatures.discovery import load_sources
 
@@ -59,6 +62,11 @@ def _prepare(only: tuple[str, ...], config_path: str | None):
         _fail(str(exc))
     if only:
         cfg.core["labelSources"] = list(only)
+    if mig_strategy is not None:
+        if "nvidia" in cfg.sources:
+            cfg.sources["nvidia"]["migStrategy"] = mig_strategy
+        else:
+            log.warning("--mig-strategy has no effect: the nvidia source is not installed")
     return sources, cfg
 
 
@@ -86,7 +94,7 @@ def main(verbose: bool) -> None:
               show_default=True)
 @click.option("--explain", is_flag=True, help="Show the raw fact behind every label.")
 def dump(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-         fixture: str | None, fmt: str, explain: bool) -> None:
+         mig_strategy: str | None, fixture: str | None, fmt: str, explain: bool) -> None:
     """Print the labels this node would get."""
     from nodefeatures import render
     from nodefeatures.discovery import run_pass
@@ -94,7 +102,7 @@ def dump(root: str, proc: str | None, config_path: str | None, only: tuple[str, 
     from nodefeatures.hostroot import HostRoot
     from nodefeatures.source import Host
 
-    sources, cfg = _prepare(only, config_path)
+    sources, cfg = _prepare(only, config_path, mig_strategy)
     if fixture is not None:
         try:
             host = replay_host(fixture)
@@ -111,12 +119,12 @@ def dump(root: str, proc: str | None, config_path: str | None, only: tuple[str, 
 @host_options
 @click.argument("directory")
 def capture(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-            directory: str) -> None:
+            mig_strategy: str | None, directory: str) -> None:
     """Record everything the sources read into a new fixture DIRECTORY."""
     from nodefeatures.discovery import run_pass
     from nodefeatures.fixture import FixtureError, capture_host, write_labels
 
-    sources, cfg = _prepare(only, config_path)
+    sources, cfg = _prepare(only, config_path, mig_strategy)
     try:
         host = capture_host(directory, root=root, proc=proc)
     except FixtureError as exc:
