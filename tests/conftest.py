@@ -1,4 +1,7 @@
-"""Shared test helpers: paths to fixtures and the shared reference material."""
+"""Shared test helpers: paths to fixtures and the shared reference material.
+
+Its presence also puts tests/ on sys.path, so helper modules such as kubeharness import.
+"""
 
 from __future__ import annotations
 
