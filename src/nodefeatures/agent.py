@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,7 @@ class Agent:
         self._fresh = False  # _live follows a running watch
         self._pending_rv: str | None = None  # our own write, not yet seen on the watch
         self._pending_since = 0.0
+        self._seen: deque[str | None] = deque(maxlen=32)  # versions the watch delivered
         self._reread = False  # a 409 said _live is stale: GET before the next decision
         self._synced = threading.Event()
         self._wake = threading.Event()
@@ -222,10 +224,14 @@ class Agent:
 
     def _wrote(self, decided: Plan, updated: dict[str, Any], drift: bool) -> None:
         self.writes += 1
+        version = resource_version(updated)
         with self._lock:
             self._live = updated
-            self._pending_rv = resource_version(updated)
-            self._pending_since = time.monotonic()
+            # Until the watch shows our write, what it delivers is older than `updated`;
+            # unless it already has (the event can beat the patch response).
+            if version not in self._seen:
+                self._pending_rv = version
+                self._pending_since = time.monotonic()
         self._settled(decided)
         written = [c for c in decided.changes if c.action in WRITES]
         for change in written:
@@ -382,8 +388,10 @@ class Agent:
     def _accept(self, node: dict[str, Any], listed: bool = False) -> None:
         version = resource_version(node)
         with self._lock:
+            self._seen.append(version)
             if listed:
                 self._pending_rv = None
+                self._fresh = True  # just read: current until the watch says otherwise
             elif self._pending_rv is not None:
                 if version == self._pending_rv or time.monotonic() - self._pending_since > 60:
                     self._pending_rv = None

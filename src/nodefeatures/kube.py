@@ -67,6 +67,10 @@ def _defer_package_inits() -> None:
         module = importlib.util.module_from_spec(spec)
 
         def complete(attr: str, module: types.ModuleType = module) -> Any:
+            # `from package import submodule` asks the package first: import just that.
+            if not attr.startswith("__") and importlib.util.find_spec(
+                    f"{module.__name__}.{attr}") is not None:
+                return importlib.import_module(f"{module.__name__}.{attr}")
             # First use of a name only the package __init__ defines: run it now, once.
             module.__dict__.pop("__getattr__", None)
             module.__spec__.loader.exec_module(module)  # type: ignore[union-attr]

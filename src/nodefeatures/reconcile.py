@@ -370,7 +370,7 @@ def apply_to(labels: Mapping[str, str], plan_: Plan) -> dict[str, str]:
 
 
 _WORDS = {ADD: "add", CHANGE: "change", REMOVE: "remove", ADOPT: "adopt", KEEP: "keep",
-          CONFLICT: "conflict", UNOWNED: "not ours", SKIP: "skip", RELEASE: "release",
+          CONFLICT: "conflict", UNOWNED: "unowned", SKIP: "skip", RELEASE: "release",
           FORGET: "forget"}
 
 
