@@ -99,6 +99,7 @@ class Agent:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._drift = False
+        self._pass_now = False
         self._watch: NodeWatch | None = None
         self._watch_thread: threading.Thread | None = None
         self._source_state: dict[str, tuple[Any, ...]] = {}
@@ -123,8 +124,12 @@ class Agent:
         try:
             while not self._stopping.is_set():
                 now = self.heartbeat = time.monotonic()
-                if now >= next_pass:
-                    self.discover_now()
+                if now >= next_pass or self._pass_now:
+                    self._pass_now = False
+                    try:
+                        self.discover_now()
+                    except Exception:  # sources are contained; this is a last resort
+                        log.exception("discovery failed; keeping the previous result")
                     next_pass = now + self._jittered(self.options.interval)
                     pending = True
                 drifted = self._drift and not pending
@@ -136,8 +141,11 @@ class Agent:
                     started = time.perf_counter()
                     try:
                         self.sync(drift=drifted)
-                    except KubeError as error:
+                    except Exception as error:  # a bug must not end the loop either
                         failures += 1
+                        if not isinstance(error, KubeError):
+                            log.exception("unexpected error in a pass")
+                            error = KubeError(None, "internal", str(error))
                         retry_at = now + self._retry_delay(error, failures)
                         pending = True
                         self.metrics.passes.labels("error").inc()
@@ -153,6 +161,11 @@ class Agent:
                 self._wake.clear()
         finally:
             self._close_watch()
+
+    def poke(self) -> None:
+        """Run the next pass now instead of at the end of the interval."""
+        self._pass_now = True
+        self._wake.set()
 
     def stop(self) -> None:
         """Ask `run()` to return; a request in flight completes first. Signal-safe."""
@@ -346,6 +359,7 @@ class Agent:
                 watch = self.api.watch(str(version), max(timeout, 1))
                 self._watch = watch
                 if self._stopping.is_set():
+                    watch.close()  # stop() may have run before it could see this watch
                     break
                 with self._lock:
                     self._fresh = True

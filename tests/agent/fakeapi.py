@@ -33,12 +33,13 @@ class FakeNodeApi:
         self.watches: list[FakeWatch] = []
         # Reply to a patch only after the watch delivered its event (a real-world race).
         self.watch_first = False
+        self.expire_watches = 0  # this many watches answer 410 Gone at once
 
     def _enter(self, verb: str) -> None:
         self.calls.append((verb, time.monotonic()))
         if self.fail[verb]:
             error = self.fail[verb].pop(0)
-            self.on_request(verb, error.kind)
+            self.on_request(verb, getattr(error, "kind", "internal"))
             raise error
         self.on_request(verb, "200")
 
@@ -89,7 +90,8 @@ class FakeNodeApi:
 
     def watch(self, resource_version: str, timeout_seconds: int) -> FakeWatch:
         self._enter("watch")
-        watch = FakeWatch(self, int(resource_version))
+        watch = FakeWatch(self, int(resource_version), expired=self.expire_watches > 0)
+        self.expire_watches = max(0, self.expire_watches - 1)
         self.watches.append(watch)
         return watch
 
@@ -103,13 +105,18 @@ class FakeNodeApi:
 
 
 class FakeWatch:
-    def __init__(self, api: FakeNodeApi, since: int) -> None:
+    def __init__(self, api: FakeNodeApi, since: int, expired: bool = False) -> None:
         self.api = api
+        self.expired = expired
         self.since = since
         self.delivered = since
         self.closed = False
 
     def events(self) -> Iterator[dict[str, Any]]:
+        if self.expired:
+            yield {"type": "ERROR", "object": {"kind": "Status", "code": 410,
+                                               "reason": "Expired", "message": "too old"}}
+            return
         while True:
             with self.api.cond:
                 while not self.closed and self.api.version <= self.since:

@@ -204,6 +204,39 @@ def test_drift_detected_even_when_the_watch_shows_our_write_before_its_reply(
         loop.stop()
 
 
+def test_expired_watch_starts_over_from_a_fresh_read(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.expire_watches = 2
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: loop.agent.ready and len(api.times("watch")) >= 3)
+        assert len(api.times("get")) == 3  # one read per expired watch, then the first
+        api.external({AVX: None})  # the third watch works: drift is seen
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=2)
+    finally:
+        loop.stop()
+
+
+def test_passes_are_jittered(tmp_path: Path) -> None:
+    times: list[float] = []
+    agent = agent_for(FakeNodeApi(), tmp_path, interval=0.2, jitter=0.25)
+    original = agent.discover
+
+    def timed() -> Any:
+        times.append(time.monotonic())
+        return original()
+
+    agent.discover = timed  # type: ignore[method-assign]
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: len(times) >= 12, timeout=10)
+    finally:
+        loop.stop()
+    between = gaps(times)
+    assert all(0.14 <= gap <= 0.27 for gap in between), between
+    assert max(between) - min(between) > 0.03  # not a fixed period
+
+
 def test_a_writer_that_keeps_undoing_us_is_met_with_backoff_and_reported(tmp_path: Path) -> None:
     api = FakeNodeApi()
     loop = Loop(agent_for(api, tmp_path, interval=60.0, backoff_cap=10.0))
@@ -234,3 +267,14 @@ def test_health_reflects_a_stalled_loop(tmp_path: Path) -> None:
     assert agent.alive()
     agent.heartbeat -= 63
     assert not agent.alive()
+
+
+def test_an_unexpected_error_is_logged_and_retried_not_fatal(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["patch"] = [RuntimeError("bug")]  # type: ignore[list-item]
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true")
+        assert loop.thread.is_alive()
+    finally:
+        loop.stop()

@@ -176,3 +176,22 @@ def test_forbidden_patch_is_reported_and_retried_slowly(
             running.stop()
             rbac_api.delete_cluster_role_binding(role)
             rbac_api.delete_cluster_role(role)
+
+
+def test_node_deleted_and_recreated_is_labelled_again(
+        apiserver: Any, node: str, tmp_path: Path) -> None:
+    cpu = Switchable("cpu", {AVX: "true"})
+    running = start(make_agent(apiserver, node, [cpu], tmp_path, interval=300))
+    try:
+        wait_until(lambda: running.agent.ready, what="first pass")
+        with apiserver.admin_client() as api:
+            core = client.CoreV1Api(api)
+            core.delete_node(node)
+            time.sleep(1)
+            assert running.thread.is_alive()
+            core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=node)))
+        # The watch sees the new Node; the interval is far away.
+        wait_until(lambda: labels_of(apiserver, node).get(AVX) == "true", timeout=10,
+                   what="labels on the re-created Node")
+    finally:
+        running.stop()
