@@ -297,21 +297,28 @@ class Agent:
     def _report_sources(self, discovery: Discovery, evidence: Evidence) -> None:
         self.metrics.sources((r.name, r.trusted) for r in evidence.reports)
         for result in discovery.results:
+            self.metrics.source_warnings.labels(result.name).set(len(result.warnings))
+        for result in discovery.results:
             state = (result.error, result.complete, tuple(result.warnings))
             if self._source_state.get(result.name) == state:
                 continue  # say it once, not every pass
             previous = self._source_state.get(result.name)
             self._source_state[result.name] = state
+            problems = []
             if result.error:
-                log.warning("source %s failed: %s; its labels are kept", result.name,
-                            result.error, extra={"source": result.name})
+                problems.append(f"source {result.name} failed: {result.error}; "
+                                "its labels are kept")
             elif not result.complete:
-                log.warning("source %s could not read everything; its labels are kept",
-                            result.name, extra={"source": result.name})
+                problems.append(f"source {result.name} could not read everything; "
+                                "its labels are kept")
             elif previous is not None and (previous[0] or not previous[1]):
                 log.info("source %s works again", result.name, extra={"source": result.name})
-            for warning in result.warnings:
-                log.warning("%s: %s", result.name, warning, extra={"source": result.name})
+            problems += [f"{result.name}: {warning}" for warning in result.warnings]
+            for problem in problems:
+                log.warning("%s", problem, extra={"source": result.name})
+            if problems:
+                # Sanitised or dropped values and failing probes show on the Node itself.
+                self._event("Warning", "SourceProblem", "; ".join(problems))
             if result.name == "nvidia":
                 self.metrics.nvml_initialized(_nvml_state(result))
 
@@ -511,6 +518,8 @@ class FileAgent:
             discovery = self.discover()
             evidence = evidence_from(discovery, self.installed)
             self.metrics.sources((r.name, r.trusted) for r in evidence.reports)
+            for result in discovery.results:
+                self.metrics.source_warnings.labels(result.name).set(len(result.warnings))
             try:
                 decided, written = featurefile.sync(self.path, evidence, self.options.prefixes)
             except OSError as error:

@@ -51,6 +51,10 @@ class Metrics:
         self.source_ok = Gauge(
             "nodefeatures_source_ok", "1 when the source's last run was complete and error-free",
             ["source"], registry=r)
+        self.source_warnings = Gauge(
+            "nodefeatures_source_warnings",
+            "Warnings of the source's last run: unreadable inputs, values sanitised or dropped",
+            ["source"], registry=r)
         self._nvml: Any = None
         self._gauge = Gauge
 

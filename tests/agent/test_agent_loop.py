@@ -278,3 +278,23 @@ def test_an_unexpected_error_is_logged_and_retried_not_fatal(tmp_path: Path) -> 
         assert loop.thread.is_alive()
     finally:
         loop.stop()
+
+
+class Noisy(Fixed):
+    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
+        return [*super().labels(features, options), Label("model", "Xeon (R) Gold")]
+
+
+def test_sanitised_values_and_failing_sources_are_reported_once(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    sources = {"cpu": Noisy({AVX: "true"})}
+    config = build({}, sources)
+    host = Host(root=HostRoot(tmp_path))
+    agent = Agent(api, lambda: run_pass(host, sources, config), ["cpu"],  # type: ignore[arg-type]
+                  Options(node="n1", event_every=600.0))
+    agent.discover_now()
+    agent.discover_now()  # the same warning again: not repeated
+    problems = [e for e in api.events if e[1] == "SourceProblem"]
+    assert len(problems) == 1
+    assert "Xeon (R) Gold" in problems[0][2] and "Xeon__R__Gold" in problems[0][2]
+    assert agent.metrics.source_warnings.labels("cpu")._value.get() == 1

@@ -93,6 +93,7 @@ def test_output_file_mode_runs_without_a_cluster(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 15
         while not target.exists():
+            assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, "no file written"
             time.sleep(0.05)
     finally:
@@ -101,3 +102,22 @@ def test_output_file_mode_runs_without_a_cluster(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "feature.node.kubernetes.io/system-os_release.ID=debian\n" in target.read_text()
     assert "# source: system\n" in target.read_text()
+
+
+def test_in_cluster_credentials_are_used_inside_a_pod(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodefeatures import kube
+
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("pod-token")
+    ca.write_text("not checked until a request is made\n")
+    incluster = kube._client_modules().incluster
+    monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    api = kube.connect(None)
+    assert api.configuration.host == "https://10.0.0.1:443"
+    auth = api.configuration.auth_settings()["BearerToken"]
+    assert auth["key"] == "authorization"
+    assert auth["value"].lower() == "bearer pod-token"
