@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 def unique(prefix: str) -> str:
-    """A fresh object name: there is no controller to clean up after deletions."""
+    """A fresh name: tests share one server, and without controllers nothing is cleaned up."""
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
