@@ -171,6 +171,7 @@ class Agent:
         """Ask `run()` to return; a request in flight completes first. Signal-safe."""
         self._stopping.set()
         self._wake.set()
+        self._synced.set()  # a first pass waiting for the watch's read need not wait
         self._close_watch()
 
     def alive(self) -> bool:

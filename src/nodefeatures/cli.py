@@ -323,7 +323,12 @@ def run(root: str, proc: str | None, config_path: str | None, only: tuple[str, .
     signal.signal(signal.SIGINT, on_signal)
     log.info("labelling %s every %.0f s (sources: %s)", target, seconds,
              ", ".join(installed), extra={"node": node, "interval": seconds})
-    runner.run()
+    # The loop runs in its own thread: the main thread, where signal handlers run, then
+    # holds none of the loop's locks when a signal arrives.
+    loop = threading.Thread(target=runner.run, name="agent-loop", daemon=True)
+    loop.start()
+    while loop.is_alive():
+        loop.join(0.5)
     if server is not None:
         server.stop()
     log.info("stopped after %d writes", runner.writes)

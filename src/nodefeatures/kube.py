@@ -271,12 +271,13 @@ class NodeWatch:
             raise _transport_error(exc) from None
         finally:
             self.close()
+            with contextlib.suppress(Exception):
+                self.response.release_conn()
 
     def close(self) -> None:
+        """Unblock the reader; takes no lock, so it is safe from any thread."""
         with contextlib.suppress(Exception):
-            self.response.shutdown()  # unblocks a reader in another thread
-        with contextlib.suppress(Exception):
-            self.response.release_conn()
+            self.response.shutdown()
 
 
 def _decode_event(line: bytes) -> dict[str, Any]:
