@@ -13,11 +13,18 @@ import pytest
 import yaml
 from kustomize_lite import DEPLOY, KustomizeError, find, load_documents, render
 
+from nodefeatures.reconcile import (
+    DEFAULT_MANAGED_PREFIXES,
+    LEDGER_ANNOTATION,
+    SOURCES_ANNOTATION,
+)
+
 NAMESPACE = "nodefeatures"
 SERVICE_ACCOUNT = "nodefeatures"
 AGENT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
-MANAGED_PREFIXES = ["feature.node.kubernetes.io/", "nvidia.com/"]
-LEDGER_ANNOTATION = "nodefeatures.dev/labels"
+# The agent's own constants: the policy must allow exactly what the agent writes.
+MANAGED_PREFIXES = list(DEFAULT_MANAGED_PREFIXES)
+LEDGERS = [LEDGER_ANNOTATION, SOURCES_ANNOTATION]
 METRICS_PORT = 8080
 
 # Every host path the agent may see, the hostPath type it must have, and why.
@@ -269,7 +276,6 @@ def test_rbac_grants_exactly_the_agent_contract(base) -> None:
     assert rules == {
         (("",), ("nodes",)): ["get", "patch", "watch"],
         (("",), ("events",)): ["create"],
-        (("events.k8s.io",), ("events",)): ["create"],
     }
     binding = find(base, "ClusterRoleBinding", "nodefeatures")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
@@ -286,7 +292,7 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
         "expression": f'request.userInfo.username == "{AGENT_USER}"'}]
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
     assert yaml.safe_load(variables["prefixes"]) == MANAGED_PREFIXES
-    assert variables["ledger"] == f"'{LEDGER_ANNOTATION}'"
+    assert yaml.safe_load(variables["ledgers"]) == LEDGERS
     binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")["spec"]
     assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
 

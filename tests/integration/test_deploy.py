@@ -28,6 +28,7 @@ AGENT = f"system:serviceaccount:{NAMESPACE}:nodefeatures"
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 POLICY = "nodefeatures-own-node"
 LEDGER = "nodefeatures.dev/labels"
+SOURCES_LEDGER = "nodefeatures.dev/sources"
 FIELD_MANAGER = "nodefeatures-deploy-test"
 POLICY_WAIT_S = 30.0
 
@@ -332,15 +333,17 @@ def test_agent_may_not_change_foreign_labels(cluster, labels: dict[str, Any]) ->
     assert cluster.labels(cluster.a) == before
 
 
-def test_agent_may_change_only_its_ledger_annotation(cluster) -> None:
+def test_agent_may_change_only_its_ledger_annotations(cluster) -> None:
     agent = cluster.agent(cluster.a)
-    merge_patch(agent, cluster.a, {"annotations": {LEDGER: "feature.node.kubernetes.io/x"}})
+    merge_patch(agent, cluster.a, {"annotations": {LEDGER: "feature.node.kubernetes.io/x",
+                                                   SOURCES_LEDGER: "cpu:cpuid.AVX"}})
     assert cluster.annotations(cluster.a)[LEDGER] == "feature.node.kubernetes.io/x"
+    assert cluster.annotations(cluster.a)[SOURCES_LEDGER] == "cpu:cpuid.AVX"
     for foreign in ({"owner.example/contact": "mallory"}, {"owner.example/contact": None},
-                    {"node.alpha.kubernetes.io/ttl": "0"}):
+                    {"node.alpha.kubernetes.io/ttl": "0"}, {"nodefeatures.dev/other": "x"}):
         message = denied_by_policy(
             lambda a=foreign: merge_patch(agent, cluster.a, {"annotations": a}))
-        assert "may change only the nodefeatures.dev/labels annotation" in message
+        assert "may change only its ledger annotations" in message
     assert cluster.annotations(cluster.a)["owner.example/contact"] == "ops"
 
 

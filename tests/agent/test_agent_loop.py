@@ -1,0 +1,300 @@
+"""The agent loop's timing rules (backoff, slow retries, shutdown, fights) on a fake API."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakeapi import FakeNodeApi
+
+from nodefeatures.agent import Agent, Options
+from nodefeatures.config import build
+from nodefeatures.discovery import run_pass
+from nodefeatures.hostroot import HostRoot
+from nodefeatures.kube import KubeError
+from nodefeatures.labels import Label
+from nodefeatures.source import Context, Features, Host, Source
+
+AVX = "feature.node.kubernetes.io/cpu-cpuid.AVX"
+
+
+class Fixed(Source):
+    name = "cpu"
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self.current = dict(labels)
+
+    def discover(self, ctx: Context) -> Features:
+        features = Features()
+        for key, value in self.current.items():
+            features.attribute("fake", key, value, "test")
+        return features
+
+    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
+        return [Label(k, f.value) for k, f in features.attributes.get("fake", {}).items()]
+
+
+def agent_for(api: FakeNodeApi, tmp_path: Path, labels: Mapping[str, str] | None = None,
+              **options: Any) -> Agent:
+    source = Fixed(labels if labels is not None else {AVX: "true"})
+    sources = {"cpu": source}
+    config = build({}, sources)
+    host = Host(root=HostRoot(tmp_path))
+    settings = {"interval": 30.0, "backoff_base": 0.05, "backoff_cap": 0.4,
+                "rejected_retry": 0.6, "startup_wait": 1.0, "event_every": 0.0, **options}
+    return Agent(api, lambda: run_pass(host, sources, config), ["cpu"],  # type: ignore[arg-type]
+                 Options(node=api.node, **settings), rng=random.Random(7))
+
+
+class Loop:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.thread = threading.Thread(target=agent.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> float:
+        started = time.monotonic()
+        self.agent.stop()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+        return time.monotonic() - started
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_server_errors_back_off_exponentially_with_jitter_and_a_cap(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["patch"] = [KubeError(503, "ServiceUnavailable")] * 6
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true")
+    finally:
+        loop.stop()
+    attempts = gaps(api.times("patch"))
+    assert len(attempts) == 6
+    # base 0.05 s doubling, each scaled by a random factor in [0.5, 1], capped at 0.4 s
+    for n, gap in enumerate(attempts, start=1):
+        ceiling = min(0.4, 0.05 * 2 ** (n - 1))
+        assert ceiling * 0.5 - 0.01 <= gap <= ceiling + 0.05, (n, gap)
+    assert loop.agent.ready
+
+
+def test_transport_errors_never_stop_the_loop(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["get"] = [KubeError(None, "connection", "refused")] * 4
+    api.fail["watch"] = [KubeError(None, "timeout", "read timed out")] * 4
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true")
+        assert loop.thread.is_alive()
+    finally:
+        loop.stop()
+
+
+def test_too_many_requests_waits_for_retry_after(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["patch"] = [KubeError(429, "TooManyRequests", retry_after=0.5)]
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true")
+    finally:
+        loop.stop()
+    assert gaps(api.times("patch"))[0] >= 0.5
+
+
+@pytest.mark.parametrize("code", [403, 422])
+def test_rejected_patch_is_reported_and_retried_slowly(tmp_path: Path, code: int) -> None:
+    api = FakeNodeApi()
+    api.fail["patch"] = [KubeError(code, "Rejected", "nodes is forbidden")]
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true")
+    finally:
+        loop.stop()
+    assert gaps(api.times("patch"))[0] >= 0.6 * 0.9  # rejected_retry, jittered by 10 %
+    rejected = [e for e in api.events if e[1] == "LabelPatchRejected"]
+    assert rejected and rejected[0][0] == "Warning" and str(code) in rejected[0][2]
+    assert loop.agent.metrics.requests.labels("patch", str(code))._value.get() == 1
+
+
+def test_conflicts_are_retried_at_once_on_a_fresh_read(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    agent = agent_for(api, tmp_path)
+    agent.discover_now()
+    stale_reads = 3
+    original_get = api.get
+
+    def get_then_someone_writes() -> dict[str, Any]:
+        nonlocal stale_reads
+        node = original_get()
+        if stale_reads:
+            stale_reads -= 1
+            api.external({f"other.io/n{stale_reads}": "x"})  # our read is stale at once
+        return node
+
+    api.get = get_then_someone_writes  # type: ignore[method-assign]
+    decided = agent.sync()
+    assert decided.labels == {AVX: "true"}
+    assert api.labels[AVX] == "true"
+    assert [v for v, _ in api.calls].count("patch") == 4  # three 409s, then success
+    assert {"other.io/n0", "other.io/n1", "other.io/n2"} <= set(api.labels)
+
+
+def test_sigterm_lets_the_in_flight_patch_finish(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.patch_gate = threading.Event()
+    loop = Loop(agent_for(api, tmp_path))
+    wait_for(lambda: api.times("patch"))  # the patch is in flight, held by the gate
+    stopper = threading.Thread(target=loop.stop)
+    stopper.start()
+    time.sleep(0.2)
+    assert loop.thread.is_alive()  # waiting for the request, not abandoning it
+    api.patch_gate.set()
+    stopper.join(5)
+    assert not loop.thread.is_alive()
+    assert api.labels[AVX] == "true"
+    assert len(api.times("patch")) == 1
+
+
+def test_stop_while_idle_returns_at_once(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    loop = Loop(agent_for(api, tmp_path))
+    wait_for(lambda: loop.agent.ready)
+    assert loop.stop() < 0.5
+
+
+def test_drift_is_restored_from_the_watch_without_a_read(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: loop.agent.ready)
+        gets = len(api.times("get"))
+        api.external({AVX: None})
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=2)
+        assert len(api.times("get")) == gets
+    finally:
+        loop.stop()
+
+
+def test_drift_detected_even_when_the_watch_shows_our_write_before_its_reply(
+        tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.watch_first = True
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: loop.agent.ready)
+        api.external({AVX: None})
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=2)
+    finally:
+        loop.stop()
+
+
+def test_expired_watch_starts_over_from_a_fresh_read(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.expire_watches = 2
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: loop.agent.ready and len(api.times("watch")) >= 3)
+        assert len(api.times("get")) == 3  # one read per expired watch, then the first
+        api.external({AVX: None})  # the third watch works: drift is seen
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=2)
+    finally:
+        loop.stop()
+
+
+def test_passes_are_jittered(tmp_path: Path) -> None:
+    times: list[float] = []
+    agent = agent_for(FakeNodeApi(), tmp_path, interval=0.2, jitter=0.25)
+    original = agent.discover
+
+    def timed() -> Any:
+        times.append(time.monotonic())
+        return original()
+
+    agent.discover = timed  # type: ignore[method-assign]
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: len(times) >= 12, timeout=10)
+    finally:
+        loop.stop()
+    between = gaps(times)
+    assert all(0.14 <= gap <= 0.27 for gap in between), between
+    assert max(between) - min(between) > 0.03  # not a fixed period
+
+
+def test_a_writer_that_keeps_undoing_us_is_met_with_backoff_and_reported(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    loop = Loop(agent_for(api, tmp_path, interval=60.0, backoff_cap=10.0))
+    try:
+        wait_for(lambda: loop.agent.ready)
+        for _ in range(4):
+            api.external({AVX: None})
+            wait_for(lambda: api.labels.get(AVX) == "true", timeout=8)
+    finally:
+        loop.stop()
+    restores = gaps(api.times("patch")[1:])
+    assert restores[1] >= 0.9 and restores[2] >= 2.9  # 1 s, then 3 s between restores
+    assert [e for e in api.events if e[1] == "LabelFight"]
+
+
+def test_first_pass_waits_for_the_watch_read_instead_of_reading_twice(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: loop.agent.ready)
+    finally:
+        loop.stop()
+    assert len(api.times("get")) == 1
+
+
+def test_health_reflects_a_stalled_loop(tmp_path: Path) -> None:
+    agent = agent_for(FakeNodeApi(), tmp_path, interval=1.0)
+    assert agent.alive()
+    agent.heartbeat -= 63
+    assert not agent.alive()
+
+
+def test_an_unexpected_error_is_logged_and_retried_not_fatal(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["patch"] = [RuntimeError("bug")]  # type: ignore[list-item]
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true")
+        assert loop.thread.is_alive()
+    finally:
+        loop.stop()
+
+
+class Noisy(Fixed):
+    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
+        return [*super().labels(features, options), Label("model", "Xeon (R) Gold")]
+
+
+def test_sanitised_values_and_failing_sources_are_reported_once(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    sources = {"cpu": Noisy({AVX: "true"})}
+    config = build({}, sources)
+    host = Host(root=HostRoot(tmp_path))
+    agent = Agent(api, lambda: run_pass(host, sources, config), ["cpu"],  # type: ignore[arg-type]
+                  Options(node="n1", event_every=600.0))
+    agent.discover_now()
+    agent.discover_now()  # the same warning again: not repeated
+    problems = [e for e in api.events if e[1] == "SourceProblem"]
+    assert len(problems) == 1
+    assert "Xeon (R) Gold" in problems[0][2] and "Xeon__R__Gold" in problems[0][2]
+    assert agent.metrics.source_warnings.labels("cpu")._value.get() == 1

@@ -1,0 +1,235 @@
+"""Helpers for the agent's integration tests: Nodes, controllable sources, agents in threads.
+
+Test modules import the fixtures they use from here (`from agentkit import node, rbac`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+
+from nodefeatures.agent import Agent, Options
+from nodefeatures.config import build
+from nodefeatures.discovery import run_pass
+from nodefeatures.hostroot import HostRoot
+from nodefeatures.kube import NodeApi
+from nodefeatures.labels import Label
+from nodefeatures.source import Context, Features, Host, Source
+
+REPO = Path(__file__).resolve().parents[2]
+# The Namespace comes first: the ServiceAccount lives in it.
+RBAC_FILES = (REPO / "deploy" / "base" / "namespace.yaml", REPO / "deploy" / "base" / "rbac.yaml")
+SA_NAMESPACE = "nodefeatures"
+SA_NAME = "nodefeatures"
+SA_USER = f"system:serviceaccount:{SA_NAMESPACE}:{SA_NAME}"
+LEDGER = "nodefeatures.dev/labels"
+SOURCES = "nodefeatures.dev/sources"
+F = "feature.node.kubernetes.io/"
+
+# Fast timings: passes every second, quick retries. Production defaults are 60 s etc.
+FAST = {"interval": 1.0, "backoff_base": 0.1, "backoff_cap": 1.0, "rejected_retry": 2.0,
+        "startup_wait": 2.0, "event_every": 0.0}
+
+
+class Switchable(Source):
+    """A source whose labels, failure and completeness the test controls between passes."""
+
+    def __init__(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        self.name = name  # type: ignore[misc]  # per instance, so one class serves many
+        self.current = dict(labels or {})
+        self.fail = False
+        self.incomplete = False
+
+    def discover(self, ctx: Context) -> Features:
+        if self.fail:
+            raise RuntimeError("simulated driver failure")
+        if self.incomplete:
+            ctx.complete = False
+        features = Features()
+        for key, value in self.current.items():
+            features.attribute("fake", key, value, "set by the test")
+        return features
+
+    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
+        return [Label(k, f.value, f.origin) for k, f in features.attributes.get("fake", {}).items()]
+
+
+def discoverer(sources: list[Source], root: Path) -> Callable[[], Any]:
+    by_name = {s.name: s for s in sources}
+    config = build({}, by_name)
+    host = Host(root=HostRoot(root))
+    return lambda: run_pass(host, by_name, config)
+
+
+@dataclass
+class Running:
+    """An agent running its loop in a thread."""
+
+    agent: Agent
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 5.0) -> float:
+        started = time.monotonic()
+        self.agent.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "agent did not stop"
+        return time.monotonic() - started
+
+
+def make_agent(apiserver: Any, node: str, sources: list[Source], tmp_path: Path, *,
+               user: str | None = SA_USER, installed: list[str] | None = None,
+               **options: Any) -> Agent:
+    api_client = apiserver.client_as(user) if user else apiserver.admin_client()
+    settings = {**FAST, **options}
+    names = installed if installed is not None else [s.name for s in sources]
+    return Agent(NodeApi(api_client, node), discoverer(sources, tmp_path), names,
+                 Options(node=node, **settings))
+
+
+def start(agent: Agent) -> Running:
+    thread = threading.Thread(target=agent.run, daemon=True, name=f"agent-{agent.options.node}")
+    thread.start()
+    return Running(agent, thread)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+               every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def read_node(apiserver: Any, name: str) -> dict[str, Any]:
+    """The Node as plain JSON, read as admin."""
+    with apiserver.admin_client() as api:
+        response = api.call_api(f"/api/v1/nodes/{name}", "GET", auth_settings=["BearerToken"],
+                                _preload_content=False)
+        return json.loads(response.data)
+
+
+def labels_of(apiserver: Any, name: str) -> dict[str, str]:
+    return read_node(apiserver, name)["metadata"].get("labels") or {}
+
+
+def annotations_of(apiserver: Any, name: str) -> dict[str, str]:
+    return read_node(apiserver, name)["metadata"].get("annotations") or {}
+
+
+def rv_of(apiserver: Any, name: str) -> str:
+    return read_node(apiserver, name)["metadata"]["resourceVersion"]
+
+
+def patch_node(apiserver: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch as admin (another writer, or a human with kubectl)."""
+    with apiserver.admin_client() as api:
+        node = client.CoreV1Api(api).patch_node(
+            name, body, _content_type="application/merge-patch+json")
+        return api.sanitize_for_serialization(node)
+
+
+def acting_user(event: dict[str, Any]) -> str:
+    """Who a request was authorised as (the impersonated user, when there is one)."""
+    return str((event.get("impersonatedUser") or event["user"])["username"])
+
+
+def writes_to(apiserver: Any, name: str, user: str | None = None) -> list[dict[str, Any]]:
+    """Audited write requests on one existing Node (optionally by one user)."""
+    events = apiserver.audit_events(verbs={"update", "patch", "delete"}, name=name)
+    return [e for e in events if user is None or acting_user(e) == user]
+
+
+def requests_on(apiserver: Any, name: str, user: str) -> list[dict[str, Any]]:
+    """Every audited request by `user` about one Node: get, watch (field selector), patch."""
+    found: dict[str, dict[str, Any]] = {}
+    for event in apiserver.audit_events():
+        # A watch is audited when it starts and when it ends: count it once.
+        if acting_user(event) == user and event.get("objectRef", {}).get("name") == name:
+            found.setdefault(event["auditID"], event)
+    return list(found.values())
+
+
+def events_about(apiserver: Any, node: str) -> list[Any]:
+    with apiserver.admin_client() as api:
+        found = client.CoreV1Api(api).list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={node}")
+        return list(found.items)
+
+
+@pytest.fixture(scope="session")
+def rbac(apiserver: Any) -> str:
+    """The shipped namespace and RBAC applied as admin; returns the agent's user name."""
+    documents = [d for f in RBAC_FILES for d in yaml.safe_load_all(f.read_text())]
+    with apiserver.admin_client() as api:
+        for document in documents:
+            try:
+                utils.create_from_dict(api, document)
+            except utils.FailToCreateError as error:
+                if any(e.status != 409 for e in error.api_exceptions):
+                    raise
+    # Authorizer caches follow new bindings within a moment.
+    with apiserver.client_as(SA_USER) as api:
+        def allowed() -> bool:
+            review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(verb="patch", resource="nodes")))
+            result = client.AuthorizationV1Api(api).create_self_subject_access_review(review)
+            return bool(result.status.allowed)
+
+        wait_until(allowed, 10, "the agent's ClusterRoleBinding to take effect", every=0.2)
+    return SA_USER
+
+
+@pytest.fixture
+def node(apiserver: Any, rbac: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh Node named after the test, with one label of its own."""
+    short = request.node.name.replace("_", "-").lower()[:40].strip("-")
+    name = f"{short}-{uuid.uuid4().hex[:6]}"
+    with apiserver.admin_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
+            name=name, labels={"kubernetes.io/hostname": name})))
+        yield name
+        try:
+            core.delete_node(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+def service_account_kubeconfig(apiserver: Any, directory: Path) -> Path:
+    """A kubeconfig holding a real (TokenRequest) token of the agent's ServiceAccount."""
+    token = apiserver.service_account_token(SA_NAMESPACE, SA_NAME)
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "agent",
+        "clusters": [{"name": "test", "cluster": {
+            "server": apiserver.url, "certificate-authority": str(apiserver.ca_path)}}],
+        "users": [{"name": "agent", "user": {"token": token}}],
+        "contexts": [{"name": "agent", "context": {"cluster": "test", "user": "agent"}}],
+    }
+    path = directory / "agent.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def os_release_root(directory: Path, text: str = 'ID=debian\nVERSION_ID="12"\n') -> Path:
+    """A host root whose only file is etc/os-release (the `system` source's input)."""
+    root = directory / "host"
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "os-release").write_text(text)
+    return root
