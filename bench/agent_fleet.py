@@ -119,8 +119,9 @@ def main() -> None:
 
     with kubeharness.control_plane() as plane:
         with plane.admin_client() as api:
-            for document in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()):
-                utils.create_from_dict(api, document)
+            for part in ("namespace.yaml", "rbac.yaml"):
+                for document in yaml.safe_load_all((REPO / "deploy/base" / part).read_text()):
+                    utils.create_from_dict(api, document)
             core = client.CoreV1Api(api)
             names = [f"fleet-{i:04d}" for i in range(args.agents)]
             for name in names:

@@ -66,8 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     with kubeharness.control_plane() as plane:
         with plane.admin_client() as api:
-            for document in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()):
-                utils.create_from_dict(api, document)
+            for part in ("namespace.yaml", "rbac.yaml"):
+                for document in yaml.safe_load_all((REPO / "deploy/base" / part).read_text()):
+                    utils.create_from_dict(api, document)
             client.CoreV1Api(api).create_node(
                 client.V1Node(metadata=client.V1ObjectMeta(name="bench-node")))
         time.sleep(1)
