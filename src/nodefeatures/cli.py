@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from nodefeatures import __version__
+
+if TYPE_CHECKING:
+    from nodefeatures.config import Config
+    from nodefeatures.source import Host, Source
 
 log = logging.getLogger("nodefeatures")
 
@@ -28,8 +34,55 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+@dataclass(frozen=True)
+class HostChoice:
+    """What host to read and which sources run, as chosen on the command line."""
+
+    root: str
+    proc: str | None
+    config_path: str | None
+    only: tuple[str, ...]
+    mig_strategy: str | None
+
+    def prepare(self) -> tuple[dict[str, Source], Config]:
+        """Installed sources and the validated config; exits 2 when either is unusable."""
+        from nodefeatures import config as configuration
+        from nodefeatures.discovery import load_sources
+
+        sources, errors = load_sources(self.only or None)
+        if errors and self.only:
+            _fail("; ".join(errors))
+        for error in errors:
+            log.warning("%s", error)
+        try:
+            cfg = configuration.load(self.config_path, sources)
+        except configuration.ConfigError as exc:
+            _fail(str(exc))
+        if self.only:
+            cfg.core["labelSources"] = list(self.only)
+        if self.mig_strategy is not None:
+            if "nvidia" in cfg.sources:
+                cfg.sources["nvidia"]["migStrategy"] = self.mig_strategy
+            else:
+                log.warning("--mig-strategy has no effect: the nvidia source is not installed")
+        return sources, cfg
+
+    def live_host(self) -> Host:
+        from nodefeatures.hostroot import HostRoot
+        from nodefeatures.source import Host
+
+        return Host(root=HostRoot(self.root, proc=self.proc))
+
+
 def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options that choose what host to read and which sources run."""
+    """Options that choose what host to read and which sources run, passed as `host`."""
+
+    @functools.wraps(func)
+    def with_choice(*args: Any, root: str, proc: str | None, config_path: str | None,
+                    only: tuple[str, ...], mig_strategy: str | None, **kwargs: Any) -> Any:
+        choice = HostChoice(root, proc, config_path, only, mig_strategy)
+        return func(*args, host=choice, **kwargs)
+
     decorators = [
         click.option("--root", default="/", show_default=True, metavar="PATH",
                      help="Read host files under this prefix (e.g. /host in the DaemonSet)."),
@@ -43,32 +96,10 @@ def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      default=None,
                      help="How MIG devices are labelled; overrides sources.nvidia.migStrategy."),
     ]
+    wrapped: Callable[..., Any] = with_choice
     for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-def _prepare(only: tuple[str, ...], config_path: str | None, mig_strategy: str | None = None):
-    from nodefeatures import config as configuration
-    from nodefeatures.discovery import load_sources
-
-    sources, errors = load_sources(only or None)
-    if errors and only:
-        _fail("; ".join(errors))
-    for error in errors:
-        log.warning("%s", error)
-    try:
-        cfg = configuration.load(config_path, sources)
-    except configuration.ConfigError as exc:
-        _fail(str(exc))
-    if only:
-        cfg.core["labelSources"] = list(only)
-    if mig_strategy is not None:
-        if "nvidia" in cfg.sources:
-            cfg.sources["nvidia"]["migStrategy"] = mig_strategy
-        else:
-            log.warning("--mig-strategy has no effect: the nvidia source is not installed")
-    return sources, cfg
+        wrapped = decorator(wrapped)
+    return wrapped
 
 
 def _report(discovery) -> None:
@@ -94,24 +125,21 @@ def main(verbose: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text",
               show_default=True)
 @click.option("--explain", is_flag=True, help="Show the raw fact behind every label.")
-def dump(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-         mig_strategy: str | None, fixture: str | None, fmt: str, explain: bool) -> None:
+def dump(host: HostChoice, fixture: str | None, fmt: str, explain: bool) -> None:
     """Print the labels this node would get."""
     from nodefeatures import render
     from nodefeatures.discovery import run_pass
     from nodefeatures.fixture import FixtureError, replay_host
-    from nodefeatures.hostroot import HostRoot
-    from nodefeatures.source import Host
 
-    sources, cfg = _prepare(only, config_path, mig_strategy)
+    sources, cfg = host.prepare()
     if fixture is not None:
         try:
-            host = replay_host(fixture)
+            read = replay_host(fixture)
         except FixtureError as exc:
             _fail(str(exc))
     else:
-        host = Host(root=HostRoot(root, proc=proc))
-    discovery = run_pass(host, sources, cfg)
+        read = host.live_host()
+    discovery = run_pass(read, sources, cfg)
     _report(discovery)
     click.echo(render.FORMATS[fmt](discovery, explain))
 
@@ -119,18 +147,17 @@ def dump(root: str, proc: str | None, config_path: str | None, only: tuple[str, 
 @main.command()
 @host_options
 @click.argument("directory")
-def capture(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-            mig_strategy: str | None, directory: str) -> None:
+def capture(host: HostChoice, directory: str) -> None:
     """Record everything the sources read into a new fixture DIRECTORY."""
     from nodefeatures.discovery import run_pass
     from nodefeatures.fixture import FixtureError, capture_host, write_labels
 
-    sources, cfg = _prepare(only, config_path, mig_strategy)
+    sources, cfg = host.prepare()
     try:
-        host = capture_host(directory, root=root, proc=proc)
+        recording = capture_host(directory, root=host.root, proc=host.proc)
     except FixtureError as exc:
         _fail(str(exc))
-    discovery = run_pass(host, sources, cfg)
+    discovery = run_pass(recording, sources, cfg)
     _report(discovery)
     target = write_labels(directory, discovery.values())
     click.echo(f"captured {len(discovery.labels)} labels into {directory} ({target.name})")
@@ -237,24 +264,20 @@ def _node_api(kubeconfig: str | None, node: str):
         _fail(exc.message)
 
 
-def _discoverer(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-                mig_strategy: str | None):
+def _discoverer(host: HostChoice):
     """A discovery callable for this host, every installed source's name, and the config."""
     from nodefeatures import registry
     from nodefeatures.discovery import run_pass
-    from nodefeatures.hostroot import HostRoot
-    from nodefeatures.source import Host
 
-    sources, cfg = _prepare(only, config_path, mig_strategy)
-    host = Host(root=HostRoot(root, proc=proc))
-    return (lambda: run_pass(host, sources, cfg)), list(registry.installed()), cfg
+    sources, cfg = host.prepare()
+    read = host.live_host()
+    return (lambda: run_pass(read, sources, cfg)), list(registry.installed()), cfg
 
 
-def _evidence(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-              mig_strategy: str | None):
+def _evidence(host: HostChoice):
     from nodefeatures.reconcile import evidence_from
 
-    discover, installed, _ = _discoverer(root, proc, config_path, only, mig_strategy)
+    discover, installed, _ = _discoverer(host)
     discovery = discover()
     _report(discovery)
     return evidence_from(discovery, installed)
@@ -280,8 +303,7 @@ def _api_failed(exc: Exception) -> None:
               show_default=True)
 @click.option("--output-file", default=None, metavar="PATH",
               help="Write an NFD features.d file instead of patching the Node.")
-def run(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-        mig_strategy: str | None, node: str | None, kubeconfig: str | None,
+def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         prefixes: tuple[str, ...], interval: float | None, metrics_port: int,
         metrics_address: str, take_over: bool, log_format: str,
         output_file: str | None) -> None:
@@ -296,7 +318,7 @@ def run(root: str, proc: str | None, config_path: str | None, only: tuple[str, .
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     prefixes = _checked_prefixes(prefixes)
-    discover, installed, cfg = _discoverer(root, proc, config_path, only, mig_strategy)
+    discover, installed, cfg = _discoverer(host)
     seconds = interval or max(1.0, float(cfg.core["sleepInterval"]))
     metrics = Metrics()
     runner: Agent | FileAgent
@@ -351,8 +373,7 @@ def run(root: str, proc: str | None, config_path: str | None, only: tuple[str, .
 @click.option("--dry-run", is_flag=True,
               help="Print the plan and the exact patch; the server validates it, nothing changes.")
 @click.option("--take-over", is_flag=True, help="Adopt keys another writer set (migration).")
-def apply(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-          mig_strategy: str | None, node: str | None, kubeconfig: str | None,
+def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
           prefixes: tuple[str, ...], dry_run: bool, take_over: bool) -> None:
     """Run one discovery pass, update the Node once, and exit."""
     from nodefeatures.agent import reconcile_once
@@ -361,7 +382,7 @@ def apply(root: str, proc: str | None, config_path: str | None, only: tuple[str,
 
     name = _need_node(node)
     prefixes = _checked_prefixes(prefixes)
-    evidence = _evidence(root, proc, config_path, only, mig_strategy)
+    evidence = _evidence(host)
     api = _node_api(kubeconfig, name)
     try:
         decided, body, seen = reconcile_once(api, evidence, prefixes, take_over, dry_run=dry_run)
@@ -377,8 +398,7 @@ def apply(root: str, proc: str | None, config_path: str | None, only: tuple[str,
 @main.command()
 @host_options
 @cluster_options
-def diff(root: str, proc: str | None, config_path: str | None, only: tuple[str, ...],
-         mig_strategy: str | None, node: str | None, kubeconfig: str | None,
+def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
          prefixes: tuple[str, ...]) -> None:
     """Show what `apply` would add, change and remove, and why. Exit 1 when it would write."""
     from nodefeatures.agent import reconcile_once
@@ -387,7 +407,7 @@ def diff(root: str, proc: str | None, config_path: str | None, only: tuple[str, 
 
     name = _need_node(node)
     prefixes = _checked_prefixes(prefixes)
-    evidence = _evidence(root, proc, config_path, only, mig_strategy)
+    evidence = _evidence(host)
     api = _node_api(kubeconfig, name)
     try:
         decided, body, seen = reconcile_once(api, evidence, prefixes, False, send=False)
