@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nodefeatures.cli import _Duration, main
+from nodefeatures.cli import main
+from nodefeatures.cli_cluster import _Duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
