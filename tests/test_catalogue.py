@@ -42,3 +42,13 @@ def test_placeholders_match_one_family_only() -> None:
         "feature.node.kubernetes.io/system-os_release.ID",
         "feature.node.kubernetes.io/system-os_release.NAME",
     ]) == ["feature.node.kubernetes.io/system-os_release.NAME"]
+
+
+def test_refused_names_document_nothing_and_are_listed_apart() -> None:
+    sources, _ = load_sources()
+    cpu = {"cpu": sources["cpu"]}
+    assert catalogue.undocumented(cpu, ["feature.node.kubernetes.io/cpu-cpu_atom"]) == [
+        "feature.node.kubernetes.io/cpu-cpu_atom"]
+    text = catalogue.render(cpu)
+    table, refused = text.split("## Reference labels we never emit")
+    assert "cpu-cpu_atom" not in table and "cpu-cpu_atom" in refused

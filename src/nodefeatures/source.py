@@ -97,9 +97,13 @@ class LabelDoc:
 
     # Label name as the source returns it; `<FLAG>`-style placeholders stand for a family.
     name: str
-    values: str  # e.g. "true", "decimal", "string"
+    values: str  # e.g. "true", "decimal", "string"; NEVER for a name we refuse to emit
     origin: str  # where the value comes from
     deviation: str = ""  # how and why we differ from NFD/GFD, if we do
+
+
+# `values` of a catalogue row that documents a reference label we deliberately never emit.
+NEVER = "never"
 
 
 class Source(ABC):

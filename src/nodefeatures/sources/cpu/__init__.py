@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from nodefeatures.labels import Label
-from nodefeatures.source import Context, Fact, Features, LabelDoc, Source, flag_labels
+from nodefeatures.source import NEVER, Context, Fact, Features, LabelDoc, Source, flag_labels
 from nodefeatures.sources.cpu import cpuid
 from nodefeatures.sources.cpu.facts import CpuFacts
 
@@ -148,11 +148,11 @@ class CpuSource(Source):
         LabelDoc("power.sst_bf.enabled", "true",
                  "x86: some /sys/bus/cpu/devices/cpuN/cpufreq/base_frequency above the "
                  "CPUID 0x16 base frequency"),
-        LabelDoc("cpu_atom", "never", "-",
+        LabelDoc("cpu_atom", NEVER, "-",
                  "not emitted: NFD's code reads a path that never exists, so NFD never "
                  "emits it either; hybrid CPUs show as cpuid.HYBRID_CPU"),
-        LabelDoc("cpu_core", "never", "-", "not emitted, as cpu_atom"),
-        LabelDoc("rdt.<FEATURE>", "never", "-",
+        LabelDoc("cpu_core", NEVER, "-", "not emitted, as cpu_atom"),
+        LabelDoc("rdt.<FEATURE>", NEVER, "-",
                  "not emitted: RDT is feature-only since NFD v0.16"),
     )
 
