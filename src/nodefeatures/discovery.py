@@ -72,6 +72,7 @@ def load_sources(only: Iterable[str] | None = None) -> tuple[dict[str, Source], 
 
 def run_pass(host: Host, sources: Mapping[str, Source], config: Config) -> Discovery:
     """Run every enabled source once; one source's failure never stops another."""
+    host.root.refresh()
     order = sorted(
         (s for n, s in sources.items() if n in config.enabled(list(sources))),
         key=lambda s: (s.priority, s.name),

@@ -62,6 +62,10 @@ class HostRoot:
         self.problems: Callable[[Problem], None] = lambda problem: None
         self._resolved: dict[str, Path | None] = {}
 
+    def refresh(self) -> None:
+        """Forget resolved paths: links and devices change between passes."""
+        self._resolved.clear()
+
     def __repr__(self) -> str:
         return f"HostRoot({str(self.root)!r})"
 

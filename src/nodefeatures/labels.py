@@ -21,6 +21,7 @@ DEFAULT_PREFIX = "feature.node.kubernetes.io"
 MAX_NAME = 63
 MAX_VALUE = 63
 MAX_PREFIX = 253
+MAX_DNS_LABEL = 63
 
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _VALUE = _NAME
@@ -49,6 +50,8 @@ def key_error(key: str) -> str | None:
             return f"prefix longer than {MAX_PREFIX} characters"
         if any(not _DNS_LABEL.fullmatch(part) for part in prefix.split(".")):
             return "prefix is not a lower-case DNS subdomain"
+        if any(len(part) > MAX_DNS_LABEL for part in prefix.split(".")):
+            return f"a part of the prefix is longer than {MAX_DNS_LABEL} characters"
     if not name:
         return "empty name"
     if len(name) > MAX_NAME:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -83,15 +84,33 @@ def test_oversized_file_is_refused_with_a_problem(tmp_path: Path) -> None:
     assert host.read_bytes("etc/big", limit=5000) == b"x" * 5000
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files regardless of mode")
-def test_unreadable_file_is_transient(tmp_path: Path) -> None:
+@pytest.mark.parametrize("error", [errno.EACCES, errno.EIO])
+def test_unreadable_file_is_transient_and_marks_the_pass_incomplete(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    """Tests run as root, where chmod 0 does not stop a read; fail the open itself."""
+    from nodefeatures.config import build
+    from nodefeatures.discovery import run_pass
+    from nodefeatures.source import Host
+    from nodefeatures.sources.system import SystemSource
+
     root = make_root(tmp_path)
-    (root / "etc/locked").write_text("x")
-    (root / "etc/locked").chmod(0)
+    (root / "etc/os-release").write_text("ID=locked\n")
+    real_open = os.open
+
+    def failing_open(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if str(path).endswith("etc/os-release"):
+            raise OSError(error, os.strerror(error))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", failing_open)
     host = HostRoot(root)
     problems = collect(host)
-    assert host.read_text("etc/locked") is None
-    assert problems[0].transient
+    assert host.read_text("etc/os-release") is None
+    assert problems[0].transient and problems[0].path == "/etc/os-release"
+    sources = {"system": SystemSource()}
+    result = run_pass(Host(root=host), sources, build({}, sources)).results[0]
+    assert result.labels == {} and not result.complete
+    assert any(os.strerror(error) in w for w in result.warnings)
 
 
 def test_reading_a_directory_is_reported(tmp_path: Path) -> None:
@@ -128,3 +147,18 @@ def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
     root = make_root(tmp_path)
     (root / "etc/junk").write_bytes(b"ID=\xff\xfe\n")
     assert HostRoot(root).read_text("etc/junk") == "ID=\ufffd\ufffd\n"
+
+
+def test_a_new_pass_sees_links_that_changed(tmp_path: Path) -> None:
+    """An agent reuses one HostRoot; a link made after a pass must resolve inside the root."""
+    from nodefeatures.config import build
+    from nodefeatures.discovery import run_pass
+    from nodefeatures.source import Host
+
+    root = make_root(tmp_path)
+    host = HostRoot(root)
+    assert host.read_text("etc/later") is None
+    (tmp_path / "outside").write_text("outside the root")
+    os.symlink("/usr/lib/os-release", root / "etc/later")
+    run_pass(Host(root=host), {}, build({}, {}))  # each pass starts from fresh resolutions
+    assert host.read_text("etc/later") == "ID=hostos\n"

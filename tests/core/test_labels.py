@@ -21,6 +21,8 @@ def test_invalid_keys() -> None:
     assert key_error("x.io/" + "a" * 64) == "name longer than 63 characters"
     assert key_error("x.io/-a") is not None
     assert key_error("a/b/c") is not None  # prefix "a/b" is not a DNS subdomain
+    assert key_error("a" * 64 + ".io/x") == "a part of the prefix is longer than 63 characters"
+    assert key_error("a" * 63 + ".io/x") is None
 
 
 def test_values() -> None:

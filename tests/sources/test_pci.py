@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -188,13 +189,20 @@ def test_unreadable_attribute_skips_the_device_and_names_the_file(tmp_path: Path
     assert any("skipped, `vendor`" in w for w in result.warnings)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_permission_denied_attribute(tmp_path: Path) -> None:
-    broken = add_device(tmp_path, "0000:3b:00.0", "0x030200", "0x10de")
-    (broken / "class").chmod(0)
+def test_permission_denied_attribute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_device(tmp_path, "0000:3b:00.0", "0x030200", "0x10de")
+    real_open = os.open
+
+    def denied(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if str(path).endswith("0000:3b:00.0/class"):  # tests run as root: chmod 0 is no bar
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
     result = run(tmp_path)
     assert labels_of(result) == {}
     assert any("0000:3b:00.0/class: Permission denied" in w for w in result.warnings)
+    assert not result.complete
 
 
 def test_binary_junk_costs_that_label_with_a_warning_naming_the_file(tmp_path: Path) -> None:
