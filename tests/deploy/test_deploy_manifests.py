@@ -32,7 +32,7 @@ ALLOWED_HOST_PATHS = {
     "/sys": ("Directory", "cpu, pci, usb, memory, storage, network, kernel sources"),
     "/etc/os-release": ("File", "system source: OS release"),
     "/boot": ("Directory", "kernel source: /boot/config-<release>"),
-    "/lib/modules": ("Directory", "kernel source: modules.builtin, <release>/config"),
+    "/lib/modules": ("Directory", "kernel source: <release>/config, <release>/build/.config"),
     "/etc/kubernetes/node-feature-discovery/features.d": (
         "DirectoryOrCreate", "local source: feature files"),
 }

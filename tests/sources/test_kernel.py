@@ -161,6 +161,7 @@ SEARCH_ORDER = [
     f"usr/src/linux-rt-{KVER}/.config",
     "usr/src/linux/.config",
     f"usr/lib/modules/{KVER}/config",
+    f"lib/modules/{KVER}/config",  # what the DaemonSet mounts on merged-/usr hosts
     f"usr/lib/ostree-boot/config-{KVER}",
     f"usr/lib/kernel/config-{KVER}",
     f"usr/src/linux-headers-{KVER}/.config",

@@ -66,6 +66,9 @@ def kconfig_paths(kver: str | None, kconfig_file: str = "") -> list[str]:
         f"usr/src/linux-rt-{kver}/.config",
         "usr/src/linux/.config",
         f"usr/lib/modules/{kver}/config",
+        # The DaemonSet mounts the host's /lib/modules, not /usr/lib: on merged-/usr
+        # distributions (Arch, Fedora) this is the same file as the line above.
+        f"lib/modules/{kver}/config",
         f"usr/lib/ostree-boot/config-{kver}",
         f"usr/lib/kernel/config-{kver}",
         f"usr/src/linux-headers-{kver}/.config",
@@ -138,11 +141,14 @@ class KernelSource(Source):
                  "`CONFIG_<OPT>=` line of the first kernel config found: "
                  "`sources.kernel.kconfigFile`, /proc/config.gz, /usr/src/linux-<kver>/.config, "
                  "/usr/src/linux-rt-<kver>/.config, /usr/src/linux/.config, "
-                 "/usr/lib/modules/<kver>/config, /usr/lib/ostree-boot/config-<kver>, "
+                 "/usr/lib/modules/<kver>/config, /lib/modules/<kver>/config, "
+                 "/usr/lib/ostree-boot/config-<kver>, "
                  "/usr/lib/kernel/config-<kver>, /usr/src/linux-headers-<kver>/.config, "
                  "/lib/modules/<kver>/build/.config, /usr/src/linux-rt-headers-<kver>/.config, "
                  "/boot/config-<kver>; only options in `sources.kernel.configOpts` "
                  "(default NO_HZ, NO_HZ_IDLE, NO_HZ_FULL, PREEMPT)",
+                 "/lib/modules/<kver>/config is also tried (the DaemonSet mounts the host's "
+                 "/lib/modules, which holds the config on merged-/usr distributions); "
                  "every path, /lib/modules/<kver>/build/.config and `kconfigFile` included, "
                  "is read on the host (NFD reads that one in its own container); configs over "
                  "4 MiB, raw or gunzipped, are refused with a warning and the next path is "
