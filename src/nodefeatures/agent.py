@@ -345,6 +345,9 @@ class Agent:
         key = (reason, message)
         if now - self._events.get(key, float("-inf")) < self.options.event_every:
             return
+        # Forget what can no longer suppress anything, so distinct messages don't pile up.
+        horizon = now - self.options.event_every
+        self._events = {k: t for k, t in self._events.items() if t > horizon}
         self._events[key] = now
         try:
             self.api.event(kind, reason, message)
@@ -447,12 +450,17 @@ def _summary(changes: Sequence[Any]) -> str:
 
 
 def _nvml_state(result: Any) -> bool | None:
-    """NVML init state, when the nvidia source reports it as attribute `nvml.init`."""
+    """NVML init state from the nvidia source's `nvml.status` attribute.
+
+    None when NVML was not tried (no NVIDIA GPU on the PCI bus) or not reported.
+    """
     if result.error:
         return False
     features = result.features
-    fact = features.attributes.get("nvml", {}).get("init") if features else None
-    return None if fact is None else fact.value in ("true", "ok", "1")
+    fact = features.attributes.get("nvml", {}).get("status") if features else None
+    if fact is None or fact.value == "skipped":
+        return None
+    return fact.value == "ok"
 
 
 # -- one-shot commands: diff, apply, prune ----------------------------------------------

@@ -30,6 +30,9 @@ _SOURCE_MARK = "# source:"
 MAX_READ = 1024 * 1024
 
 
+_UNKNOWN = "unknown"
+
+
 def read(path: str | os.PathLike[str]) -> tuple[dict[str, str], Ledger]:
     """Labels and their sources from a file we wrote; a missing file is empty."""
     try:
@@ -42,7 +45,9 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, str], Ledger]:
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith(_SOURCE_MARK):
-            source = line[len(_SOURCE_MARK):].strip() or None
+            # `unknown` is how render writes keys with no recorded source.
+            source = line[len(_SOURCE_MARK):].strip()
+            source = None if source in ("", _UNKNOWN) else source
             continue
         if not line or line.startswith("#"):
             continue
@@ -57,7 +62,7 @@ def render(labels: dict[str, str], ledger: Ledger) -> str:
     blocks: dict[str, list[str]] = {}
     for key in sorted(labels):
         if key in ledger.owners:
-            owner = ledger.owners[key] or "unknown"
+            owner = ledger.owners[key] or _UNKNOWN
             blocks.setdefault(owner, []).append(f"{key}={labels[key]}")
     parts = [HEADER]
     for owner in sorted(blocks):

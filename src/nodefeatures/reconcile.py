@@ -369,11 +369,6 @@ def apply_to(labels: Mapping[str, str], plan_: Plan) -> dict[str, str]:
     return result
 
 
-_WORDS = {ADD: "add", CHANGE: "change", REMOVE: "remove", ADOPT: "adopt", KEEP: "keep",
-          CONFLICT: "conflict", UNOWNED: "unowned", SKIP: "skip", RELEASE: "release",
-          FORGET: "forget"}
-
-
 def describe(plan_: Plan, node: str, resource_version: str | None,
              body: Mapping[str, Any] | None) -> str:
     """`diff` output: one line per key that matters, the reason, and the exact patch."""
@@ -387,7 +382,7 @@ def describe(plan_: Plan, node: str, resource_version: str | None,
     width = max((len(_shown(c)) for c in plan_.changes), default=0)
     for change in plan_.changes:
         owner = f"[{change.source}] " if change.source else ""
-        lines.append(f"  {_WORDS[change.action]:8}  {_shown(change).ljust(width)}  "
+        lines.append(f"  {change.action:8}  {_shown(change).ljust(width)}  "
                      f"{owner}{change.reason}")
     if body is None:
         lines.append("nothing to send: the node already matches")

@@ -65,3 +65,17 @@ def test_reads_back_lines_nfd_style(tmp_path: Path) -> None:
     assert labels == {AVX: "true", "bare": ""}
     assert ledger.owners == {AVX: "cpu", "bare": "cpu"}
     assert featurefile.read(tmp_path / "missing") == ({}, featurefile.Ledger({}))
+
+
+def test_a_line_of_unknown_origin_goes_once_every_source_ran_cleanly(tmp_path: Path) -> None:
+    """`# source: unknown` is how keys without a recorded source are written back."""
+    target = tmp_path / "nodefeatures"
+    target.write_text(featurefile.HEADER + f"# source: unknown\n{F}old.flag=true\n"
+                      + f"# source: cpu\n{AVX}=true\n")
+    _, ledger = featurefile.read(target)
+    assert ledger.owners[F + "old.flag"] is None
+    featurefile.sync(target, evidence({AVX: "true"}, {GPU: "8"}))
+    assert "old.flag" in target.read_text()  # not every installed source vouched for it
+    complete = Evidence(evidence({AVX: "true"}, {GPU: "8"}).reports, complete=True)
+    featurefile.sync(target, complete)
+    assert "old.flag" not in target.read_text()
