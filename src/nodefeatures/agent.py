@@ -102,7 +102,7 @@ class Agent:
         self._pass_now = False
         self._watch: NodeWatch | None = None
         self._watch_thread: threading.Thread | None = None
-        self._source_state: dict[str, tuple[Any, ...]] = {}
+        self._sources = SourceReporter(self.metrics)
         self._conflicts: frozenset[str] = frozenset()
         self._skipped: frozenset[str] = frozenset()
         self._events: dict[tuple[str, str], float] = {}
@@ -296,32 +296,9 @@ class Agent:
     # -- reporting --------------------------------------------------------------------
 
     def _report_sources(self, discovery: Discovery, evidence: Evidence) -> None:
-        self.metrics.sources((r.name, r.trusted) for r in evidence.reports)
-        for result in discovery.results:
-            self.metrics.source_warnings.labels(result.name).set(len(result.warnings))
-        for result in discovery.results:
-            state = (result.error, result.complete, tuple(result.warnings))
-            if self._source_state.get(result.name) == state:
-                continue  # say it once, not every pass
-            previous = self._source_state.get(result.name)
-            self._source_state[result.name] = state
-            problems = []
-            if result.error:
-                problems.append(f"source {result.name} failed: {result.error}; "
-                                "its labels are kept")
-            elif not result.complete:
-                problems.append(f"source {result.name} could not read everything; "
-                                "its labels are kept")
-            elif previous is not None and (previous[0] or not previous[1]):
-                log.info("source %s works again", result.name, extra={"source": result.name})
-            problems += [f"{result.name}: {warning}" for warning in result.warnings]
-            for problem in problems:
-                log.warning("%s", problem, extra={"source": result.name})
-            if problems:
-                # Sanitised or dropped values and failing probes show on the Node itself.
-                self._event("Warning", "SourceProblem", "; ".join(problems))
-            if result.name == "nvidia":
-                self.metrics.nvml_initialized(_nvml_state(result))
+        for problems in self._sources.report(discovery, evidence):
+            # Sanitised or dropped values and failing probes show on the Node itself.
+            self._event("Warning", "SourceProblem", "; ".join(problems))
 
     def _report_plan(self, decided: Plan) -> None:
         conflicts = frozenset(c.key for c in decided.by_action(CONFLICT))
@@ -442,6 +419,43 @@ class Agent:
             watch.close()
 
 
+class SourceReporter:
+    """Logs and counts each source's failures and warnings once per change of state."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._state: dict[str, tuple[Any, ...]] = {}
+
+    def report(self, discovery: Discovery, evidence: Evidence) -> list[list[str]]:
+        """Update metrics and logs; the problems of each source whose state just changed."""
+        self.metrics.sources((r.name, r.trusted) for r in evidence.reports)
+        changed: list[list[str]] = []
+        for result in discovery.results:
+            self.metrics.source_warnings.labels(result.name).set(len(result.warnings))
+            if result.name == "nvidia":
+                self.metrics.nvml_initialized(_nvml_state(result))
+            state = (result.error, result.complete, tuple(result.warnings))
+            previous = self._state.get(result.name)
+            if previous == state:
+                continue  # say it once, not every pass
+            self._state[result.name] = state
+            problems = []
+            if result.error:
+                problems.append(f"source {result.name} failed: {result.error}; "
+                                "its labels are kept")
+            elif not result.complete:
+                problems.append(f"source {result.name} could not read everything; "
+                                "its labels are kept")
+            elif previous is not None and (previous[0] or not previous[1]):
+                log.info("source %s works again", result.name, extra={"source": result.name})
+            problems += [f"{result.name}: {warning}" for warning in result.warnings]
+            for problem in problems:
+                log.warning("%s", problem, extra={"source": result.name})
+            if problems:
+                changed.append(problems)
+        return changed
+
+
 def _summary(changes: Sequence[Any]) -> str:
     counts = {action: sum(1 for c in changes if c.action == action) for action in WRITES}
     head = ", ".join(f"{n} {action}" for action, n in counts.items() if n)
@@ -517,6 +531,7 @@ class FileAgent:
         self.writes = 0
         self.heartbeat = time.monotonic()
         self._stopping = threading.Event()
+        self._sources = SourceReporter(self.metrics)
 
     def run(self) -> None:
         from nodefeatures import featurefile
@@ -526,9 +541,7 @@ class FileAgent:
             started = time.perf_counter()
             discovery = self.discover()
             evidence = evidence_from(discovery, self.installed)
-            self.metrics.sources((r.name, r.trusted) for r in evidence.reports)
-            for result in discovery.results:
-                self.metrics.source_warnings.labels(result.name).set(len(result.warnings))
+            self._sources.report(discovery, evidence)
             try:
                 decided, written = featurefile.sync(self.path, evidence, self.options.prefixes)
             except OSError as error:

@@ -298,3 +298,31 @@ def test_sanitised_values_and_failing_sources_are_reported_once(tmp_path: Path) 
     assert len(problems) == 1
     assert "Xeon (R) Gold" in problems[0][2] and "Xeon__R__Gold" in problems[0][2]
     assert agent.metrics.source_warnings.labels("cpu")._value.get() == 1
+
+
+class Broken(Fixed):
+    def discover(self, ctx: Context) -> Features:
+        raise RuntimeError("driver exploded")
+
+
+def test_output_file_mode_reports_a_failing_source_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from nodefeatures.agent import FileAgent
+
+    sources = {"cpu": Broken({AVX: "true"})}
+    config = build({}, sources)
+    host = Host(root=HostRoot(tmp_path))
+    runner = FileAgent(str(tmp_path / "features.d/nodefeatures"),
+                       lambda: run_pass(host, sources, config), ["cpu"],
+                       Options(node="", interval=0.05))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    with caplog.at_level("WARNING"):
+        thread.start()
+        deadline = time.monotonic() + 5
+        while runner.metrics.passes.labels("ok")._value.get() < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        runner.stop()
+        thread.join(5)
+    failures = [r for r in caplog.records if "source cpu failed: RuntimeError" in r.getMessage()]
+    assert len(failures) == 1
+    assert runner.metrics.passes.labels("ok")._value.get() >= 3
