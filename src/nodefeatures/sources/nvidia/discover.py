@@ -103,6 +103,13 @@ class Snapshot:
         self.warnings: list[str] = []
 
 
+class _GpuLost(Exception):
+    """A probe found the GPU lost; the rest of its probes are skipped."""
+
+
+_UNSUPPORTED = object()  # the answer of a probe the GPU does not support
+
+
 class ProbeFailed(Exception):
     """A probe found something it cannot make sense of."""
 
@@ -209,38 +216,41 @@ class Probe:
         if gpu.name in DISPLAY_NAMES:
             return None
         self.handles[index] = handle
-        warnings = self.snapshot.warnings
         try:
-            gpu.memory_bytes = int(nv.nvmlDeviceGetMemoryInfo(handle).total)
-        except Exception as exc:
-            if self._lost(gpu, "memory", exc):
-                return gpu
-            warnings.append(f"GPU {index}: nvmlDeviceGetMemoryInfo failed: {describe(exc)}")
-        try:
-            major, minor = nv.nvmlDeviceGetCudaComputeCapability(handle)
-            gpu.compute = (int(major), int(minor))
-        except Exception as exc:
-            if self._lost(gpu, "compute capability", exc):
-                return gpu
-            warnings.append(f"GPU {index}: nvmlDeviceGetCudaComputeCapability failed: "
-                            f"{describe(exc)}")
-        try:
-            gpu.bus_id = sysfs_bus_id(nv.nvmlDeviceGetPciInfo(handle).busId)
-        except Exception as exc:
-            if self._lost(gpu, "PCI info", exc):
-                return gpu
-            warnings.append(f"GPU {index}: nvmlDeviceGetPciInfo failed: {describe(exc)}")
-        try:
-            current, _pending = nv.nvmlDeviceGetMigMode(handle)
-            gpu.mig = "enabled" if current == 1 else "disabled"
-        except Exception as exc:
-            if code_of(exc) in UNSUPPORTED:
-                gpu.mig = "unsupported"
-            elif self._lost(gpu, "MIG mode", exc):
-                return gpu
-            else:
-                warnings.append(f"GPU {index}: nvmlDeviceGetMigMode failed: {describe(exc)}")
+            memory = self._ask(gpu, "memory", "nvmlDeviceGetMemoryInfo", handle)
+            if memory is not None:
+                gpu.memory_bytes = int(memory.total)
+            compute = self._ask(gpu, "compute capability",
+                                "nvmlDeviceGetCudaComputeCapability", handle)
+            if compute is not None:
+                gpu.compute = (int(compute[0]), int(compute[1]))
+            pci = self._ask(gpu, "PCI info", "nvmlDeviceGetPciInfo", handle)
+            if pci is not None:
+                gpu.bus_id = sysfs_bus_id(pci.busId)
+            mig = self._ask(gpu, "MIG mode", "nvmlDeviceGetMigMode", handle, unsupported=True)
+        except _GpuLost:
+            return gpu
+        if mig is _UNSUPPORTED:
+            gpu.mig = "unsupported"
+        elif mig is not None:
+            gpu.mig = "enabled" if mig[0] == 1 else "disabled"
         return gpu
+
+    def _ask(self, gpu: Gpu, what: str, call: str, *args: Any,
+             unsupported: bool = False) -> Any:
+        """One probe of a GPU: its answer, or None with a warning when the probe failed.
+
+        Raises _GpuLost when the error says the GPU is gone, which ends its probing.
+        """
+        try:
+            return getattr(self.nv, call)(*args)
+        except Exception as exc:
+            if unsupported and code_of(exc) in UNSUPPORTED:
+                return _UNSUPPORTED
+            if self._lost(gpu, what, exc):
+                raise _GpuLost from exc
+            self.snapshot.warnings.append(f"GPU {gpu.index}: {call} failed: {describe(exc)}")
+            return None
 
     def _mig_devices(self, gpu: Gpu) -> list[migs.MigDevice]:
         nv = self.nv
