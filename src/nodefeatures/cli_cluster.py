@@ -103,6 +103,27 @@ def _evidence(host: HostChoice):
     return evidence_from(discovery, installed)
 
 
+def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
+              prefixes: tuple[str, ...], take_over: bool, **mode: bool) -> Any:
+    """Discover, plan against the live Node and print the plan; the patch body or None.
+
+    `mode` is reconcile_once's dry_run / send switch: what `apply` and `diff` differ in.
+    """
+    from nodefeatures.agent import reconcile_once
+    from nodefeatures.kube import KubeError, resource_version
+    from nodefeatures.reconcile import describe
+
+    prefixes = _checked_prefixes(prefixes)
+    evidence = _evidence(host)
+    api = _node_api(kubeconfig, name)
+    try:
+        decided, body, seen = reconcile_once(api, evidence, prefixes, take_over, **mode)
+    except KubeError as exc:
+        _api_failed(exc)
+    click.echo(describe(decided, name, resource_version(seen), body))
+    return body
+
+
 def _api_failed(exc: Exception) -> None:
     _fail(f"the API request failed: {exc}")
 
@@ -196,19 +217,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
 def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
           prefixes: tuple[str, ...], dry_run: bool, take_over: bool) -> None:
     """Run one discovery pass, update the Node once, and exit."""
-    from nodefeatures.agent import reconcile_once
-    from nodefeatures.kube import KubeError, resource_version
-    from nodefeatures.reconcile import describe
-
     name = _need_node(node)
-    prefixes = _checked_prefixes(prefixes)
-    evidence = _evidence(host)
-    api = _node_api(kubeconfig, name)
-    try:
-        decided, body, seen = reconcile_once(api, evidence, prefixes, take_over, dry_run=dry_run)
-    except KubeError as exc:
-        _api_failed(exc)
-    click.echo(describe(decided, name, resource_version(seen), body))
+    body = _one_pass(host, name, kubeconfig, prefixes, take_over, dry_run=dry_run)
     if dry_run and body is not None:
         click.echo("dry run: the API server accepted this patch; nothing was changed")
     elif body is not None:
@@ -221,19 +231,7 @@ def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
 def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
          prefixes: tuple[str, ...]) -> None:
     """Show what `apply` would add, change and remove, and why. Exit 1 when it would write."""
-    from nodefeatures.agent import reconcile_once
-    from nodefeatures.kube import KubeError, resource_version
-    from nodefeatures.reconcile import describe
-
-    name = _need_node(node)
-    prefixes = _checked_prefixes(prefixes)
-    evidence = _evidence(host)
-    api = _node_api(kubeconfig, name)
-    try:
-        decided, body, seen = reconcile_once(api, evidence, prefixes, False, send=False)
-    except KubeError as exc:
-        _api_failed(exc)
-    click.echo(describe(decided, name, resource_version(seen), body))
+    body = _one_pass(host, _need_node(node), kubeconfig, prefixes, False, send=False)
     sys.exit(1 if body is not None else 0)
 
 

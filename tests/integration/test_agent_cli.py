@@ -21,10 +21,8 @@ from agentkit import (
     F,
     annotations_of,
     labels_of,
-    node,
     os_release_root,
     patch_node,
-    rbac,
     read_node,
     rv_of,
     service_account_kubeconfig,
@@ -34,7 +32,6 @@ from agentkit import (
 from kubeharness import free_port
 
 pytestmark = pytest.mark.integration
-__all__ = ["node", "rbac"]
 
 OS_ID = F + "system-os_release.ID"
 VERSION = F + "system-os_release.VERSION_ID"

@@ -15,15 +15,12 @@ from agentkit import (
     events_about,
     labels_of,
     make_agent,
-    node,
     patch_node,
-    rbac,
     start,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["node", "rbac"]  # fixtures used by the tests below
 
 AVX = F + "cpu-cpuid.AVX"
 AVX2 = F + "cpu-cpuid.AVX2"

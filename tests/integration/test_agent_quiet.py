@@ -12,8 +12,6 @@ from agentkit import (
     F,
     Switchable,
     make_agent,
-    node,
-    rbac,
     requests_on,
     rv_of,
     start,
@@ -22,7 +20,6 @@ from agentkit import (
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["node", "rbac"]
 
 AVX = F + "cpu-cpuid.AVX"
 GPU_COUNT = "nvidia.com/gpu.count"

@@ -14,16 +14,13 @@ from agentkit import (
     events_about,
     labels_of,
     make_agent,
-    node,
     patch_node,
-    rbac,
     start,
     wait_until,
 )
 from kubernetes import client
 
 pytestmark = pytest.mark.integration
-__all__ = ["node", "rbac"]
 
 AVX = F + "cpu-cpuid.AVX"
 OS_ID = F + "system-os_release.ID"
