@@ -284,6 +284,10 @@ class NvidiaSource(Source):
             ctx.warn(f"NVML stopped answering while listing GPUs ({exc}); no GPU labels")
             ctx.complete = False
             return None
+        except ProbeFailed as exc:
+            ctx.warn(f"NVML failed while listing GPUs: {exc}; no GPU labels")
+            ctx.complete = False
+            return None
         except Exception as exc:
             ctx.warn(f"NVML failed while listing GPUs: {describe(exc)}; no GPU labels")
             ctx.complete = False
