@@ -88,8 +88,10 @@ CATALOGUE = (
          "`[A-Za-z0-9-_. ]` removed and spaces made `-` as GFD does; `-SHARED` when the "
          "GPU is replicated and not renamed; `<product>-MIG-<profile>` or "
          "`<product>-MIG-INVALID` under the single MIG strategy",
-         "a name that loses characters, or a value longer than 63 characters, is reported "
-         "in a warning; an explicit `rename` of the shared resource drops `-SHARED` as "
+         "a name that loses characters is reported in a warning; a value longer than 63 "
+         "characters is dropped with a warning, never cut, since a cut value can give the "
+         "shared and the unshared product one value; an explicit `rename` of the shared "
+         "resource drops `-SHARED` as "
          "renameByDefault does (GFD ignores explicit renames)"),
     _row("gpu.memory", "MiB", "nvmlDeviceGetMemoryInfo total // 1 MiB (v1 struct) of the "
                               "model's last GPU that answered; absent when unknown or 0",
