@@ -49,7 +49,9 @@ CATALOGUE = (
          "an NVIDIA (vendor 0x10de) display-class function under /sys/bus/pci/devices, or "
          "a GPU that NVML enumerates",
          "GFD only reads this label, but the GPU Operator writes it too: `true` where NFD's "
-         "`pci-10de` labels show an NVIDIA device, `false` once they no longer do. Published "
+         "`pci-10de`, `pci-0300_10de` or `pci-0302_10de` label shows an NVIDIA device, "
+         "`false` on a node it labelled that no longer has one (the pci source's default "
+         "labels include the one it looks for, so both agree on a GPU node). Published "
          "here from the PCI bus as well, so a node whose driver is not installed yet still "
          "gets it; where the Operator wrote it first the key stays the Operator's (an equal "
          "value is not claimed, a different one, such as its `false`, is left alone with a "
