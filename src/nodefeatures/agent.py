@@ -297,7 +297,7 @@ class Agent:
 
     def _report_sources(self, discovery: Discovery, evidence: Evidence) -> None:
         for problems in self._sources.report(discovery, evidence):
-            # Sanitised or dropped values and failing probes show on the Node itself.
+            # Dropped invalid labels and failing probes show on the Node itself.
             self._event("Warning", "SourceProblem", "; ".join(problems))
 
     def _report_plan(self, decided: Plan) -> None:

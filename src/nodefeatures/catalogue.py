@@ -9,7 +9,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from nodefeatures.labels import sanitize_value
 from nodefeatures.source import NEVER, LabelDoc, Source
 
 INTRO = Path(__file__).with_name("catalogue_intro.md")
@@ -59,18 +58,27 @@ def render(sources: Mapping[str, Source]) -> str:
     if refused:
         lines += ["", "## Reference labels we never emit", ""]
         lines += [f"- `{key}`: {text}" for key, text in refused]
-    example = "12 (bookworm)"
     lines += ["", "## Invalid values", "",
-              "Every label passes one set of Kubernetes rules (`nodefeatures/labels.py`). "
-              "An invalid key is dropped; an invalid value is sanitised: each character "
-              "outside `[A-Za-z0-9._-]` becomes `_`, the value is cut to 63 characters, and "
-              "leading and trailing non-alphanumerics are removed "
-              f"(`{example}` becomes `{sanitize_value(example)}`). A value that sanitises to "
-              "nothing is dropped. Both cases print a warning naming the label and the raw "
-              "value, and `--explain` shows the raw value. The nvidia source first applies "
-              "GFD's own clean-up to product and machine names (so `NVIDIA TITAN X (Pascal)` "
-              "stays `NVIDIA-TITAN-X-Pascal`, as existing selectors expect), then these "
-              "rules.", ""]
+              "Every label passes one set of Kubernetes rules (`nodefeatures/labels.py`): "
+              "a key is an optional DNS-subdomain prefix and a name of at most 63 "
+              "characters, a value is empty or at most 63 characters of `[A-Za-z0-9._-]` "
+              "that begin and end alphanumeric. A label that breaks them is dropped, as NFD "
+              "drops it, never rewritten: `ID=\"My Distro!\"` in os-release, "
+              "`VERSION_ID=\"12 (bookworm)\"` or a 74-character feature-file value gives no "
+              "label at all, since a value nobody wrote matches no one's selector and a "
+              "cut or rewritten value can merge two different ones. Each dropped label is "
+              "a warning of its source that names the label and quotes an escaped excerpt "
+              "of the raw value (at most 60 characters of it): `dump` prints it, and the agent "
+              "logs it and posts it in a `SourceProblem` Event on its Node whenever its "
+              "source's warnings change. A label that goes invalid on a node it was "
+              "published on is removed like any label its source stops reporting.", "",
+              "Only the clean-up rules that a reference applies itself stay, because "
+              "existing selectors depend on them: the nvidia source forms product and "
+              "machine names as GFD does (so `NVIDIA TITAN X (Pascal)` is "
+              "`NVIDIA-TITAN-X-Pascal`), and the kernel source forms "
+              "`kernel-version.full` as NFD does (each character outside `[A-Za-z0-9._-]` "
+              "becomes `_`). A value that is still invalid after them, such as a GFD "
+              "product name longer than 63 characters, is dropped too.", ""]
     return "\n".join(lines)
 
 

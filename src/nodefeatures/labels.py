@@ -1,14 +1,11 @@
 """Kubernetes label rules, enforced in one place for every source.
 
-Keys that break the rules are dropped. Values that break them are sanitised by one
-documented rule (docs/labels.md, "Invalid values"):
-
-1. every character outside `[A-Za-z0-9._-]` becomes `_`;
-2. the value is cut to 63 characters;
-3. leading and trailing characters that are not alphanumeric are removed.
-
-A value that sanitises to nothing is dropped. Either way the caller gets a message that
-names the label and the raw value, so nothing is lost silently.
+A label whose key or value breaks the rules is dropped, as NFD drops it, with a message
+that names the label and quotes an escaped excerpt of the raw value (docs/labels.md,
+"Invalid values"). A value is never rewritten here: a value nobody wrote matches no one's
+selector, and cutting or replacing characters can merge two different values into one.
+Sources that mimic a reference's own clean-up (GFD's product names, NFD's kernel
+version) apply it themselves, before these rules.
 """
 
 from __future__ import annotations
@@ -26,8 +23,7 @@ MAX_DNS_LABEL = 63
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _VALUE = _NAME
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_OUTSIDE_VALUE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-_EDGE = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")
+MAX_EXCERPT = 60
 
 
 @dataclass(frozen=True)
@@ -72,29 +68,26 @@ def value_error(value: str) -> str | None:
     return None
 
 
-def sanitize_value(value: str) -> str:
-    """The documented rule that turns any string into a valid label value (maybe empty)."""
-    cleaned = _OUTSIDE_VALUE_CHARS.sub("_", value)[:MAX_VALUE]
-    return _EDGE.sub("", cleaned)
+def excerpt(text: str, width: int = MAX_EXCERPT) -> str:
+    """`text` quoted and escaped for a log line or an Event, at most `width` characters of
+    it: a newline or control character can never start a line of its own."""
+    if len(text) <= width:
+        return repr(text)
+    return f"{text[:width]!r}... ({len(text)} characters)"
 
 
 # A running agent sees the same labels every pass; validating them again is wasted work.
 @lru_cache(maxsize=8192)
 def checked(label: Label) -> tuple[Label | None, str | None]:
-    """The label made valid (or None when it cannot be) and a message when it changed."""
+    """The label when it is valid, else None and a message naming it and its raw value."""
     problem = key_error(label.key)
     if problem:
-        return None, f"dropped label {label.key!r}={label.value!r}: invalid key ({problem})"
+        return None, (f"dropped label {excerpt(label.key)}={excerpt(label.value)}: invalid "
+                      f"key ({problem})")
     problem = value_error(label.value)
-    if problem is None:
-        return label, None
-    fixed = sanitize_value(label.value)
-    if not fixed:
-        return None, f"dropped label {label.key}={label.value!r}: invalid value ({problem})"
-    note = f"sanitised from {label.value!r}"
-    origin = f"{label.origin}; {note}" if label.origin else note
-    sanitized = Label(label.key, fixed, origin, label.source)
-    return sanitized, f"label {label.key}: value {label.value!r} {problem}; using {fixed!r}"
+    if problem:
+        return None, f"dropped label {label.key}={excerpt(label.value)}: invalid value ({problem})"
+    return label, None
 
 
 def split_key(key: str) -> tuple[str, str]:

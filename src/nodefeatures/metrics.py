@@ -53,7 +53,7 @@ class Metrics:
             ["source"], registry=r)
         self.source_warnings = Gauge(
             "nodefeatures_source_warnings",
-            "Warnings of the source's last run: unreadable inputs, values sanitised or dropped",
+            "Warnings of the source's last run: unreadable inputs, invalid labels dropped",
             ["source"], registry=r)
         self._nvml: Any = None
         self._gauge = Gauge

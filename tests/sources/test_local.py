@@ -57,14 +57,16 @@ def test_lines_become_labels_named_as_written(tmp_path: Path) -> None:
         "rack": "r12",
         "flagged": "true",
         "empty": "",
-        "equation": "a_b",  # value `a=b` (split at the first '='), sanitised centrally
         "example.com/zone": "eu-1",
     }
     # Not `local-rack`: local names carry no source prefix.
     assert "feature.node.kubernetes.io/rack" in result.labels
     assert result.labels["feature.node.kubernetes.io/rack"].origin == (
         f"/{FEATURES_D}/gpu:4: rack=r12")
-    assert [w for w in result.warnings if "equation" not in w] == []
+    # `equation=a=b` splits at the first '=': the value `a=b` is invalid, dropped centrally
+    assert result.warnings == [
+        "dropped label feature.node.kubernetes.io/equation='a=b': invalid value (must be "
+        "alphanumeric at both ends with only '-', '_' or '.' inside)"]
 
 
 def test_files_in_name_order_later_wins_dot_files_ignored(tmp_path: Path) -> None:
@@ -197,8 +199,10 @@ def test_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path) -> None:
 def test_invalid_names_and_values_fall_to_the_central_rules(tmp_path: Path) -> None:
     write(tmp_path, "f", "a = b\nspaced name=1\n-dash=1\nok=has space\n=novalue\n")
     result = run(tmp_path)
-    assert labels_of(result) == {"ok": "has_space"}
+    assert labels_of(result) == {}
     assert len(result.warnings) == 5
+    assert any("feature.node.kubernetes.io/ok='has space': invalid value" in w
+               for w in result.warnings)
     assert any("'feature.node.kubernetes.io/a '" in w for w in result.warnings)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -187,3 +188,64 @@ def test_hygon_gets_no_amd_only_leaves() -> None:
 def test_a_hyper_v_guest_dump() -> None:
     _, facts = find("CometLake")
     assert facts.hypervisor == "msvm"
+
+
+XSAVE_SUBLEAF1 = ("XSAVEOPT", "XSAVEC", "XGETBV1", "XSAVES")  # leaf 0xD.1 EAX bits 0-3
+_RECORD_TEXT = re.compile(
+    r"CPUID\s+([0-9A-Fa-f]{8})\s*:?\s*([0-9A-Fa-f]{8})(?:.*?\[SL\s*([0-9A-Fa-f]+)\])?")
+
+
+def _first_cpu_xsave_subleaf1(text: str) -> int | None:
+    """Leaf 0xD subleaf 1 EAX of the dump's first CPU, read straight from its text: the
+    `[SL 01]` record, or in an untagged dump the record after subleaf 0, unless that one is
+    a state component (its EAX, a size, has bits above 4, which subleaf 1 reserves)."""
+    records: list[tuple[int, int, int | None]] = []
+    for line in text.splitlines():
+        match = _RECORD_TEXT.match(line.strip())
+        if not match:
+            continue
+        leaf = int(match.group(1), 16)
+        if leaf == 0 and records:
+            break  # the second CPU
+        tag = int(match.group(3), 16) if match.group(3) else None
+        records.append((leaf, int(match.group(2), 16), tag))
+    xsave = [(eax, tag) for leaf, eax, tag in records if leaf == 0xD]
+    if any(tag is not None for _, tag in xsave):
+        return next((eax for eax, tag in xsave if tag == 1), None)
+    if len(xsave) >= 2 and xsave[1][0] & ~0x1F == 0:
+        return xsave[1][0]
+    return None
+
+
+def test_xsave_subleaf_1_features_come_from_the_record_that_holds_them() -> None:
+    if not DUMP_LIST:
+        pytest.skip(f"{DUMPS} is absent")
+    gained = []
+    with zipfile.ZipFile(DUMPS) as archive:
+        for name, info in DUMP_LIST:
+            text = archive.read(info).decode("utf-8", errors="replace")
+            _, facts = decoded(name, info)
+            eax = _first_cpu_xsave_subleaf1(text)
+            max_leaf = int(_RECORD_TEXT.match(text[text.index("CPUID 00000000"):]).group(2), 16)
+            expected = {flag for bit, flag in enumerate(XSAVE_SUBLEAF1)
+                        if eax is not None and max_leaf >= 0xD and "XSAVE" in facts.flags
+                        and (eax >> bit) & 1}
+            assert {f for f in XSAVE_SUBLEAF1 if f in facts.flags} == expected, name
+            if expected and "[SL" not in text:
+                gained.append(name)
+    # The untagged dumps of CPUs known to have every one of them.
+    for fragment in ("AlderLake_00", "ICX_04", "Vermeer_00", "ElkhartLake_02"):
+        assert any(fragment in name for name in gained), fragment
+
+
+def test_an_untagged_dump_that_skips_subleaf_1_gets_no_subleaf_1_features() -> None:
+    dump, facts = find("K15_Bulldozer")
+    assert dump.cpuid(0xD, 2) == (0x100, 0x240, 0, 0)  # the AVX state component
+    assert dump.cpuid(0xD, 1) == (0, 0, 0, 0)
+    assert "XSAVE" in facts.flags and not set(XSAVE_SUBLEAF1) & set(facts.flags)
+
+
+def test_alder_lake_untagged_dump_has_xsaves() -> None:
+    dump, facts = find("AlderLake_00")
+    assert set(XSAVE_SUBLEAF1) <= set(facts.flags)
+    assert dump.cpuid(0xD, 1)[2] == 0x19900  # IA32_XSS components: PT, CET, HDC, HWP

@@ -589,13 +589,17 @@ def test_cliques_must_agree() -> None:
     assert clique_of("", "") is None
 
 
-def test_long_mig_product_goes_through_the_central_rules(tmp_path) -> None:
+def test_a_long_mig_product_is_dropped_not_cut_into_its_shared_twin() -> None:
+    # Cut to 63 characters, the unshared (67) and the shared (74) product were one value.
     from nodefeatures.labels import Label, checked
 
     name = "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition"
     device = MigDevice(0, 0, name, "1g.24gb", tuple((k, 1) for k in ATTRIBUTES))
-    labels = gfd.resource_labels("gpu", [device], options())
-    product = labels["nvidia.com/gpu.product"]
-    assert len(product) > 63
-    fixed, message = checked(Label("nvidia.com/gpu.product", product))
-    assert fixed is not None and len(fixed.value) <= 63 and message and product in message
+    products = [gfd.resource_labels("gpu", [device], opts)["nvidia.com/gpu.product"]
+                for opts in (options(), options(ts=[entry("gpu", 2)]))]
+    assert [len(p) for p in products] == [67, 74]
+    for product in products:
+        fixed, message = checked(Label("nvidia.com/gpu.product", product))
+        assert fixed is None
+        assert message is not None and repr(product[:60]) in message
+        assert "longer than 63 characters" in message

@@ -227,6 +227,34 @@ def test_garbage_nvml_json_costs_only_gpu_labels(tmp_path: Path) -> None:
     assert by_name["system"].labels  # other sources are unaffected
 
 
+@pytest.mark.parametrize("count", [2**32 - 1, 65])
+def test_an_absurd_device_count_is_rejected_at_once(tmp_path: Path, count: int) -> None:
+    # NVML answering 4294967295 devices once cost every pass the full NVML timeout and
+    # left the worker probing handle after handle for hours.
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    data["nvmlDeviceGetCount_v2"] = count
+    write_nvml(fixture, data)
+    source = NvidiaSource(Clock())
+    started = time.monotonic()
+    result = run(source, replay_host(fixture), nvmlTimeout=3.0)
+    assert time.monotonic() - started < 1.0
+    assert values(result) == PRESENT_ONLY and not result.complete
+    assert any(f"NVML reports {count} GPUs" in w and "more than 64" in w
+               for w in result.warnings), result.warnings
+    assert source.session.worker.stuck_since is None
+    assert source.session.fake.calls < 20  # no handle was asked for
+
+
+def test_the_largest_sane_device_count_is_probed(tmp_path: Path) -> None:
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    data["nvmlDeviceGetCount_v2"] = 64  # two answer; the other 62 have no handle
+    write_nvml(fixture, data)
+    got = values(run(NvidiaSource(Clock()), replay_host(fixture)))
+    assert (got["nvidia.com/gpu.healthy"], got["nvidia.com/gpu.unhealthy"]) == ("2", "62")
+
+
 # -- health --------------------------------------------------------------------------------
 
 
@@ -283,6 +311,41 @@ def test_a_failed_query_that_is_not_a_loss_costs_one_label(tmp_path: Path) -> No
     result = run(NvidiaSource(Clock()), replay_host(fixture))
     assert values(result) == {k: v for k, v in T4_LABELS.items() if k != "nvidia.com/gpu.memory"}
     assert "GPU 0: nvmlDeviceGetMemoryInfo failed: NVML_ERROR_UNKNOWN" in result.warnings
+
+
+@pytest.mark.parametrize(("call", "labels"), [
+    ("nvmlDeviceGetCudaComputeCapability",
+     ("gpu.family", "gpu.compute.major", "gpu.compute.minor")),
+    ("nvmlDeviceGetMemoryInfo", ("gpu.memory",)),
+])
+def test_a_gpu_that_fails_a_query_leaves_the_model_labels_to_the_others(
+        tmp_path: Path, call: str, labels: tuple[str, ...]) -> None:
+    # GPU 1, the model's last, once decided these alone: its error dropped them all.
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    gpu_node(data, 1)[call] = {"error": "UNKNOWN"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert values(result) == T4_LABELS
+    for name in labels:
+        assert result.labels[f"nvidia.com/{name}"].origin.endswith("on NVML GPU 0")
+    assert f"GPU 1: {call} failed: NVML_ERROR_UNKNOWN" in result.warnings
+    gpu_node(data, 0)[call] = {"error": "UNKNOWN"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert values(result) == {k: v for k, v in T4_LABELS.items()
+                              if k.removeprefix("nvidia.com/") not in labels}
+
+
+def test_mig_capable_is_left_out_while_a_gpu_does_not_answer(tmp_path: Path) -> None:
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    gpu_node(data, 1)["nvmlDeviceGetMigMode"] = {"error": "UNKNOWN"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    # GPU 0 cannot do MIG, but GPU 1 did not say: neither true nor false is known
+    assert values(result) == {k: v for k, v in T4_LABELS.items()
+                              if k != "nvidia.com/mig.capable"}
 
 
 # -- one failing probe ---------------------------------------------------------------------

@@ -154,14 +154,21 @@ def live() -> LiveCpuid:
 # -- cpuid.txt: InstLatx64 dumps and our recordings -------------------------------------
 
 _HEX8 = r"([0-9A-Fa-f]{8})"
+# Possessive quantifiers: a run of spaces or dashes is consumed once and never re-split,
+# so a line that is not a record is rejected in linear time.
 _RECORD = re.compile(
-    r"^CPUID\s+" + _HEX8 + r"\s*:?\s*" + _HEX8 + r"[-\s]+" + _HEX8 + r"[-\s]+" + _HEX8
-    + r"[-\s]+" + _HEX8 + r"(?![0-9A-Za-z])(.*)$"
+    r"CPUID\s++" + _HEX8 + r"\s*+(?::\s*+)?" + _HEX8 + r"[-\s]++" + _HEX8 + r"[-\s]++" + _HEX8
+    + r"[-\s]++" + _HEX8 + r"(?![0-9A-Za-z])(.*)"
 )
-_SUBLEAF = re.compile(r"\[SL\s*([0-9A-Fa-f]{1,8})\]")
+_SUBLEAF = re.compile(r"\[SL\s*+([0-9A-Fa-f]{1,8})\]")
 # `CPUID <word with a digit>` is meant as a record; `CPUID Manufacturer : ...` is prose.
-_RECORD_ATTEMPT = re.compile(r"^CPUID\s+\S*\d")
-_XCR0 = re.compile(r"^XCR0\s*[:=]\s*(?:0x)?([0-9A-Fa-f]{1,16})\s*$")
+_RECORD_ATTEMPT = re.compile(r"CPUID\s++[^\s\d]*+\d")
+_XCR0 = re.compile(r"XCR0\s*+[:=]\s*+(?:0x)?([0-9A-Fa-f]{1,16})\s*+")
+MAX_LINE = 1024  # the longest line of the public dumps has 199 characters
+XSAVE_LEAF = 0xD
+# Leaf 0xD subleaf 1 EAX holds feature bits 0-4 only (XSAVEOPT, XSAVEC, XGETBV1, XSAVES,
+# XFD); a state component's subleaf has its size there, which sets higher bits.
+_XSAVE_SUBLEAF1_EAX = 0x1F
 
 
 @dataclass
@@ -171,28 +178,42 @@ class DumpCpuid:
     leaves: dict[tuple[int, int], Regs] = field(default_factory=dict)
     recorded_xcr0: int | None = None
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, what)
+    _listed: set[int] = field(default_factory=set, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> DumpCpuid:
-        """Read every record; a dump lists each logical CPU in turn and the first one wins."""
+        """Read every record; a dump lists each logical CPU in turn (a leaf-0 record starts
+        the next), and the first CPU that lists a leaf gives all of its subleaves.
+
+        A record's `[SL nn]` tag gives its subleaf; untagged records of a leaf are its
+        subleaves in order (`_xsave_layout` checks leaf 0xD's against the leaf itself).
+        """
         dump = cls()
+        cpu: dict[int, list[tuple[int | None, Regs]]] = {}  # this CPU's records by leaf
         for number, raw in enumerate(text.splitlines(), start=1):
+            if len(raw) > MAX_LINE:
+                dump.problems.append((number, f"line of {len(raw)} characters, longer than "
+                                              f"{MAX_LINE}: {_clip(raw.strip())!r}"))
+                continue
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
             if "\x00" in line or "\ufffd" in line:
                 dump.problems.append((number, "binary data"))
                 continue
-            match = _RECORD.match(line)
+            match = _RECORD.fullmatch(line)
             if match:
                 leaf = int(match.group(1), 16)
-                subleaf_match = _SUBLEAF.search(match.group(6))
-                subleaf = int(subleaf_match.group(1), 16) if subleaf_match else 0
-                regs = tuple(int(match.group(i), 16) for i in range(2, 6))
-                dump.leaves.setdefault((leaf, subleaf), regs)  # type: ignore[arg-type]
+                if leaf == 0 and cpu:
+                    dump._add_cpu(cpu)
+                    cpu = {}
+                tag = _SUBLEAF.search(match.group(6))
+                regs: Regs = (int(match.group(2), 16), int(match.group(3), 16),
+                              int(match.group(4), 16), int(match.group(5), 16))
+                cpu.setdefault(leaf, []).append((int(tag.group(1), 16) if tag else None, regs))
                 continue
             if line[:4].upper() == "XCR0":
-                xcr0 = _XCR0.match(line)
+                xcr0 = _XCR0.fullmatch(line)
                 if xcr0 is None:
                     dump.problems.append((number, f"malformed XCR0 line {_clip(line)!r}"))
                 elif dump.recorded_xcr0 is None:
@@ -201,7 +222,23 @@ class DumpCpuid:
             if _RECORD_ATTEMPT.match(line):
                 dump.problems.append((number, f"malformed CPUID record {_clip(line)!r}"))
             # Anything else is the prose around InstLatx64 records (MSRs, cache sizes).
+        dump._add_cpu(cpu)
         return dump
+
+    def _add_cpu(self, cpu: dict[int, list[tuple[int | None, Regs]]]) -> None:
+        """One CPU's records of the leaves no earlier CPU listed: subleaves of different
+        CPUs are never mixed (the cores of a hybrid CPU answer differently)."""
+        for leaf, records in cpu.items():
+            if leaf in self._listed:
+                continue
+            self._listed.add(leaf)
+            if leaf == XSAVE_LEAF and all(tag is None for tag, _ in records):
+                placed = _xsave_layout([regs for _, regs in records])
+            else:
+                placed = [(position if tag is None else tag, regs)
+                          for position, (tag, regs) in enumerate(records)]
+            for subleaf, regs in placed:
+                self.leaves.setdefault((leaf, subleaf), regs)
 
     def cpuid(self, leaf: int, subleaf: int = 0) -> Regs:
         return self.leaves.get((leaf, subleaf), ZERO)
@@ -212,6 +249,29 @@ class DumpCpuid:
             return self.recorded_xcr0
         eax, _, _, edx = self.cpuid(0xD, 0)
         return eax | (edx << 32)
+
+
+def _xsave_layout(records: list[Regs]) -> list[tuple[int, Regs]]:
+    """Subleaves of untagged leaf 0xD records, checked against what the leaf says.
+
+    Subleaf 0 comes first. Some dumps omit subleaf 1 and go on with the first state
+    component (Bulldozer lists 0, then the AVX component 2), so the next record is
+    subleaf 1 only when its EAX could be subleaf 1's. The records after it describe the
+    state components that subleaf 0 (XCR0 bits, EDX:EAX) and subleaf 1 (IA32_XSS bits,
+    EDX:ECX) say exist, in ascending order; where there are more records than such
+    components, the layout is unknown and they are read by position.
+    """
+    placed = [(0, records[0])]
+    rest = records[1:]
+    components = records[0][0] | records[0][3] << 32
+    if rest and rest[0][0] & ~_XSAVE_SUBLEAF1_EAX == 0:
+        placed.append((1, rest[0]))
+        components |= rest[0][2] | rest[0][3] << 32
+        rest = rest[1:]
+    indices = [i for i in range(2, 64) if components >> i & 1]
+    if len(rest) > len(indices):
+        indices = list(range(len(placed), len(placed) + len(rest)))
+    return placed + list(zip(indices, rest, strict=False))
 
 
 def _clip(line: str, width: int = 60) -> str:

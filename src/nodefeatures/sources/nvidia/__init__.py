@@ -39,12 +39,23 @@ def _row(name: str, values: str, origin: str, deviation: str = "") -> LabelDoc:
     return LabelDoc("nvidia.com/" + name, values, origin, deviation)
 
 
+_PER_GPU_ERRORS = (
+    "per-GPU errors (GFD fails the whole pass on any): a GPU whose {call} query fails "
+    "is skipped with a warning and another GPU of the model gives the value; absent only "
+    "when none answered")
+
 CATALOGUE = (
     _row("gpu.present", "true",
          "an NVIDIA (vendor 0x10de) display-class function under /sys/bus/pci/devices, or "
          "a GPU that NVML enumerates",
-         "GFD only reads this label; published here from the PCI bus, so a node whose "
-         "driver is not installed yet still gets it (the GPU Operator keys on it)"),
+         "GFD only reads this label, but the GPU Operator writes it too: `true` where NFD's "
+         "`pci-10de`, `pci-0300_10de` or `pci-0302_10de` label shows an NVIDIA device, "
+         "`false` on a node it labelled that no longer has one (the pci source's default "
+         "labels include the one it looks for, so both agree on a GPU node). Published "
+         "here from the PCI bus as well, so a node whose driver is not installed yet still "
+         "gets it; where the Operator wrote it first the key stays the Operator's (an equal "
+         "value is not claimed, a different one, such as its `false`, is left alone with a "
+         "LabelConflict warning) unless --take-over adopts it"),
     _row("gfd.timestamp", "Unix seconds",
          "time of the source's first pass, constant afterwards",
          "off by default (sources.nvidia.timestampLabel: true restores it): a timestamp "
@@ -79,16 +90,25 @@ CATALOGUE = (
          "`[A-Za-z0-9-_. ]` removed and spaces made `-` as GFD does; `-SHARED` when the "
          "GPU is replicated and not renamed; `<product>-MIG-<profile>` or "
          "`<product>-MIG-INVALID` under the single MIG strategy",
-         "a name that loses characters, or a value longer than 63 characters, is reported "
-         "in a warning; an explicit `rename` of the shared resource drops `-SHARED` as "
+         "a name that loses characters is reported in a warning; a value longer than 63 "
+         "characters is dropped with a warning, never cut, since a cut value can give the "
+         "shared and the unshared product one value; an explicit `rename` of the shared "
+         "resource drops `-SHARED` as "
          "renameByDefault does (GFD ignores explicit renames)"),
-    _row("gpu.memory", "MiB", "nvmlDeviceGetMemoryInfo total // 1 MiB (v1 struct); absent "
-                              "when unknown or 0"),
+    _row("gpu.memory", "MiB", "nvmlDeviceGetMemoryInfo total // 1 MiB (v1 struct) of the "
+                              "model's last GPU that answered; absent when unknown or 0",
+         _PER_GPU_ERRORS.format(call="memory")),
     _row("gpu.family", "string",
-         "from the CUDA compute capability: tesla, fermi, kepler, maxwell, pascal, volta, "
-         "turing, ampere, ada-lovelace, hopper, blackwell, rubin, undefined"),
-    _row("gpu.compute.major", "decimal", "nvmlDeviceGetCudaComputeCapability; absent when 0"),
-    _row("gpu.compute.minor", "decimal", "nvmlDeviceGetCudaComputeCapability"),
+         "from the CUDA compute capability of the model's last GPU that answered: tesla, "
+         "fermi, kepler, maxwell, pascal, volta, turing, ampere, ada-lovelace, hopper, "
+         "blackwell, rubin, undefined",
+         _PER_GPU_ERRORS.format(call="compute capability")),
+    _row("gpu.compute.major", "decimal", "nvmlDeviceGetCudaComputeCapability of the model's "
+                                         "last GPU that answered; absent when 0",
+         _PER_GPU_ERRORS.format(call="compute capability")),
+    _row("gpu.compute.minor", "decimal", "nvmlDeviceGetCudaComputeCapability of the model's "
+                                         "last GPU that answered",
+         _PER_GPU_ERRORS.format(call="compute capability")),
     _row("gpu.replicas", "decimal",
          "replicas of nvidia.com/gpu in sources.nvidia.sharing (1 when not shared, 0 when "
          "MIG is enabled on the GPUs)"),
@@ -111,8 +131,17 @@ CATALOGUE = (
          "NVML answers normally again"),
     _row("gpu.clique", "`<cluster uuid>.<clique id>`",
          "nvmlDeviceGetGpuFabricInfo of the GPUs attached to an NVLink fabric (state "
-         "completed, status success, non-zero cluster UUID), when they all agree"),
-    _row("mig.capable", "true, false", "nvmlDeviceGetMigMode succeeds on any GPU"),
+         "completed, status success, non-zero cluster UUID), when they all agree",
+         "per-GPU errors (GFD fails the whole pass on any): lost GPUs are not asked; a GPU "
+         "whose fabric query fails with anything but NOT_SUPPORTED fails the fabric probe, "
+         "so there is no gpu.clique that pass, the pass is incomplete and the last value "
+         "stays; GPUs that disagree give no gpu.clique and a warning"),
+    _row("mig.capable", "true, false",
+         "`true` when nvmlDeviceGetMigMode succeeds on any healthy GPU, `false` when it "
+         "answers NOT_SUPPORTED on every one",
+         "per-GPU errors (GFD fails the whole pass): lost GPUs do not count; a GPU whose "
+         "MIG mode query fails otherwise makes the label absent unless another GPU gives "
+         "`true`, since `false` is then unknown"),
     _row("mps.capable", "true, false",
          "sharing.mps replicates a resource and no GPU has MIG enabled",
          "MPS with MIG enabled gives `false` and a warning (GFD fails the pass)"),
@@ -282,6 +311,10 @@ class NvidiaSource(Source):
             count = session.call(probe.devices)
         except Unresponsive as exc:
             ctx.warn(f"NVML stopped answering while listing GPUs ({exc}); no GPU labels")
+            ctx.complete = False
+            return None
+        except ProbeFailed as exc:
+            ctx.warn(f"NVML failed while listing GPUs: {exc}; no GPU labels")
             ctx.complete = False
             return None
         except Exception as exc:

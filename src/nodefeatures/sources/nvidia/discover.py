@@ -28,6 +28,9 @@ from .structs import FABRIC_STATE_COMPLETED, uuid_text
 
 # GFD skips these NVML devices everywhere: the display GPU of DGX Stations.
 DISPLAY_NAMES = frozenset({"DGX Display", "NVIDIA DGX Display"})
+# More GPUs than any node holds (DGX-2 and HGX-2 have 16, the largest PCIe servers 20):
+# a count above it is garbage, and probing it device by device would never end.
+MAX_GPUS = 64
 
 
 class Gpu:
@@ -137,6 +140,9 @@ class Probe:
         cuda = self._system("nvmlSystemGetCudaDriverVersion", nv.nvmlSystemGetCudaDriverVersion)
         snapshot.cuda = cuda if isinstance(cuda, int) else None
         count = int(nv.nvmlDeviceGetCount())
+        if not 0 <= count <= MAX_GPUS:
+            raise ProbeFailed(f"NVML reports {count} GPUs, more than {MAX_GPUS}, the most a node "
+                              "holds; the count is not used")
         for index in range(count):
             gpu = self._core(index)
             if gpu is not None:

@@ -220,7 +220,10 @@ def _full_gpu(out: _Builder, ranked: list[Model], options: Mapping[str, Any]) ->
     # GFD labels MIG-enabled GPUs as unshared full GPUs; full GPUs of the same model,
     # labelled after them, take over replicas and product.
     share = sharing.lookup(options, sharing.GPU_RESOURCE) if full else sharing.DISABLED
-    representative = (full or list(model.gpus))[-1]
+    # GFD describes the model by its last GPU (a full one when there is one). A GPU that
+    # failed a query says nothing about the model, so the last one that answered speaks.
+    preferred = full or list(model.gpus)
+    pool = [g for g in model.gpus if g not in preferred] + preferred
     where = f"NVML GPUs {_indices(model.gpus)}"
     if len(ranked) > 1:
         others = ", ".join(f"{len(m.gpus)} x {m.name!r}" for m in ranked[1:])
@@ -231,14 +234,16 @@ def _full_gpu(out: _Builder, ranked: list[Model], options: Mapping[str, Any]) ->
     product = gfd_name(model.name, share.suffix())
     if product:
         out.add("gpu.product", product, f"nvmlDeviceGetName={model.name!r} on {where}")
-    memory = representative.memory_bytes
-    if memory:
-        out.add("gpu.memory", memory // MIB,
-                f"nvmlDeviceGetMemoryInfo.total={memory} B on NVML GPU {representative.index}")
-    if representative.compute and representative.compute[0] != 0:
-        major, minor = representative.compute
-        origin = (f"nvmlDeviceGetCudaComputeCapability={major}.{minor} on NVML GPU "
-                  f"{representative.index}")
+    memory = next(((g.memory_bytes, g.index) for g in reversed(pool)
+                   if g.memory_bytes is not None), None)
+    if memory and memory[0]:
+        out.add("gpu.memory", memory[0] // MIB,
+                f"nvmlDeviceGetMemoryInfo.total={memory[0]} B on NVML GPU {memory[1]}")
+    compute = next(((g.compute, g.index) for g in reversed(pool) if g.compute is not None),
+                   None)
+    if compute and compute[0][0] != 0:
+        (major, minor), index = compute
+        origin = f"nvmlDeviceGetCudaComputeCapability={major}.{minor} on NVML GPU {index}"
         out.add("gpu.family", family(major, minor), origin)
         out.add("gpu.compute.major", major, origin)
         out.add("gpu.compute.minor", minor, origin)
