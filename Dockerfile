@@ -16,7 +16,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY src ./src
+COPY nodefeatures ./nodefeatures
 # The wheel alone (no build tools reach the final image), then a venv holding the wheel
 # and its dependencies from the package index. pip compiles bytecode on install, so the
 # read-only root filesystem never needs a __pycache__ write; pip and setuptools leave

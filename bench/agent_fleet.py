@@ -32,13 +32,13 @@ import kubeharness  # noqa: E402
 import yaml  # noqa: E402
 from kubernetes import client, utils  # noqa: E402
 
-from nodefeatures.agent import Agent, Options  # noqa: E402
-from nodefeatures.config import build  # noqa: E402
-from nodefeatures.discovery import run_pass  # noqa: E402
-from nodefeatures.hostroot import HostRoot  # noqa: E402
-from nodefeatures.kube import NodeApi  # noqa: E402
-from nodefeatures.labels import Label  # noqa: E402
-from nodefeatures.source import Context, Features, Host, Source  # noqa: E402
+from nodefeatures.cluster.agent import Agent, Options  # noqa: E402
+from nodefeatures.cluster.kube import NodeApi  # noqa: E402
+from nodefeatures.discovery.config import build  # noqa: E402
+from nodefeatures.discovery.hostroot import HostRoot  # noqa: E402
+from nodefeatures.discovery.labels import Label  # noqa: E402
+from nodefeatures.discovery.run import run_pass  # noqa: E402
+from nodefeatures.discovery.source import Context, Features, Host, Source  # noqa: E402
 
 F = "feature.node.kubernetes.io/"
 SA_USER = "system:serviceaccount:nodefeatures:nodefeatures"

@@ -20,10 +20,10 @@ CASES = {
         "'--format','json']\ntry: main()\nexcept SystemExit: pass"),
     "discovery + prometheus_client + urllib3": (
         "import prometheus_client, urllib3, http.server\n"
-        "from nodefeatures.discovery import load_sources, run_pass"),
+        "from nodefeatures.discovery.run import load_sources, run_pass"),
     "... + kubernetes.client (all API models)": (
         "import prometheus_client, urllib3, kubernetes.client\n"
-        "from nodefeatures.discovery import load_sources, run_pass"),
+        "from nodefeatures.discovery.run import load_sources, run_pass"),
 }
 
 

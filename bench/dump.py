@@ -35,11 +35,11 @@ def cold(argv: list[str], runs: int) -> tuple[float, float]:
 
 def warm(fixture: str | None, passes: int = 200) -> float:
     """Median CPU milliseconds of one discovery pass in an already-running process."""
-    from nodefeatures.config import build
-    from nodefeatures.discovery import load_sources, run_pass
-    from nodefeatures.fixture import replay_host
-    from nodefeatures.hostroot import HostRoot
-    from nodefeatures.source import Host
+    from nodefeatures.discovery.config import build
+    from nodefeatures.discovery.fixture import replay_host
+    from nodefeatures.discovery.hostroot import HostRoot
+    from nodefeatures.discovery.run import load_sources, run_pass
+    from nodefeatures.discovery.source import Host
 
     sources, _ = load_sources()
     config = build({}, sources)

@@ -19,10 +19,10 @@ import time
 
 def cold(root: str) -> None:
     started = time.perf_counter()
-    from nodefeatures.config import build
-    from nodefeatures.discovery import run_source
-    from nodefeatures.hostroot import HostRoot
-    from nodefeatures.source import Host
+    from nodefeatures.discovery.config import build
+    from nodefeatures.discovery.hostroot import HostRoot
+    from nodefeatures.discovery.run import run_source
+    from nodefeatures.discovery.source import Host
 
     core = time.perf_counter()
     from nodefeatures.sources.cpu import CpuSource
@@ -42,10 +42,10 @@ def cold(root: str) -> None:
 
 
 def warm(root: str, passes: int) -> dict[str, float]:
-    from nodefeatures.config import build
-    from nodefeatures.discovery import run_source
-    from nodefeatures.hostroot import HostRoot
-    from nodefeatures.source import Context, Host
+    from nodefeatures.discovery.config import build
+    from nodefeatures.discovery.hostroot import HostRoot
+    from nodefeatures.discovery.run import run_source
+    from nodefeatures.discovery.source import Context, Host
     from nodefeatures.sources.cpu import CpuSource
 
     source = CpuSource()

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from nodefeatures.config import build
-from nodefeatures.discovery import run_source
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.local import LocalSource
 from nodefeatures.sources.pci import PciSource
 from nodefeatures.sources.usb import UsbSource

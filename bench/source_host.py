@@ -12,10 +12,10 @@ import argparse
 import statistics
 import time
 
-from nodefeatures.config import build
-from nodefeatures.discovery import run_source
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.kernel import KernelSource
 from nodefeatures.sources.memory import MemorySource
 from nodefeatures.sources.network import NetworkSource

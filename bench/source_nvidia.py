@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from nodefeatures.config import build
-from nodefeatures.discovery import run_source
-from nodefeatures.fixture import replay_host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import replay_host
+from nodefeatures.discovery.run import run_source
 from nodefeatures.sources.nvidia import NvidiaSource
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"

@@ -11,5 +11,5 @@ python3 -m venv .venv
 KUBEBUILDER_ASSETS=$(bash tests/apiserver/build.sh | tail -n 1)
 export KUBEBUILDER_ASSETS
 
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check nodefeatures tests bench
 .venv/bin/pytest -q "$@"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from testpaths import FIXTURES
 
-from nodefeatures import catalogue
-from nodefeatures.config import build
-from nodefeatures.discovery import load_sources, run_pass
-from nodefeatures.fixture import replay_host
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery import catalogue
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import replay_host
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import load_sources, run_pass
+from nodefeatures.discovery.source import Host
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "labels.md"
 
@@ -21,7 +21,7 @@ def test_docs_labels_md_is_generated_from_the_catalogue() -> None:
     assert errors == []
     expected = catalogue.render(sources)
     assert DOCS.read_text() == expected, (
-        "docs/labels.md is stale: run `python -m nodefeatures.catalogue > docs/labels.md`"
+        "docs/labels.md is stale: run `python -m nodefeatures.discovery.catalogue > docs/labels.md`"
     )
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from testpaths import FIXTURES
 
-from nodefeatures.config import build
-from nodefeatures.discovery import load_sources, run_pass
-from nodefeatures.fixture import read_labels, replay_host
-from nodefeatures.labels import key_error, value_error
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import read_labels, replay_host
+from nodefeatures.discovery.labels import key_error, value_error
+from nodefeatures.discovery.run import load_sources, run_pass
 
 
 def fixture_dirs() -> list[Path]:

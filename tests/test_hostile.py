@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from testpaths import FIXTURES
 
 from nodefeatures.cli import main
-from nodefeatures.fixture import read_labels
-from nodefeatures.labels import key_error, value_error
+from nodefeatures.discovery.fixture import read_labels
+from nodefeatures.discovery.labels import key_error, value_error
 
 HOSTILE = FIXTURES / "hostile-inputs"
 BIG = 20 * 1024 * 1024

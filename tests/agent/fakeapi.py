@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from nodefeatures.kube import KubeError
+from nodefeatures.cluster.kube import KubeError
 
 
 class FakeNodeApi:

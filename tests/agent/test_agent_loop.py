@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from fakeapi import FakeNodeApi
 
-from nodefeatures.agent import Agent, Options
-from nodefeatures.config import build
-from nodefeatures.discovery import run_pass
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.kube import KubeError
-from nodefeatures.labels import Label
-from nodefeatures.source import Context, Features, Host, Source
+from nodefeatures.cluster.agent import Agent, Options
+from nodefeatures.cluster.kube import KubeError
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.labels import Label
+from nodefeatures.discovery.run import run_pass
+from nodefeatures.discovery.source import Context, Features, Host, Source
 
 AVX = "feature.node.kubernetes.io/cpu-cpuid.AVX"
 
@@ -307,7 +307,7 @@ class Broken(Fixed):
 
 def test_output_file_mode_reports_a_failing_source_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from nodefeatures.agent import FileAgent
+    from nodefeatures.cluster.agent import FileAgent
 
     sources = {"cpu": Broken({AVX: "true"})}
     config = build({}, sources)

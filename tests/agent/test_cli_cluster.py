@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from nodefeatures.cli import main
-from nodefeatures.cli_cluster import _Duration
+from nodefeatures.cli.cluster import _Duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -66,7 +66,7 @@ def test_the_agent_loads_the_client_without_its_generated_models(tmp_path: Path)
         "contexts: [{name: c, context: {cluster: k, user: u}}]\n")
     code = (
         "import sys\n"
-        "from nodefeatures.kube import connect\n"
+        "from nodefeatures.cluster.kube import connect\n"
         f"client = connect({str(config)!r})\n"
         "assert client.configuration.host == 'https://127.0.0.1:1'\n"
         "assert 'kubernetes.client.models.v1_node' not in sys.modules\n"
@@ -107,7 +107,7 @@ def test_output_file_mode_runs_without_a_cluster(tmp_path: Path) -> None:
 
 def test_in_cluster_credentials_are_used_inside_a_pod(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from nodefeatures import kube
+    from nodefeatures.cluster import kube
 
     token, ca = tmp_path / "token", tmp_path / "ca.crt"
     token.write_text("pod-token")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nodefeatures import featurefile
-from nodefeatures.reconcile import Evidence, SourceReport
+from nodefeatures.cluster import featurefile
+from nodefeatures.cluster.reconcile import Evidence, SourceReport
 
 F = "feature.node.kubernetes.io/"
 AVX = F + "cpu-cpuid.AVX"

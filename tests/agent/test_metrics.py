@@ -7,7 +7,7 @@ import logging
 import urllib.error
 import urllib.request
 
-from nodefeatures.metrics import JsonFormatter, Metrics, StatusServer
+from nodefeatures.cluster.metrics import JsonFormatter, Metrics, StatusServer
 
 
 def fetch(port: int, path: str) -> tuple[int, str]:
@@ -51,7 +51,7 @@ def test_nvml_gauge_is_absent_until_a_source_reports_it() -> None:
 
 
 def test_json_log_lines_carry_extra_fields() -> None:
-    record = logging.LogRecord("nodefeatures.agent", logging.WARNING, __file__, 1,
+    record = logging.LogRecord("nodefeatures.cluster.agent", logging.WARNING, __file__, 1,
                                "updated node %s", ("n1",), None)
     record.node = "n1"
     record.changes = {"a": [None, "1"]}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from testpaths import FIXTURES
 
-from nodefeatures.agent import _nvml_state
-from nodefeatures.config import build
-from nodefeatures.discovery import run_source
-from nodefeatures.fixture import replay_host
+from nodefeatures.cluster.agent import _nvml_state
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import replay_host
+from nodefeatures.discovery.run import run_source
 from nodefeatures.sources.nvidia import NvidiaSource
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nodefeatures.reconcile import (
+from nodefeatures.cluster.reconcile import (
     ADD,
     ADOPT,
     CHANGE,
@@ -308,8 +308,8 @@ def test_priority_merge_later_source_wins() -> None:
 
 
 def test_evidence_from_discovery_marks_failed_and_incomplete_sources() -> None:
-    from nodefeatures.discovery import Discovery, SourceResult
-    from nodefeatures.labels import Label
+    from nodefeatures.discovery.labels import Label
+    from nodefeatures.discovery.run import Discovery, SourceResult
 
     discovery = Discovery([
         SourceResult("cpu", {AVX: Label(AVX, "true")}),

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from nodefeatures.config import ConfigError, build, load
-from nodefeatures.labels import Label
-from nodefeatures.source import Context, Features, Source
+from nodefeatures.discovery.config import ConfigError, build, load
+from nodefeatures.discovery.labels import Label
+from nodefeatures.discovery.source import Context, Features, Source
 
 
 class Toy(Source):

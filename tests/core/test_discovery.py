@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nodefeatures.config import build
-from nodefeatures.discovery import run_pass
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.labels import Label
-from nodefeatures.source import Context, Features, Host, Source
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.labels import Label
+from nodefeatures.discovery.run import run_pass
+from nodefeatures.discovery.source import Context, Features, Host, Source
 
 
 class Reads(Source):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nodefeatures.hostroot import HostRoot, Problem
+from nodefeatures.discovery.hostroot import HostRoot, Problem
 
 
 def make_root(tmp_path: Path) -> Path:
@@ -88,9 +88,9 @@ def test_oversized_file_is_refused_with_a_problem(tmp_path: Path) -> None:
 def test_unreadable_file_is_transient_and_marks_the_pass_incomplete(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int) -> None:
     """Tests run as root, where chmod 0 does not stop a read; fail the open itself."""
-    from nodefeatures.config import build
-    from nodefeatures.discovery import run_pass
-    from nodefeatures.source import Host
+    from nodefeatures.discovery.config import build
+    from nodefeatures.discovery.run import run_pass
+    from nodefeatures.discovery.source import Host
     from nodefeatures.sources.system import SystemSource
 
     root = make_root(tmp_path)
@@ -151,9 +151,9 @@ def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
 
 def test_a_new_pass_sees_links_that_changed(tmp_path: Path) -> None:
     """An agent reuses one HostRoot; a link made after a pass must resolve inside the root."""
-    from nodefeatures.config import build
-    from nodefeatures.discovery import run_pass
-    from nodefeatures.source import Host
+    from nodefeatures.discovery.config import build
+    from nodefeatures.discovery.run import run_pass
+    from nodefeatures.discovery.source import Host
 
     root = make_root(tmp_path)
     host = HostRoot(root)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodefeatures.labels import Label, checked, excerpt, key_error, value_error
+from nodefeatures.discovery.labels import Label, checked, excerpt, key_error, value_error
 
 
 def test_valid_keys() -> None:

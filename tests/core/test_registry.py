@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nodefeatures import registry
-from nodefeatures.discovery import load_sources
+from nodefeatures.discovery import registry
+from nodefeatures.discovery.run import load_sources
 
 
 def test_same_entry_points_as_importlib_metadata() -> None:
@@ -27,8 +27,8 @@ def make_plugin(tmp_path: Path, body: str, target: str) -> None:
 
 
 PLUGIN = '''
-from nodefeatures.labels import Label
-from nodefeatures.source import Features, Source
+from nodefeatures.discovery.labels import Label
+from nodefeatures.discovery.source import Features, Source
 
 class Toy(Source):
     name = "toy"

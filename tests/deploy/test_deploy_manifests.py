@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kustomize_lite import DEPLOY, KustomizeError, find, load_documents, render
 
-from nodefeatures.reconcile import (
+from nodefeatures.cluster.reconcile import (
     DEFAULT_MANAGED_PREFIXES,
     LEDGER_ANNOTATION,
     SOURCES_ANNOTATION,

@@ -19,13 +19,13 @@ import yaml
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
-from nodefeatures.agent import Agent, Options
-from nodefeatures.config import build
-from nodefeatures.discovery import run_pass
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.kube import NodeApi
-from nodefeatures.labels import Label
-from nodefeatures.source import Context, Features, Host, Source
+from nodefeatures.cluster.agent import Agent, Options
+from nodefeatures.cluster.kube import NodeApi
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.labels import Label
+from nodefeatures.discovery.run import run_pass
+from nodefeatures.discovery.source import Context, Features, Host, Source
 
 REPO = Path(__file__).resolve().parents[2]
 # The Namespace comes first: the ServiceAccount lives in it.

@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodefeatures.config import build
-from nodefeatures.discovery import SourceResult, run_source
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.labels import DEFAULT_PREFIX
-from nodefeatures.source import Host, Source
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.labels import DEFAULT_PREFIX
+from nodefeatures.discovery.run import SourceResult, run_source
+from nodefeatures.discovery.source import Host, Source
 
 
 class HostTree:

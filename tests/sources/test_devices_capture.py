@@ -9,9 +9,9 @@ from test_pci import add_device as add_pci
 from test_usb import CONTROLLER
 from test_usb import add_device as add_usb
 
-from nodefeatures.config import build
-from nodefeatures.discovery import run_pass
-from nodefeatures.fixture import capture_host, replay_host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import capture_host, replay_host
+from nodefeatures.discovery.run import run_pass
 from nodefeatures.sources.local import LocalSource
 from nodefeatures.sources.pci import PciSource
 from nodefeatures.sources.usb import UsbSource

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree, short_labels, uncatalogued
 
-from nodefeatures.config import ConfigError, build
-from nodefeatures.discovery import run_source
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import ConfigError, build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.kernel import (
     KCONFIG_LIMIT,
     KernelSource,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from nodefeatures.config import ConfigError, build
-from nodefeatures.discovery import SourceResult, run_pass, run_source
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import ConfigError, build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import SourceResult, run_pass, run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.local import LocalSource, parse_rfc3339
 from nodefeatures.sources.system import SystemSource
 

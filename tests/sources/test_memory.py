@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree, short_labels, uncatalogued
 
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.memory import MemorySource
 
 SWAPS_HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"

@@ -9,10 +9,10 @@ from pathlib import Path
 import distro
 import pytest
 
-from nodefeatures.config import build
-from nodefeatures.discovery import run_source
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.system import SystemSource, parse_os_release
 
 PREFIX = "feature.node.kubernetes.io/system-os_release."

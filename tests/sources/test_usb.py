@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from nodefeatures.config import ConfigError, build
-from nodefeatures.discovery import SourceResult, run_source
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import ConfigError, build
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import SourceResult, run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.usb import UsbSource
 
 PREFIX = "feature.node.kubernetes.io/usb-"

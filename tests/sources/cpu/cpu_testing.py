@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nodefeatures.config import build
-from nodefeatures.discovery import SourceResult, run_source
-from nodefeatures.fixture import replay_host
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import replay_host
+from nodefeatures.discovery.run import SourceResult, run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.cpu import CpuSource
 from nodefeatures.sources.cpu.cpuid import DumpCpuid, Regs, format_dump
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cpu_testing import DUMPS, catalogued, make_fixture, run, short
 
-from nodefeatures.labels import key_error, value_error
+from nodefeatures.discovery.labels import key_error, value_error
 from nodefeatures.sources.cpu.cpuid import DumpCpuid
 from nodefeatures.sources.cpu.facts import CpuFacts
 from nodefeatures.sources.cpu.x86 import LEVELS, decode

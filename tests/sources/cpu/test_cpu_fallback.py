@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cpu_testing import SOURCE, intel, make_fixture, run, short
 
-from nodefeatures.config import build
+from nodefeatures.discovery.config import build
 from nodefeatures.sources.cpu import cpuid
 from nodefeatures.sources.cpu.cpuid import MAX_DUMP_BYTES, format_dump
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cpu_testing import SOURCE, bits, catalogued, intel, make_fixture, run, short, vendor_leaf
 
-from nodefeatures.config import ConfigError, build
+from nodefeatures.discovery.config import ConfigError, build
 
 SIBLINGS = "sys/bus/cpu/devices/{}/topology/thread_siblings_list"
 

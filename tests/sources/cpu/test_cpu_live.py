@@ -9,9 +9,9 @@ import pytest
 from cpu_testing import X86_TSV, run, short
 
 import nodefeatures.sources.cpu as cpu_source
-from nodefeatures.fixture import capture_host, replay_host
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.fixture import capture_host, replay_host
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.cpu import cpuid, cpuinfo
 from nodefeatures.sources.cpu.facts import X86_VENDORS
 

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from nodefeatures.config import build
-from nodefeatures.discovery import SourceResult, run_source
-from nodefeatures.fixture import replay_host
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import replay_host
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.run import SourceResult, run_source
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.nvidia import NvidiaSource
 from nodefeatures.sources.nvidia.replay import loads
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from nodefeatures.source import Features
+from nodefeatures.discovery.source import Features
 from nodefeatures.sources.nvidia import NvidiaSource
 from nodefeatures.sources.nvidia import labels as gfd
 from nodefeatures.sources.nvidia.discover import Gpu, add_gpus, add_mig_devices
@@ -591,7 +591,7 @@ def test_cliques_must_agree() -> None:
 
 def test_a_long_mig_product_is_dropped_not_cut_into_its_shared_twin() -> None:
     # Cut to 63 characters, the unshared (67) and the shared (74) product were one value.
-    from nodefeatures.labels import Label, checked
+    from nodefeatures.discovery.labels import Label, checked
 
     name = "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition"
     device = MigDevice(0, 0, name, "1g.24gb", tuple((k, 1) for k in ATTRIBUTES))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gpufixtures import EXPECTED, FIXTURES, expected_nvidia, gpu_fixtures, replay, run, values
 
-from nodefeatures.labels import key_error, value_error
+from nodefeatures.discovery.labels import key_error, value_error
 from nodefeatures.sources.nvidia import NvidiaSource
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from gpufixtures import FIXTURES, Clock, copy_fixture, expected_nvidia, live_host, run, values
 
-from nodefeatures.fixture import replay_host
-from nodefeatures.hostroot import HostRoot
+from nodefeatures.discovery.fixture import replay_host
+from nodefeatures.discovery.hostroot import HostRoot
 from nodefeatures.sources.nvidia import NvidiaSource
 from nodefeatures.sources.nvidia.pci import PciScanner, sysfs_bus_id
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from gpufixtures import FIXTURES, expected_nvidia, fixture_data, nvml_fixtures, run, values
 
 from nodefeatures.cli import main
-from nodefeatures.fixture import read_labels, replay_host
-from nodefeatures.hostroot import HostRoot
-from nodefeatures.source import Host
+from nodefeatures.discovery.fixture import read_labels, replay_host
+from nodefeatures.discovery.hostroot import HostRoot
+from nodefeatures.discovery.source import Host
 from nodefeatures.sources.nvidia import NvidiaSource
 from nodefeatures.sources.nvidia.replay import loads
 

@@ -22,9 +22,9 @@ from gpufixtures import (
     values,
 )
 
-from nodefeatures.config import build
-from nodefeatures.discovery import run_pass
-from nodefeatures.fixture import replay_host
+from nodefeatures.discovery.config import build
+from nodefeatures.discovery.fixture import replay_host
+from nodefeatures.discovery.run import run_pass
 from nodefeatures.sources.nvidia import NvidiaSource
 from nodefeatures.sources.nvidia import nvml as nvml_module
 from nodefeatures.sources.nvidia.nvml import RETRY_FIRST, RETRY_MAX, Session, Worker
@@ -487,7 +487,7 @@ def test_mps_with_mig_enabled_is_false_with_a_warning() -> None:
     ({"sharing": {"timeslicing": {}}}, "sources.nvidia.sharing.timeslicing: unknown key"),
 ])
 def test_config_problems_name_the_option(options: dict, problem: str) -> None:
-    from nodefeatures.config import ConfigError
+    from nodefeatures.discovery.config import ConfigError
 
     source = NvidiaSource()
     with pytest.raises(ConfigError, match=problem.replace("[", r"\[").replace("]", r"\]")):

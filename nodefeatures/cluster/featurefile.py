@@ -1,0 +1,104 @@
+"""`--output-file`: publish labels as an NFD features.d file instead of patching the Node.
+
+NFD's local source reads `key=value` lines and skips `#` comments (except `# +`
+directives), so the file names the source of each block in a `# source: NAME` comment.
+That comment is this file's ledger: the same reconcile rules as on a Node keep a failed
+source's labels and remove a label only on positive evidence. The file is replaced by an
+atomic rename of a hidden temporary file (NFD ignores dot-files), and only when its
+content would change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from nodefeatures.cluster.reconcile import (
+    DEFAULT_MANAGED_PREFIXES,
+    Evidence,
+    Ledger,
+    Plan,
+    apply_to,
+    plan,
+)
+
+HEADER = "# Written by nodefeatures; each '# source:' block is one discovery source.\n"
+_SOURCE_MARK = "# source:"
+MAX_READ = 1024 * 1024
+
+
+_UNKNOWN = "unknown"
+
+
+def read(path: str | os.PathLike[str]) -> tuple[dict[str, str], Ledger]:
+    """Labels and their sources from a file we wrote; a missing file is empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")[:MAX_READ]
+    except FileNotFoundError:
+        return {}, Ledger({})
+    labels: dict[str, str] = {}
+    owners: dict[str, str | None] = {}
+    source: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(_SOURCE_MARK):
+            # `unknown` is how render writes keys with no recorded source.
+            source = line[len(_SOURCE_MARK):].strip()
+            source = None if source in ("", _UNKNOWN) else source
+            continue
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        labels[key] = value
+        owners[key] = source
+    return labels, Ledger(owners)
+
+
+def render(labels: dict[str, str], ledger: Ledger) -> str:
+    """The file content: blocks per source, sorted, deterministic."""
+    blocks: dict[str, list[str]] = {}
+    for key in sorted(labels):
+        if key in ledger.owners:
+            owner = ledger.owners[key] or _UNKNOWN
+            blocks.setdefault(owner, []).append(f"{key}={labels[key]}")
+    parts = [HEADER]
+    for owner in sorted(blocks):
+        parts.append(f"{_SOURCE_MARK} {owner}\n" + "".join(f"{line}\n" for line in blocks[owner]))
+    return "".join(parts)
+
+
+def sync(path: str | os.PathLike[str], evidence: Evidence,
+         prefixes: Iterable[str] = DEFAULT_MANAGED_PREFIXES) -> tuple[Plan, bool]:
+    """Bring the file in line with discovery; returns the plan and whether it was written."""
+    target = Path(path)
+    labels, ledger = read(target)
+    decided = plan(evidence, labels, ledger.encode(), prefixes)
+    after = {k: v for k, v in apply_to(labels, decided).items() if k in decided.ledger.owners}
+    content = render(after, decided.ledger)
+    try:
+        if target.read_text(encoding="utf-8") == content:
+            return decided, False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_atomic(target, content)
+    return decided, True
+
+
+def write_atomic(target: Path, content: str) -> None:
+    """Write via a hidden temporary file in the same directory and rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

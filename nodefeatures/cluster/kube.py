@@ -1,0 +1,309 @@
+"""The one module that talks to the cluster: get, watch and patch our own Node, post Events.
+
+It uses the official `kubernetes` client (configuration loading, auth, TLS and its REST
+layer) but keeps responses as plain JSON: deserialising every watch event into generated
+models costs CPU for nothing, and importing the 769 generated models costs ~30 MiB of
+RSS. `_client_modules` therefore imports only the client modules the agent needs and
+defers the package `__init__`s, which still run in full the first time anything else
+asks for them (so code that later uses `kubernetes.client.CoreV1Api` keeps working).
+Nothing else in the project imports `kubernetes`, and this module imports it lazily, so
+`nodefeatures dump` never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from nodefeatures import __version__
+from nodefeatures.cluster.reconcile import MERGE_PATCH
+
+log = logging.getLogger(__name__)
+
+# (connect, read) seconds. A watch sees a bookmark about once a minute, so a silent
+# connection for three minutes is a dead one.
+REQUEST_TIMEOUT = (5.0, 15.0)
+WATCH_READ_TIMEOUT = 180.0
+FIELD_MANAGER = "nodefeatures"
+EVENT_NAMESPACE = "default"
+
+_DEFERRED = ("kubernetes", "kubernetes.client", "kubernetes.client.models", "kubernetes.config")
+_modules: types.SimpleNamespace | None = None
+
+
+class KubeError(Exception):
+    """A request that failed; `code` is the HTTP status, None when no response came."""
+
+    def __init__(self, code: int | None, reason: str, message: str = "",
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{code or reason}: {message or reason}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def kind(self) -> str:
+        """A short label for metrics: the status code, or why no response came."""
+        return str(self.code) if self.code is not None else self.reason
+
+
+def _defer_package_inits() -> None:
+    """Register the client's packages without running their heavy `__init__` modules."""
+    for name in _DEFERRED:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot find {name}")
+        module = importlib.util.module_from_spec(spec)
+
+        def complete(attr: str, module: types.ModuleType = module) -> Any:
+            # `from package import submodule` asks the package first: import just that.
+            if not attr.startswith("__") and importlib.util.find_spec(
+                    f"{module.__name__}.{attr}") is not None:
+                return importlib.import_module(f"{module.__name__}.{attr}")
+            # First use of a name only the package __init__ defines: run it now, once.
+            module.__dict__.pop("__getattr__", None)
+            module.__spec__.loader.exec_module(module)  # type: ignore[union-attr]
+            return getattr(module, attr)
+
+        module.__getattr__ = complete  # type: ignore[method-assign]
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+
+
+def _client_modules() -> types.SimpleNamespace:
+    """The parts of the kubernetes client the agent uses, imported as lightly as possible."""
+    global _modules
+    if _modules is not None:
+        return _modules
+    if "kubernetes" not in sys.modules:
+        _defer_package_inits()
+    from kubernetes.client import api_client, configuration, exceptions, rest
+
+    client_package = sys.modules["kubernetes.client"]
+    if "ApiClient" not in client_package.__dict__:
+        # kubernetes.config imports these two names from the (deferred) package.
+        client_package.ApiClient = api_client.ApiClient  # type: ignore[attr-defined]
+        client_package.Configuration = configuration.Configuration  # type: ignore[attr-defined]
+    from kubernetes.config import config_exception, incluster_config, kube_config
+
+    _modules = types.SimpleNamespace(
+        ApiClient=api_client.ApiClient,
+        Configuration=configuration.Configuration,
+        ApiException=exceptions.ApiException,
+        rest=rest,
+        ConfigException=config_exception.ConfigException,
+        incluster=incluster_config,
+        kube_config=kube_config,
+    )
+    return _modules
+
+
+def connect(kubeconfig: str | None = None) -> Any:
+    """An ApiClient: in-cluster when running in a pod and no kubeconfig is given, else
+    the kubeconfig (`--kubeconfig`, then $KUBECONFIG, then ~/.kube/config)."""
+    k = _client_modules()
+    import urllib3
+
+    config = k.Configuration()
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k.incluster.load_incluster_config(client_configuration=config)
+        else:
+            k.kube_config.load_kube_config(
+                config_file=kubeconfig, client_configuration=config, persist_config=False
+            )
+    except (k.ConfigException, OSError, ValueError) as exc:
+        raise KubeError(None, "config", f"cannot load cluster credentials: {exc}") from exc
+    # One quick reconnect for a pooled connection the server closed; every other retry
+    # is the agent's own, with backoff, so the request count stays honest.
+    config.retries = urllib3.Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0)
+    client = k.ApiClient(config)
+    client.user_agent = f"nodefeatures/{__version__}"
+    return client
+
+
+def _status_message(body: Any) -> str:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return str(body or "")[:300]
+    return str(data.get("message", "")) if isinstance(data, dict) else str(data)[:300]
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = headers.get("Retry-After") if headers is not None else None
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class NodeApi:
+    """Requests about one Node, returning plain dicts and raising only KubeError."""
+
+    def __init__(self, client: Any, node: str,
+                 on_request: Callable[[str, str], None] | None = None) -> None:
+        self.client = client
+        self.node = node
+        self.on_request = on_request or (lambda verb, outcome: None)
+        self._uid: str | None = None
+
+    def _call(self, verb: str, path: str, method: str, *,
+              query: list[tuple[str, str]] | None = None, body: Any = None,
+              content_type: str | None = None, timeout: Any = REQUEST_TIMEOUT) -> Any:
+        k = _client_modules()
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            response = self.client.call_api(
+                path, method, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except k.ApiException as exc:
+            error = KubeError(exc.status or None, exc.reason or "error",
+                              _status_message(exc.body), _retry_after(exc.headers))
+            if not exc.status:  # the client reports TLS failures as status 0
+                error = KubeError(None, "tls", str(exc.reason))
+            self.on_request(verb, error.kind)
+            raise error from None
+        except Exception as exc:  # urllib3/socket errors: connection refused, timeouts
+            error = _transport_error(exc)
+            self.on_request(verb, error.kind)
+            raise error from None
+        self.on_request(verb, str(response.status))
+        return response
+
+    def _json(self, verb: str, path: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._call(verb, path, method, **kwargs)
+        try:
+            data = json.loads(response.data)
+        except ValueError as exc:
+            raise KubeError(None, "decode", f"response is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise KubeError(None, "decode", "response is not a JSON object")
+        return data
+
+    @property
+    def _path(self) -> str:
+        return f"/api/v1/nodes/{quote(self.node, safe='')}"
+
+    def get(self) -> dict[str, Any]:
+        node = self._json("get", self._path, "GET")
+        self._uid = node.get("metadata", {}).get("uid")
+        return node
+
+    def patch(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Send a JSON merge patch; 409 when its resourceVersion is no longer current."""
+        query = [("fieldManager", FIELD_MANAGER)]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        return self._json("patch", self._path, "PATCH", query=query, body=body,
+                          content_type=MERGE_PATCH)
+
+    def watch(self, resource_version: str, timeout_seconds: int) -> NodeWatch:
+        """Watch this Node only (field selector on its name), resuming at a resourceVersion."""
+        query = [
+            ("watch", "true"),
+            ("fieldSelector", f"metadata.name={self.node}"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        response = self._call("watch", "/api/v1/nodes", "GET", query=query,
+                              timeout=(REQUEST_TIMEOUT[0], WATCH_READ_TIMEOUT))
+        return NodeWatch(response)
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on this Node (namespace default, as kubelet does)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"name": f"{self.node}.{time.time_ns():x}", "namespace": EVENT_NAMESPACE},
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": self.node,
+                               "uid": self._uid or ""},
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "nodefeatures", "host": self.node},
+            "reportingComponent": "nodefeatures",
+            "reportingInstance": self.node,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._json("event", f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", "POST", body=body)
+
+
+class NodeWatch:
+    """One watch stream; `close()` from another thread unblocks `events()` at once."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        buffer = b""
+        try:
+            for chunk in self.response.stream(64 * 1024, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield _decode_event(line)
+        except KubeError:
+            raise
+        except Exception as exc:
+            raise _transport_error(exc) from None
+        finally:
+            self.close()
+            with contextlib.suppress(Exception):
+                self.response.release_conn()
+
+    def close(self) -> None:
+        """Unblock the reader; takes no lock, so it is safe from any thread."""
+        with contextlib.suppress(Exception):
+            self.response.shutdown()
+
+
+def _decode_event(line: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError as exc:
+        raise KubeError(None, "decode", f"watch event is not JSON: {exc}") from None
+    if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+        raise KubeError(None, "decode", "watch event without an object")
+    return event
+
+
+def _transport_error(exc: BaseException) -> KubeError:
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    reason = "timeout" if "timeout" in lowered or "timed out" in lowered else "connection"
+    return KubeError(None, reason, text[:300])
+
+
+def resource_version(node: dict[str, Any] | None) -> str | None:
+    return (node or {}).get("metadata", {}).get("resourceVersion")
+
+
+def node_labels(node: dict[str, Any] | None) -> dict[str, str]:
+    return dict((node or {}).get("metadata", {}).get("labels") or {})
+
+
+def node_annotations(node: dict[str, Any] | None) -> dict[str, str]:
+    return dict((node or {}).get("metadata", {}).get("annotations") or {})
