@@ -1,198 +1,51 @@
-"""The `nodefeatures` command line: thin wrappers around discovery and the agent."""
+"""The `nodefeatures` command line: thin wrappers around discovery and the agent.
+
+This module only gathers the commands of cli/host.py and cli/cluster.py into one group,
+so `nodefeatures.cli:main` is the single entry point and nothing below imports it. A
+command's module is imported only when that command runs (or help lists it): `dump`
+never pays for the cluster commands' imports.
+"""
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import importlib
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
 from nodefeatures import __version__
+from nodefeatures.cli.options import setup_logging
 
-if TYPE_CHECKING:
-    from nodefeatures.discovery.config import Config
-    from nodefeatures.discovery.source import Host, Source
-
-log = logging.getLogger("nodefeatures")
-
-
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("nodefeatures: %(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"nodefeatures: error: {message}", err=True)
-    sys.exit(2)
+# command name -> "module:attribute"
+COMMANDS: Mapping[str, str] = {
+    "dump": "nodefeatures.cli.host:dump",
+    "capture": "nodefeatures.cli.host:capture",
+    "sources": "nodefeatures.cli.host:list_sources",
+    "config": "nodefeatures.cli.host:show_config",
+    "run": "nodefeatures.cli.cluster:run",
+    "apply": "nodefeatures.cli.cluster:apply",
+    "diff": "nodefeatures.cli.cluster:diff",
+    "prune": "nodefeatures.cli.cluster:prune",
+}
 
 
-@dataclass(frozen=True)
-class HostChoice:
-    """What host to read and which sources run, as chosen on the command line."""
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
 
-    root: str
-    proc: str | None
-    config_path: str | None
-    only: tuple[str, ...]
-    mig_strategy: str | None
-
-    def prepare(self) -> tuple[dict[str, Source], Config]:
-        """Installed sources and the validated config; exits 2 when either is unusable."""
-        from nodefeatures.discovery import config as configuration
-        from nodefeatures.discovery.run import load_sources
-
-        sources, errors = load_sources(self.only or None)
-        if errors and self.only:
-            _fail("; ".join(errors))
-        for error in errors:
-            log.warning("%s", error)
-        try:
-            cfg = configuration.load(self.config_path, sources)
-        except configuration.ConfigError as exc:
-            _fail(str(exc))
-        if self.only:
-            cfg.core["labelSources"] = list(self.only)
-        if self.mig_strategy is not None:
-            if "nvidia" in cfg.sources:
-                cfg.sources["nvidia"]["migStrategy"] = self.mig_strategy
-            else:
-                log.warning("--mig-strategy has no effect: the nvidia source is not installed")
-        return sources, cfg
-
-    def live_host(self) -> Host:
-        from nodefeatures.discovery.hostroot import HostRoot
-        from nodefeatures.discovery.source import Host
-
-        return Host(root=HostRoot(self.root, proc=self.proc))
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: Any = getattr(importlib.import_module(module), attribute)
+        return command
 
 
-def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options that choose what host to read and which sources run, passed as `host`."""
-
-    @functools.wraps(func)
-    def with_choice(*args: Any, root: str, proc: str | None, config_path: str | None,
-                    only: tuple[str, ...], mig_strategy: str | None, **kwargs: Any) -> Any:
-        choice = HostChoice(root, proc, config_path, only, mig_strategy)
-        return func(*args, host=choice, **kwargs)
-
-    decorators = [
-        click.option("--root", default="/", show_default=True, metavar="PATH",
-                     help="Read host files under this prefix (e.g. /host in the DaemonSet)."),
-        click.option("--proc", default=None, metavar="PATH",
-                     help="Read /proc from here instead of <root>/proc."),
-        click.option("--config", "config_path", default=None, metavar="PATH",
-                     help="Config file [default: /etc/nodefeatures/config.yaml if present]."),
-        click.option("--source", "only", multiple=True, metavar="NAME",
-                     help="Run only this source (repeatable)."),
-        click.option("--mig-strategy", type=click.Choice(["none", "single", "mixed"]),
-                     default=None,
-                     help="How MIG devices are labelled; overrides sources.nvidia.migStrategy."),
-    ]
-    wrapped: Callable[..., Any] = with_choice
-    for decorator in reversed(decorators):
-        wrapped = decorator(wrapped)
-    return wrapped
-
-
-def _report(discovery) -> None:
-    for result in discovery.results:
-        if result.error:
-            log.warning("source %s failed: %s", result.name, result.error)
-        for warning in result.warnings:
-            log.warning("%s: %s", result.name, warning)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nodefeatures")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 def main(verbose: bool) -> None:
     """Discover this node's hardware and OS features as Kubernetes labels."""
-    _setup_logging(verbose)
-
-
-@main.command()
-@host_options
-@click.option("--fixture", default=None, metavar="DIR",
-              help="Replay a captured fixture instead of reading this machine.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text",
-              show_default=True)
-@click.option("--explain", is_flag=True, help="Show the raw fact behind every label.")
-def dump(host: HostChoice, fixture: str | None, fmt: str, explain: bool) -> None:
-    """Print the labels this node would get."""
-    from nodefeatures.cli import render
-    from nodefeatures.discovery.fixture import FixtureError, replay_host
-    from nodefeatures.discovery.run import run_pass
-
-    sources, cfg = host.prepare()
-    if fixture is not None:
-        try:
-            read = replay_host(fixture)
-        except FixtureError as exc:
-            _fail(str(exc))
-    else:
-        read = host.live_host()
-    discovery = run_pass(read, sources, cfg)
-    _report(discovery)
-    click.echo(render.FORMATS[fmt](discovery, explain))
-
-
-@main.command()
-@host_options
-@click.argument("directory")
-def capture(host: HostChoice, directory: str) -> None:
-    """Record everything the sources read into a new fixture DIRECTORY."""
-    from nodefeatures.discovery.fixture import FixtureError, capture_host, write_labels
-    from nodefeatures.discovery.run import run_pass
-
-    sources, cfg = host.prepare()
-    try:
-        recording = capture_host(directory, root=host.root, proc=host.proc)
-    except FixtureError as exc:
-        _fail(str(exc))
-    discovery = run_pass(recording, sources, cfg)
-    _report(discovery)
-    target = write_labels(directory, discovery.values())
-    click.echo(f"captured {len(discovery.labels)} labels into {directory} ({target.name})")
-
-
-@main.command("sources")
-def list_sources() -> None:
-    """List installed sources, built-in and plugins."""
-    from nodefeatures.discovery.run import load_sources
-
-    sources, errors = load_sources()
-    from nodefeatures.discovery import registry
-
-    entries = registry.installed()
-    for name, entry in entries.items():
-        source = sources.get(name)
-        about = source.description if source else "(cannot be loaded)"
-        click.echo(f"{name:10} {entry.distribution:14} {entry.target:45} {about}")
-    for error in errors:
-        log.warning("%s", error)
-
-
-@main.command("config")
-@click.option("--defaults", is_flag=True, required=True,
-              help="Print the effective default configuration.")
-def show_config(defaults: bool) -> None:
-    """Print configuration (currently: the defaults)."""
-    import yaml
-
-    from nodefeatures.discovery import config as configuration
-    from nodefeatures.discovery.run import load_sources
-
-    sources, _ = load_sources()
-    click.echo(yaml.safe_dump(configuration.defaults(sources), sort_keys=False).rstrip())
-
-
-# The cluster commands register themselves on `main`; importing them here keeps
-# `nodefeatures.cli:main` the single entry point.
-from nodefeatures.cli import cluster as cli_cluster  # noqa: E402, F401
+    setup_logging(verbose)

@@ -1,6 +1,6 @@
 """The cluster commands (run, apply, diff, prune): option parsing only.
 
-Everything that talks to the API lives in kube.py and agent.py.
+Everything that talks to the API lives in cluster/kube.py and cluster/agent.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from nodefeatures.cli import HostChoice, _fail, _report, host_options, main
+from nodefeatures.cli.options import HostChoice, fail, host_options, report
 
 log = logging.getLogger("nodefeatures")
 
@@ -64,13 +64,13 @@ def _checked_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     for prefix in prefixes:
         problem = check_prefix(prefix)
         if problem:
-            _fail(f"--managed-prefix {prefix!r}: {problem}")
+            fail(f"--managed-prefix {prefix!r}: {problem}")
     return prefixes
 
 
 def _need_node(node: str | None) -> str:
     if not node:
-        _fail("no node given: use --node NAME or set NODE_NAME")
+        fail("no node given: use --node NAME or set NODE_NAME")
     assert node is not None
     return node
 
@@ -81,7 +81,7 @@ def _node_api(kubeconfig: str | None, node: str):
     try:
         return NodeApi(connect(kubeconfig), node)
     except KubeError as exc:
-        _fail(exc.message)
+        fail(exc.message)
 
 
 def _discoverer(host: HostChoice):
@@ -99,7 +99,7 @@ def _evidence(host: HostChoice):
 
     discover, installed, _ = _discoverer(host)
     discovery = discover()
-    _report(discovery)
+    report(discovery)
     return evidence_from(discovery, installed)
 
 
@@ -125,10 +125,10 @@ def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
 
 
 def _api_failed(exc: Exception) -> None:
-    _fail(f"the API request failed: {exc}")
+    fail(f"the API request failed: {exc}")
 
 
-@main.command()
+@click.command()
 @host_options
 @cluster_options
 @click.option("--interval", type=_Duration(), default=None,
@@ -178,7 +178,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
             server = StatusServer(metrics, runner.alive, lambda: runner.ready, metrics_port,
                                   metrics_address).start()
         except OSError as exc:
-            _fail(f"cannot serve metrics on port {metrics_port}: {exc}")
+            fail(f"cannot serve metrics on port {metrics_port}: {exc}")
 
     def hard_exit() -> None:
         log.warning("a request was still in flight at the shutdown deadline; exiting anyway")
@@ -208,7 +208,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     log.info("stopped after %d writes", runner.writes)
 
 
-@main.command()
+@click.command()
 @host_options
 @cluster_options
 @click.option("--dry-run", is_flag=True,
@@ -225,7 +225,7 @@ def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
         click.echo(f"node {name} updated")
 
 
-@main.command()
+@click.command()
 @host_options
 @cluster_options
 def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
@@ -235,7 +235,7 @@ def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
     sys.exit(1 if body is not None else 0)
 
 
-@main.command()
+@click.command()
 @cluster_options
 @click.option("--source", "sources", multiple=True, metavar="NAME",
               help="Remove only the labels this source produced (repeatable).")

@@ -118,3 +118,18 @@ def test_python_dash_m_works() -> None:
     proc = subprocess.run([sys.executable, "-m", "nodefeatures", "--version"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_every_listed_command_loads_under_its_own_name() -> None:
+    # Commands load lazily from a table; a stale entry would only fail when a user runs it.
+    import click
+
+    from nodefeatures.cli import COMMANDS
+
+    context = click.Context(main)
+    assert main.list_commands(context) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = main.get_command(context, name)
+        assert isinstance(command, click.Command), name
+        assert command.name == name
+    assert main.get_command(context, "no-such-command") is None

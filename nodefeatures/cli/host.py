@@ -1,0 +1,87 @@
+"""The host commands: `dump`, `capture`, `sources` and `config`."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from nodefeatures.cli.options import HostChoice, fail, host_options, report
+
+log = logging.getLogger("nodefeatures")
+
+
+@click.command()
+@host_options
+@click.option("--fixture", default=None, metavar="DIR",
+              help="Replay a captured fixture instead of reading this machine.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text",
+              show_default=True)
+@click.option("--explain", is_flag=True, help="Show the raw fact behind every label.")
+def dump(host: HostChoice, fixture: str | None, fmt: str, explain: bool) -> None:
+    """Print the labels this node would get."""
+    from nodefeatures.cli import render
+    from nodefeatures.discovery.fixture import FixtureError, replay_host
+    from nodefeatures.discovery.run import run_pass
+
+    sources, cfg = host.prepare()
+    if fixture is not None:
+        try:
+            read = replay_host(fixture)
+        except FixtureError as exc:
+            fail(str(exc))
+    else:
+        read = host.live_host()
+    discovery = run_pass(read, sources, cfg)
+    report(discovery)
+    click.echo(render.FORMATS[fmt](discovery, explain))
+
+
+@click.command()
+@host_options
+@click.argument("directory")
+def capture(host: HostChoice, directory: str) -> None:
+    """Record everything the sources read into a new fixture DIRECTORY."""
+    from nodefeatures.discovery.fixture import FixtureError, capture_host, write_labels
+    from nodefeatures.discovery.run import run_pass
+
+    sources, cfg = host.prepare()
+    try:
+        recording = capture_host(directory, root=host.root, proc=host.proc)
+    except FixtureError as exc:
+        fail(str(exc))
+    discovery = run_pass(recording, sources, cfg)
+    report(discovery)
+    target = write_labels(directory, discovery.values())
+    click.echo(f"captured {len(discovery.labels)} labels into {directory} ({target.name})")
+
+
+@click.command("sources")
+def list_sources() -> None:
+    """List installed sources, built-in and plugins."""
+    from nodefeatures.discovery.run import load_sources
+
+    sources, errors = load_sources()
+    from nodefeatures.discovery import registry
+
+    entries = registry.installed()
+    for name, entry in entries.items():
+        source = sources.get(name)
+        about = source.description if source else "(cannot be loaded)"
+        click.echo(f"{name:10} {entry.distribution:14} {entry.target:45} {about}")
+    for error in errors:
+        log.warning("%s", error)
+
+
+@click.command("config")
+@click.option("--defaults", is_flag=True, required=True,
+              help="Print the effective default configuration.")
+def show_config(defaults: bool) -> None:
+    """Print configuration (currently: the defaults)."""
+    import yaml
+
+    from nodefeatures.discovery import config as configuration
+    from nodefeatures.discovery.run import load_sources
+
+    sources, _ = load_sources()
+    click.echo(yaml.safe_dump(configuration.defaults(sources), sort_keys=False).rstrip())
