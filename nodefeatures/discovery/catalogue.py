@@ -59,8 +59,9 @@ def render(sources: Mapping[str, Source]) -> str:
         lines += ["", "## Reference labels we never emit", ""]
         lines += [f"- `{key}`: {text}" for key, text in refused]
     lines += ["", "## Invalid values", "",
-              "Every label passes one set of Kubernetes rules (`nodefeatures/labels.py`): "
-              "a key is an optional DNS-subdomain prefix and a name of at most 63 "
+              "Every label passes one set of Kubernetes rules "
+              "(`nodefeatures/discovery/labels.py`): a key is an optional DNS-subdomain prefix "
+              "and a name of at most 63 "
               "characters, a value is empty or at most 63 characters of `[A-Za-z0-9._-]` "
               "that begin and end alphanumeric. A label that breaks them is dropped, as NFD "
               "drops it, never rewritten: `ID=\"My Distro!\"` in os-release, "

@@ -3,7 +3,7 @@
 Where GFD is nondeterministic or fails the whole pass, the rule here is deterministic
 and costs only the labels concerned; the catalogue in `__init__` records each deviation.
 Values are formatted as GFD formats them; validity (length, edges) is left to the
-central rules in nodefeatures/labels.py.
+central rules in nodefeatures/discovery/labels.py.
 """
 
 from __future__ import annotations
