@@ -101,7 +101,7 @@ def test_source_budget_is_configurable_and_must_be_positive() -> None:
     assert build({}, SOURCES).budget() == Budget(512, 32768)
     config = build({"core": {"maxLabelsPerSource": 10, "maxLabelBytesPerSource": 900}}, SOURCES)
     assert config.budget() == Budget(10, 900)
-    with pytest.raises(ConfigError, match="core.maxLabelsPerSource: must be at least 1"):
+    with pytest.raises(ConfigError, match=r"core\.maxLabelsPerSource: must be at least 1"):
         build({"core": {"maxLabelsPerSource": 0}}, SOURCES)
-    with pytest.raises(ConfigError, match="core.maxLabelBytesPerSource: expected"):
+    with pytest.raises(ConfigError, match=r"core\.maxLabelBytesPerSource: expected"):
         build({"core": {"maxLabelBytesPerSource": "lots"}}, SOURCES)
