@@ -328,7 +328,7 @@ def plan(
     ledger = _ledger_of(annotations, labels, written or {}, problems)
     reports, dropped = _within_budget(evidence, ledger, labels, problems)
     rank = {report.name: i for i, report in enumerate(reports)}
-    trusted = {report.name: report for report in reports}
+    by_name = {report.name: report for report in reports}
     desired: dict[str, tuple[str, str]] = {}
     for report in reports:
         for key, value in report.labels.items():
@@ -363,7 +363,7 @@ def plan(
         if key in desired:
             value, source = desired[key]
             owner = ledger.owners.get(key)
-            held = trusted.get(owner) if ours and owner is not None else None
+            held = by_name.get(owner) if ours and owner is not None else None
             if (held is not None and not held.trusted and owner != source
                     and rank[owner] > rank[source] and now is not None):
                 # The source that won this key before cannot say whether it still does:
@@ -411,7 +411,7 @@ def plan(
 
     after = Ledger(dict(sorted(owners.items())))
     if after.size() > LEDGER_MAX_BYTES:
-        after = _fit(after, ledger, rank, changes, patch, problems)
+        after = _fit(after, ledger, rank, labels, changes, patch, problems)
     return Plan(changes, patch, after.annotation_patch(annotations), after, problems)
 
 
@@ -489,8 +489,9 @@ def _within_budget(evidence: Evidence, ledger: Ledger, labels: Mapping[str, str]
     return tuple(reports), dropped
 
 
-def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], changes: list[Change],
-         patch: dict[str, str | None], problems: dict[str, str]) -> Ledger:
+def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], labels: Mapping[str, str],
+         changes: list[Change], patch: dict[str, str | None],
+         problems: dict[str, str]) -> Ledger:
     """Cut the ledger to LEDGER_MAX_BYTES: keys owned already first, then new ones by
     source priority (the order the sources ran in) and name. A new key that does not fit
     is not published; an owned one is no longer tracked and its label is left alone."""
@@ -520,9 +521,11 @@ def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], changes: list[C
         keep -= max(1, keep // 100)
     evicted = set(order[keep:])
     why = f"no room left in the ledger ({LEDGER_MAX_BYTES} bytes)"
+    unexplained = set(evicted)
     for i, change in enumerate(changes):
         if change.key not in evicted:
             continue
+        unexplained.discard(change.key)
         patch.pop(change.key, None)
         if change.key in before.owners:
             changes[i] = Change(change.key, RELEASE, change.old, change.old, change.source,
@@ -530,6 +533,10 @@ def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], changes: list[C
         else:
             changes[i] = Change(change.key, DROP, change.old, change.old, change.source,
                                 f"{why}: not published", change.found)
+    for key in sorted(unexplained):  # owned and up to date: no change was recorded for it
+        now = labels.get(key)
+        changes.append(Change(key, RELEASE, now, now, after.owners[key],
+                              f"{why}: no longer tracked, label left"))
     problems["ledger-full"] = (
         f"the ledger would exceed {LEDGER_MAX_BYTES} bytes: {len(evicted)} labels not "
         "published or no longer tracked; lower core.maxLabelsPerSource or "

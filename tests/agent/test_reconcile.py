@@ -586,3 +586,21 @@ def test_an_intact_ledger_needs_no_restoring() -> None:
     result = plan(evidence, {OS_ID: "debian"}, owned, written={OS_ID: ("debian", "system")})
     assert not result.needs_write
     assert not result.problems
+
+
+def test_an_oversized_ledger_is_cut_to_its_bound_without_removing_labels() -> None:
+    # Written before the bound existed: owned keys alone exceed it. The surplus is no
+    # longer tracked; no label is removed without evidence.
+    many = [report(f"src{n}", {f"vendor{n}.example.com/" + LOCAL_NAME.format(i): "1"
+                                for i in range(2000)}) for n in range(8)]
+    prefixes = [f"vendor{n}.example.com/" for n in range(8)]
+    node = {k: v for r in many for k, v in r.labels.items()}
+    owned = ledger({k: r.name for r in many for k in r.labels})
+    assert len(owned[LEDGER_ANNOTATION]) > LEDGER_MAX_BYTES
+    evidence = Evidence(tuple(many), budget=Budget(labels=5000, bytes=1 << 24))
+    result = plan(evidence, node, owned, prefixes=prefixes)
+    assert result.labels == {}
+    assert len(result.annotations[LEDGER_ANNOTATION].encode()) <= LEDGER_MAX_BYTES
+    released = result.by_action(RELEASE)
+    assert len(released) + len(result.ledger.owners) == len(node)
+    assert all("no room left" in c.reason for c in released)
