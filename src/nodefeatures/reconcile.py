@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from nodefeatures.config import Budget
@@ -189,6 +190,10 @@ class Ledger:
 
     def encode(self) -> dict[str, str]:
         """The annotation, deterministic so an unchanged ledger is never rewritten."""
+        return dict(self._encoded)
+
+    @cached_property
+    def _encoded(self) -> dict[str, str]:
         if not self.owners:
             return {}
         groups: dict[str, dict[str, list[str]]] = {}
