@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +36,7 @@ from agentkit import (
     os_release_root,
     owned_on,
     patch_node,
+    service_account_kubeconfig,
     start,
     wait_until,
     writes_to,
@@ -247,3 +251,45 @@ def test_after_a_restart_a_lost_ledger_adopts_nothing_until_take_over(
     adopting.sync()
     assert labels_of(apiserver, policed)[OS_ID] == "ubuntu"
     assert owned_on(apiserver, policed)[F + "vendor-thing"] == "local"
+
+
+def test_upgrade_from_the_two_annotation_ledger_keeps_ownership(
+        apiserver: Any, policed: str, tmp_path: Path) -> None:
+    # What an older agent left: full keys twice, in two annotations.
+    patch_node(apiserver, policed, {"metadata": {
+        "labels": {OS_ID: "debian", F + "vendor-thing": "1", F + "vendor-old": "1"},
+        "annotations": {
+            LEDGER: f"{OS_ID},{F}vendor-old,{F}vendor-thing",
+            SOURCES: f"local:{F}vendor-old,{F}vendor-thing;system:os_release.ID"}}})
+    root = host(tmp_path, {"vendor": "vendor-thing=1\n"})  # vendor-old was withdrawn
+    agent = real_agent(apiserver, policed, root)
+    agent.discover_now()
+    agent.sync()
+    labels = labels_of(apiserver, policed)
+    assert F + "vendor-old" not in labels  # still known to be ours, so removed on evidence
+    assert labels[F + "vendor-thing"] == "1"
+    annotations = annotations_of(apiserver, policed)
+    assert SOURCES not in annotations
+    assert json.loads(annotations[LEDGER])["local"] == {F: ["vendor-thing"]}
+    assert owned_on(apiserver, policed)[OS_ID] == "system"
+
+
+def test_diff_shows_a_source_over_its_budget(
+        apiserver: Any, node: str, tmp_path: Path) -> None:
+    root = host(tmp_path, {"many": "".join(f"flag-{i:03d}=true\n" for i in range(30))})
+    config = tmp_path / "config.yaml"
+    config.write_text("core:\n  maxLabelsPerSource: 20\n")
+    kubeconfig = service_account_kubeconfig(apiserver, tmp_path)
+    args = ["--node", node, "--kubeconfig", str(kubeconfig), "--root", str(root),
+            "--config", str(config), "--source", "local", "--source", "system"]
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith("KUBERNETES_") and k not in ("NODE_NAME", "KUBECONFIG")}
+    result = subprocess.run([sys.executable, "-m", "nodefeatures", "diff", *args],
+                            capture_output=True, text=True, timeout=60, env=environment)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.strip().startswith("warning: source local reported 30 labels")
+               and "10 labels not published" in line for line in lines), result.stdout
+    drops = [line.split()[1] for line in lines if line.split()[:1] == ["drop"]]
+    assert drops == [f"{F}flag-{i:03d}=true" for i in range(20, 30)]
+    assert any(line.split()[:2] == ["add", f"{OS_ID}=debian"] for line in lines)
