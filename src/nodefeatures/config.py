@@ -26,7 +26,7 @@ CORE_DEFAULTS: dict[str, Any] = {
     "labelDenyList": "",
     # Seconds between passes of `nodefeatures run`.
     "sleepInterval": 60,
-    # Most labels one source may publish, and most bytes of their `key=value` text: a
+    # Most labels one source may publish, and most bytes of their keys plus values: a
     # source over either publishes its sorted-first labels that fit (docs/design.md).
     "maxLabelsPerSource": 512,
     "maxLabelBytesPerSource": 32768,
