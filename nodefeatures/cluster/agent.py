@@ -105,6 +105,10 @@ class Agent:
         self._sources = SourceReporter(self.metrics)
         self._conflicts: frozenset[str] = frozenset()
         self._skipped: frozenset[str] = frozenset()
+        self._problems: dict[str, str] = {}  # the last plan's problems, reported once each
+        # What this process last left on the Node, {key: (value, source)}: it restores
+        # ownership when another writer deletes or mangles the ledger.
+        self._written: dict[str, tuple[str, str | None]] = {}
         self._events: dict[tuple[str, str], float] = {}
         self._drift_streak = 0
         self._last_drift_write = float("-inf")
@@ -200,10 +204,11 @@ class Agent:
                 break
             node = self._current_node()
             decided = plan(self.evidence, node_labels(node), node_annotations(node),
-                           self.options.prefixes, self._take_over)
+                           self.options.prefixes, self._take_over, self._written)
             self._report_plan(decided)
             body = decided.patch(resource_version(node))
             if body is None:
+                self._written = decided.written(node_labels(node))
                 self._settled(decided)
                 return decided
             try:
@@ -216,6 +221,7 @@ class Agent:
                     self._reread = True
                 time.sleep(self.rng.uniform(0, 0.02 * attempt))
                 continue
+            self._written = decided.written(node_labels(node))
             self._wrote(decided, updated, drift)
             return decided
         raise KubeError(409, "Conflict", f"the Node kept changing under {attempt + 1} attempts")
@@ -316,6 +322,16 @@ class Agent:
             log.warning("not publishing labels outside the managed prefixes (%s): %s",
                         ", ".join(self.options.prefixes), ", ".join(sorted(skipped)))
         self._skipped = skipped
+        for kind, message in sorted(decided.problems.items()):
+            if self._problems.get(kind) == message:
+                continue  # said already
+            log.warning("%s", message, extra={"node": self.options.node})
+            # Labels held back by a budget are a source problem like a sanitised value.
+            reason = "SourceProblem" if kind.startswith("budget:") else "LedgerProblem"
+            self._event("Warning", reason, message)
+            if kind == "ledger-restored":
+                self.metrics.ledger_restores.inc()
+        self._problems = dict(decided.problems)
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         now = time.monotonic()
@@ -408,7 +424,7 @@ class Agent:
         if evidence is None or not self.ready:
             return
         decided = plan(evidence, node_labels(node), node_annotations(node),
-                       self.options.prefixes, self._take_over)
+                       self.options.prefixes, self._take_over, self._written)
         if decided.needs_write:
             self._drift = True
             self._wake.set()
@@ -532,6 +548,7 @@ class FileAgent:
         self.heartbeat = time.monotonic()
         self._stopping = threading.Event()
         self._sources = SourceReporter(self.metrics)
+        self._problems: dict[str, str] = {}
 
     def run(self) -> None:
         from nodefeatures.cluster import featurefile
@@ -552,6 +569,10 @@ class FileAgent:
                 self.metrics.passes.labels("ok").inc()
                 self.metrics.last_success.set(time.time())
                 self.metrics.labels_published.set(len(decided.ledger.owners))
+                for kind, message in sorted(decided.problems.items()):
+                    if self._problems.get(kind) != message:
+                        log.warning("%s", message)
+                self._problems = dict(decided.problems)
                 if written:
                     self.writes += 1
                     changes = [c for c in decided.changes if c.action in WRITES]

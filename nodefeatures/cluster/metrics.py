@@ -55,6 +55,10 @@ class Metrics:
             "nodefeatures_source_warnings",
             "Warnings of the source's last run: unreadable inputs, invalid labels dropped",
             ["source"], registry=r)
+        self.ledger_restores = Counter(
+            "nodefeatures_ledger_restores",
+            "Times another writer deleted or changed the ledger annotation and the agent "
+            "restored ownership from what it had written", registry=r)
         self._nvml: Any = None
         self._gauge = Gauge
 

@@ -4,22 +4,24 @@ Pure functions only: nothing here talks to the cluster, so every rule is unit-te
 directly (tests/agent/test_reconcile.py) and `diff`, `apply`, `run` and the feature-file
 writer share one implementation. docs/design.md states each rule with its test.
 
-The ledger is two annotations on the Node, written in the same patch as the labels so
-labels and ledger can never disagree after a crash:
-
-* `nodefeatures.dev/labels`: comma-joined, sorted full keys this agent owns;
-* `nodefeatures.dev/sources`: which source produced each owned key, as
-  `source:name,name;source:name` where a name is written the way the source returns
-  it (`cpuid.AVX` for `feature.node.kubernetes.io/cpu-cpuid.AVX`, a full key otherwise).
+The ledger is one annotation on the Node, written in the same patch as the labels so
+labels and ledger can never disagree after a crash: `nodefeatures.dev/labels` holds a
+JSON object {source: {prefix: [name, ...]}} of the keys this agent owns (a key is
+prefix + name; `?` stands for "source not recorded"). It is bounded by LEDGER_MAX_BYTES,
+which the admission policy enforces too. The older two-annotation form (comma-joined
+keys, plus `nodefeatures.dev/sources`) is still read, and rewritten once.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from nodefeatures.discovery.config import Budget
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, key_error
 
 if TYPE_CHECKING:
@@ -29,6 +31,11 @@ LEDGER_ANNOTATION = "nodefeatures.dev/labels"
 SOURCES_ANNOTATION = "nodefeatures.dev/sources"
 DEFAULT_MANAGED_PREFIXES = ("feature.node.kubernetes.io/", "nvidia.com/")
 MERGE_PATCH = "application/merge-patch+json"
+# The most bytes the ledger annotations' values may hold together. The API server allows
+# 256 KiB for all of a Node's annotations; this leaves three quarters to other writers.
+# deploy/base/admission-policy.yaml enforces the same number.
+LEDGER_MAX_BYTES = 65536
+_UNATTRIBUTED = "?"  # the ledger's "source" of keys whose source is not recorded
 
 _PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/")
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*")
@@ -43,6 +50,7 @@ UNOWNED = "unowned"  # someone else's key with our value: left alone, not claime
 SKIP = "skip"  # discovered outside the managed prefixes: never published
 RELEASE = "release"  # ledger entry outside the managed prefixes: forgotten, label untouched
 FORGET = "forget"  # ledger entry whose label is already gone and no longer reported
+DROP = "drop"  # over its source's budget, or no room left in the ledger: not published
 
 
 def check_prefix(prefix: str) -> str | None:
@@ -79,6 +87,7 @@ class Evidence:
     # Every installed source ran and was trusted; only then may a key whose source the
     # ledger does not record be removed.
     complete: bool = False
+    budget: Budget = field(default_factory=Budget)
 
     def desired(self) -> dict[str, tuple[str, str]]:
         """{key: (value, source)} after priority merging."""
@@ -104,7 +113,7 @@ def evidence_from(discovery: Discovery, installed: Iterable[str]) -> Evidence:
         for result in discovery.results
     )
     ran = {r.name for r in reports if r.trusted}
-    return Evidence(reports, complete=set(installed) <= ran)
+    return Evidence(reports, complete=set(installed) <= ran, budget=discovery.budget)
 
 
 # -- the ledger -------------------------------------------------------------------------
@@ -119,10 +128,57 @@ class Ledger:
     @classmethod
     def parse(cls, annotations: Mapping[str, str] | None) -> Ledger:
         """Read the ledger annotations; malformed parts are ignored, never fatal."""
+        return cls.read(annotations)[0]
+
+    @classmethod
+    def read(cls, annotations: Mapping[str, str] | None) -> tuple[Ledger, str | None]:
+        """The ledger, and what was wrong with it (None: absent or well-formed)."""
         annotations = annotations or {}
-        keys = [k.strip() for k in annotations.get(LEDGER_ANNOTATION, "").split(",")]
-        owners: dict[str, str | None] = {k: None for k in keys if k and key_error(k) is None}
-        for group in annotations.get(SOURCES_ANNOTATION, "").split(";"):
+        text = annotations.get(LEDGER_ANNOTATION)
+        if text is None:
+            if SOURCES_ANNOTATION in annotations:
+                return cls({}), f"{SOURCES_ANNOTATION} without {LEDGER_ANNOTATION}"
+            return cls({}), None
+        if not isinstance(text, str):
+            return cls({}), "not a string"
+        if text.lstrip().startswith("{"):
+            return cls._read_json(text)
+        return cls._read_key_list(text, annotations.get(SOURCES_ANNOTATION) or "")
+
+    @classmethod
+    def _read_json(cls, text: str) -> tuple[Ledger, str | None]:
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            return cls({}), "not valid JSON"
+        if not isinstance(data, dict):
+            return cls({}), "not a JSON object"
+        owners: dict[str, str | None] = {}
+        bad = 0
+        for source, groups in data.items():
+            if (source != _UNATTRIBUTED and not _SOURCE_NAME.fullmatch(source)) \
+                    or not isinstance(groups, dict):
+                bad += 1
+                continue
+            for prefix, names in groups.items():
+                if not isinstance(names, list):
+                    bad += 1
+                    continue
+                for name in names:
+                    key = prefix + name if isinstance(name, str) else ""
+                    if not key or key_error(key) is not None:
+                        bad += 1
+                        continue
+                    owners[key] = None if source == _UNATTRIBUTED else source
+        return cls(owners), (f"{bad} malformed entries ignored" if bad else None)
+
+    @classmethod
+    def _read_key_list(cls, keys: str, sources: str) -> tuple[Ledger, str | None]:
+        """The first form: comma-joined keys, and `source:name,name;source:name`."""
+        entries = [k.strip() for k in keys.split(",")]
+        owners: dict[str, str | None] = {k: None for k in entries if k and key_error(k) is None}
+        bad = sum(1 for k in entries if k and k not in owners)
+        for group in sources.split(";"):
             source, colon, names = group.strip().partition(":")
             if not colon or not _SOURCE_NAME.fullmatch(source):
                 continue
@@ -130,22 +186,28 @@ class Ledger:
                 key = _expand(source, name.strip())
                 if key in owners:
                     owners[key] = source
-        return cls(owners)
+        return cls(owners), (f"{bad} malformed entries ignored" if bad else None)
 
     def encode(self) -> dict[str, str]:
-        """The two annotation values, deterministic so an unchanged ledger is never rewritten."""
+        """The annotation, deterministic so an unchanged ledger is never rewritten."""
+        return dict(self._encoded)
+
+    @cached_property
+    def _encoded(self) -> dict[str, str]:
         if not self.owners:
             return {}
-        by_source: dict[str, list[str]] = {}
+        groups: dict[str, dict[str, list[str]]] = {}
         for key, source in self.owners.items():
-            if source is not None:
-                by_source.setdefault(source, []).append(_shorten(source, key))
-        encoded = {LEDGER_ANNOTATION: ",".join(sorted(self.owners))}
-        if by_source:
-            encoded[SOURCES_ANNOTATION] = ";".join(
-                f"{source}:{','.join(sorted(names))}" for source, names in sorted(by_source.items())
-            )
-        return encoded
+            prefix = _group_prefix(source, key)
+            groups.setdefault(source or _UNATTRIBUTED, {}).setdefault(prefix, []).append(
+                key[len(prefix):])
+        data = {source: {prefix: sorted(names) for prefix, names in sorted(by_prefix.items())}
+                for source, by_prefix in sorted(groups.items())}
+        return {LEDGER_ANNOTATION: json.dumps(data, separators=(",", ":"))}
+
+    def size(self) -> int:
+        """Bytes of the encoded annotation values (what LEDGER_MAX_BYTES bounds)."""
+        return sum(len(v.encode()) for v in self.encode().values())
 
     def annotation_patch(self, current: Mapping[str, str] | None) -> dict[str, str | None]:
         """Annotation changes that turn `current` into this ledger (None deletes)."""
@@ -158,9 +220,12 @@ class Ledger:
         return patch
 
 
-def _shorten(source: str, key: str) -> str:
+def _group_prefix(source: str | None, key: str) -> str:
+    """What a key shares with its neighbours in the ledger: `<ns>/<source>-` or `<ns>/`."""
     own = f"{DEFAULT_PREFIX}/{source}-"
-    return key[len(own):] if key.startswith(own) else key
+    if source and key.startswith(own) and len(key) > len(own):
+        return own
+    return key[:key.find("/") + 1]
 
 
 def _expand(source: str, name: str) -> str:
@@ -191,6 +256,10 @@ class Plan:
     labels: dict[str, str | None]  # label part of the merge patch; None deletes
     annotations: dict[str, str | None]  # ledger part of the merge patch
     ledger: Ledger  # the ledger after the patch
+    # What the agent must report, by kind: "budget:<source>" (labels over a source's
+    # budget), "ledger" (a damaged ledger), "ledger-restored" (ownership taken back from
+    # what this agent wrote), "ledger-full" (no room left in the ledger).
+    problems: dict[str, str] = field(default_factory=dict)
 
     @property
     def needs_write(self) -> bool:
@@ -198,6 +267,15 @@ class Plan:
 
     def by_action(self, *actions: str) -> list[Change]:
         return [c for c in self.changes if c.action in actions]
+
+    def written(self, labels: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+        """{key: (value, source)} of every owned label once this plan is applied to `labels`.
+
+        The agent keeps this in memory: it is what lets `plan(written=...)` restore
+        ownership after another writer deleted or mangled the ledger.
+        """
+        after = apply_to(labels, self)
+        return {k: (after[k], owner) for k, owner in self.ledger.owners.items() if k in after}
 
     def patch(self, resource_version: str | None) -> dict[str, Any] | None:
         """The JSON merge patch, or None when nothing needs to be sent.
@@ -223,6 +301,7 @@ def plan(
     annotations: Mapping[str, str] | None,
     prefixes: Iterable[str] = DEFAULT_MANAGED_PREFIXES,
     take_over: bool = False,
+    written: Mapping[str, tuple[str, str | None]] | None = None,
 ) -> Plan:
     """Decide what to change on a Node with these labels and annotations.
 
@@ -236,15 +315,29 @@ def plan(
        unless `take_over`, which adopts it; with our value it is left unclaimed.
     5. An owned key is removed only when the source that produced it ran cleanly this
        pass and no longer reports it. A failed, incomplete, disabled or uninstalled
-       source is no evidence: its keys stay.
+       source is no evidence: its keys stay, and so does their precedence over a
+       lower-priority source that reports the same key.
     6. An owned key whose source the ledger does not record is removed only when every
        installed source ran cleanly and none reports it.
     7. Nothing changes -> no patch at all.
+    8. Each source publishes at most its budget (its sorted-first labels that fit), and
+       the ledger never grows past LEDGER_MAX_BYTES.
+
+    `written` is what this agent itself last left on the Node ({key: (value, source)});
+    owned labels the ledger no longer lists but that still hold that value are taken
+    back (another writer deleted or mangled the ledger).
     """
     labels = labels or {}
     prefixes = tuple(prefixes)
-    ledger = Ledger.parse(annotations)
-    desired = evidence.desired()
+    problems: dict[str, str] = {}
+    ledger = _ledger_of(annotations, labels, written or {}, problems)
+    reports, dropped = _within_budget(evidence, ledger, labels, problems)
+    rank = {report.name: i for i, report in enumerate(reports)}
+    by_name = {report.name: report for report in reports}
+    desired: dict[str, tuple[str, str]] = {}
+    for report in reports:
+        for key, value in report.labels.items():
+            desired[key] = (value, report.name)
     owners: dict[str, str | None] = {}
     changes: list[Change] = []
     patch: dict[str, str | None] = {}
@@ -256,9 +349,13 @@ def plan(
         if change.action in (ADD, CHANGE, REMOVE, ADOPT) and change.old != change.new:
             patch[change.key] = change.new
 
-    for key in sorted(set(desired) | set(ledger.owners)):
+    for key in sorted(set(desired) | set(ledger.owners) | set(dropped)):
         now = labels.get(key)
         ours = key in ledger.owners
+        if key not in desired and not ours:
+            value, source, why = dropped[key]
+            record(Change(key, DROP, now, now, source, why, value))
+            continue
         if not managed(key, prefixes):
             if ours:
                 record(Change(key, RELEASE, now, now, ledger.owners[key],
@@ -270,7 +367,17 @@ def plan(
             continue
         if key in desired:
             value, source = desired[key]
-            if ours:
+            owner = ledger.owners.get(key)
+            held = by_name.get(owner) if ours and owner is not None else None
+            if (held is not None and not held.trusted and owner != source
+                    and rank[owner] > rank[source] and now is not None):
+                # The source that won this key before cannot say whether it still does:
+                # a lower-priority source's value is no reason to flip it.
+                record(Change(key, KEEP, now, now, owner,
+                              f"source {owner} is incomplete this pass ({held.problem}): "
+                              f"its value and precedence are kept over {source}'s {value!r}",
+                              value), owner, True)
+            elif ours:
                 if now is None:
                     record(Change(key, ADD, None, value, source,
                                   "ours but missing from the node: restored", value),
@@ -298,6 +405,8 @@ def plan(
         # Owned, and no source reports it this pass.
         owner = ledger.owners[key]
         gone, why = _evidence_of_absence(evidence, owner)
+        if gone and key in dropped and dropped[key][1] == owner:
+            why = dropped[key][2]
         if not gone:
             record(Change(key, KEEP, now, now, owner, why), owner, True)
         elif now is None:
@@ -306,7 +415,138 @@ def plan(
             record(Change(key, REMOVE, now, None, owner, why))
 
     after = Ledger(dict(sorted(owners.items())))
-    return Plan(changes, patch, after.annotation_patch(annotations), after)
+    if after.size() > LEDGER_MAX_BYTES:
+        after = _fit(after, ledger, rank, labels, changes, patch, problems)
+    return Plan(changes, patch, after.annotation_patch(annotations), after, problems)
+
+
+def _ledger_of(annotations: Mapping[str, str] | None, labels: Mapping[str, str],
+               written: Mapping[str, tuple[str, str | None]],
+               problems: dict[str, str]) -> Ledger:
+    """The Node's ledger, with what another writer took out of it put back from `written`."""
+    ledger, damage = Ledger.read(annotations)
+    lost = {key: owner for key, (value, owner) in written.items()
+            if key not in ledger.owners and labels.get(key) == value}
+    if lost:
+        if damage is None:
+            damage = ("missing" if LEDGER_ANNOTATION not in (annotations or {})
+                      else f"{len(lost)} of our labels missing from it")
+        problems["ledger-restored"] = (
+            f"another writer deleted or changed the ledger annotation {LEDGER_ANNOTATION} "
+            f"({damage}): ownership of {len(lost)} labels restored from what this agent "
+            "wrote")
+        return Ledger({**ledger.owners, **lost})
+    if damage is not None:
+        problems["ledger"] = (
+            f"the ledger annotation {LEDGER_ANNOTATION} is damaged ({damage}): labels it "
+            "does not list are not known to be ours and are left as they are; "
+            "'nodefeatures apply --take-over' adopts the ones discovery reports")
+    return ledger
+
+
+def _within_budget(evidence: Evidence, ledger: Ledger, labels: Mapping[str, str],
+                   problems: dict[str, str]
+                   ) -> tuple[tuple[SourceReport, ...], dict[str, tuple[str, str, str]]]:
+    """Each source cut to its budget, and what was cut: {key: (value, source, why)}.
+
+    A source keeps its sorted-first labels while they fit. Labels an untrusted source
+    owns but did not report this pass are kept anyway (rule 5), so they take their place
+    in the order too: a transient read error then moves the cut neither way, and a clean
+    pass and a failed one publish the same labels.
+    """
+    budget = evidence.budget
+    reports: list[SourceReport] = []
+    dropped: dict[str, tuple[str, str, str]] = {}
+    for report in evidence.reports:
+        candidates = dict(report.labels)
+        if not report.trusted:
+            for key, owner in ledger.owners.items():
+                if owner == report.name and key not in candidates and key in labels:
+                    candidates[key] = labels[key]
+        costs = {k: len(k.encode()) + len(v.encode()) for k, v in candidates.items()}
+        total = sum(costs.values())
+        if len(candidates) <= budget.labels and total <= budget.bytes:
+            reports.append(report)
+            continue
+        why = (f"over the budget of source {report.name} ({budget.labels} labels, "
+               f"{budget.bytes} bytes; core.maxLabelsPerSource, core.maxLabelBytesPerSource)"
+               ": not published")
+        kept: dict[str, str] = {}
+        cut: list[str] = []
+        count = used = 0
+        for key in sorted(candidates):
+            if not cut and count < budget.labels and used + costs[key] <= budget.bytes:
+                count += 1
+                used += costs[key]
+                if key in report.labels:
+                    kept[key] = report.labels[key]
+                continue
+            cut.append(key)  # from the first key that does not fit on, nothing is kept
+            if key in report.labels:
+                dropped[key] = (report.labels[key], report.name, why)
+        cut = [k for k in cut if k in report.labels]
+        problems[f"budget:{report.name}"] = (
+            f"source {report.name} reported {len(report.labels)} labels ({total} bytes), "
+            f"over its budget of {budget.labels} labels and {budget.bytes} bytes: "
+            f"{len(cut)} labels not published, from {cut[0] if cut else '-'} on "
+            "(core.maxLabelsPerSource and core.maxLabelBytesPerSource raise the budget)")
+        reports.append(SourceReport(report.name, kept, report.trusted, report.problem))
+    return tuple(reports), dropped
+
+
+def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], labels: Mapping[str, str],
+         changes: list[Change], patch: dict[str, str | None],
+         problems: dict[str, str]) -> Ledger:
+    """Cut the ledger to LEDGER_MAX_BYTES: keys owned already first, then new ones by
+    source priority (the order the sources ran in) and name. A new key that does not fit
+    is not published; an owned one is no longer tracked and its label is left alone."""
+    order = sorted(after.owners, key=lambda k: (
+        k not in before.owners, rank.get(after.owners[k] or "", len(rank)), k))
+    seen: set[tuple[str | None, str]] = set()
+    used = 2  # the outer braces
+    keep = 0
+    for key in order:
+        source = after.owners[key]
+        prefix = _group_prefix(source, key)
+        cost = len(json.dumps(key[len(prefix):])) + 1
+        if (source, "") not in seen:
+            seen.add((source, ""))
+            cost += len(json.dumps(source or _UNATTRIBUTED)) + 4
+        if (source, prefix) not in seen:
+            seen.add((source, prefix))
+            cost += len(json.dumps(prefix)) + 4
+        if used + cost > LEDGER_MAX_BYTES:
+            break
+        used += cost
+        keep += 1
+    while True:
+        fitted = Ledger(dict(sorted((k, after.owners[k]) for k in order[:keep])))
+        if fitted.size() <= LEDGER_MAX_BYTES:
+            break
+        keep -= max(1, keep // 100)
+    evicted = set(order[keep:])
+    why = f"no room left in the ledger ({LEDGER_MAX_BYTES} bytes)"
+    unexplained = set(evicted)
+    for i, change in enumerate(changes):
+        if change.key not in evicted:
+            continue
+        unexplained.discard(change.key)
+        patch.pop(change.key, None)
+        if change.key in before.owners:
+            changes[i] = Change(change.key, RELEASE, change.old, change.old, change.source,
+                                f"{why}: no longer tracked, label left", change.found)
+        else:
+            changes[i] = Change(change.key, DROP, change.old, change.old, change.source,
+                                f"{why}: not published", change.found)
+    for key in sorted(unexplained):  # owned and up to date: no change was recorded for it
+        now = labels.get(key)
+        changes.append(Change(key, RELEASE, now, now, after.owners[key],
+                              f"{why}: no longer tracked, label left"))
+    problems["ledger-full"] = (
+        f"the ledger would exceed {LEDGER_MAX_BYTES} bytes: {len(evicted)} labels not "
+        "published or no longer tracked; lower core.maxLabelsPerSource or "
+        "core.maxLabelBytesPerSource")
+    return fitted
 
 
 def _evidence_of_absence(evidence: Evidence, owner: str | None) -> tuple[bool, str]:
@@ -379,6 +619,7 @@ def describe(plan_: Plan, node: str, resource_version: str | None,
     summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n) or "no label changes"
     lines = [f"node {node} (resourceVersion {resource_version}): {summary}; "
              f"{len(plan_.ledger.owners)} labels owned after this"]
+    lines += [f"  warning: {message}" for _, message in sorted(plan_.problems.items())]
     width = max((len(_shown(c)) for c in plan_.changes), default=0)
     for change in plan_.changes:
         owner = f"[{change.source}] " if change.source else ""
@@ -399,6 +640,8 @@ def _shown(change: Change) -> str:
         return f"{change.key}={change.new}"
     if change.action == CONFLICT:
         return f"{change.key}={change.old} (ours: {change.found})"
+    if change.action == DROP:
+        return f"{change.key}={change.found}"
     if change.old is None:
         return change.key
     return f"{change.key}={change.old}"

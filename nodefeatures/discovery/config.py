@@ -26,7 +26,19 @@ CORE_DEFAULTS: dict[str, Any] = {
     "labelDenyList": "",
     # Seconds between passes of `nodefeatures run`.
     "sleepInterval": 60,
+    # Most labels one source may publish, and most bytes of their keys plus values: a
+    # source over either publishes its sorted-first labels that fit (docs/design.md).
+    "maxLabelsPerSource": 512,
+    "maxLabelBytesPerSource": 32768,
 }
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much one source may publish in one pass."""
+
+    labels: int = CORE_DEFAULTS["maxLabelsPerSource"]
+    bytes: int = CORE_DEFAULTS["maxLabelBytesPerSource"]  # UTF-8 of each key plus its value
 
 
 class ConfigError(ValueError):
@@ -49,6 +61,9 @@ class Config:
         wanted = self.core["labelSources"]
         chosen = list(names) if "all" in wanted else [n for n in names if n in wanted]
         return [n for n in chosen if f"-{n}" not in wanted]
+
+    def budget(self) -> Budget:
+        return Budget(self.core["maxLabelsPerSource"], self.core["maxLabelBytesPerSource"])
 
     def allows(self, key: str) -> bool:
         white = self.core["labelWhiteList"]
@@ -106,6 +121,10 @@ def build(data: Any, sources: Mapping[str, Source]) -> Config:
                 re.compile(value)
             except re.error as exc:
                 problems.append(f"core.{pattern_key}: not a valid regular expression: {exc}")
+    for budget_key in ("maxLabelsPerSource", "maxLabelBytesPerSource"):
+        value = core.get(budget_key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            problems.append(f"core.{budget_key}: must be at least 1, got {value}")
     source_data = data.get("sources") or {}
     merged: dict[str, dict[str, Any]] = {}
     if not isinstance(source_data, Mapping):

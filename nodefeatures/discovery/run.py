@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nodefeatures.discovery import registry
-from nodefeatures.discovery.config import Config
+from nodefeatures.discovery.config import Budget, Config
 from nodefeatures.discovery.hostroot import Problem
 from nodefeatures.discovery.labels import Label, checked
 from nodefeatures.discovery.source import Context, Features, Host, Source
@@ -36,6 +36,7 @@ class Discovery:
     """The outcome of one pass over all enabled sources."""
 
     results: list[SourceResult]
+    budget: Budget = field(default_factory=Budget)  # what each source may publish
 
     @property
     def labels(self) -> dict[str, Label]:
@@ -77,7 +78,7 @@ def run_pass(host: Host, sources: Mapping[str, Source], config: Config) -> Disco
         (s for n, s in sources.items() if n in config.enabled(list(sources))),
         key=lambda s: (s.priority, s.name),
     )
-    return Discovery([run_source(host, source, config) for source in order])
+    return Discovery([run_source(host, source, config) for source in order], config.budget())
 
 
 def run_source(host: Host, source: Source, config: Config) -> SourceResult:

@@ -11,14 +11,17 @@ from nodefeatures.cluster.reconcile import (
     ADOPT,
     CHANGE,
     CONFLICT,
+    DROP,
     FORGET,
     KEEP,
     LEDGER_ANNOTATION,
+    LEDGER_MAX_BYTES,
     RELEASE,
     REMOVE,
     SKIP,
     SOURCES_ANNOTATION,
     UNOWNED,
+    Budget,
     Evidence,
     Ledger,
     SourceReport,
@@ -37,6 +40,10 @@ OS_ID = F + "system-os_release.ID"
 GPU = "nvidia.com/gpu.count"
 
 
+# The ledger annotation of a node where the cpu source published AVX.
+CPU_AVX = '{"cpu":{"feature.node.kubernetes.io/cpu-":["cpuid.AVX"]}}'
+
+
 def report(name: str, labels: dict[str, str], trusted: bool = True) -> SourceReport:
     return SourceReport(name, labels, trusted, "" if trusted else "RuntimeError: boom")
 
@@ -53,14 +60,16 @@ def action_of(result, key: str) -> str:
 
 
 def test_ledger_encoding_is_readable_sorted_and_round_trips() -> None:
-    owners = {OS_ID: "system", AVX2: "cpu", AVX: "cpu", GPU: "nvidia"}
+    owners = {OS_ID: "system", AVX2: "cpu", AVX: "cpu", GPU: "nvidia", AVX + "512F": None}
     encoded = Ledger(owners).encode()
-    assert encoded[LEDGER_ANNOTATION] == f"{AVX},{AVX2},{OS_ID},{GPU}"
-    # Names the way each source returns them: short in the default namespace.
-    assert encoded[SOURCES_ANNOTATION] == (
-        "cpu:cpuid.AVX,cpuid.AVX2;nvidia:nvidia.com/gpu.count;system:os_release.ID"
-    )
+    # Sources, prefixes and names sorted; a key is prefix + name; "?": source not recorded.
+    assert encoded == {LEDGER_ANNOTATION: (
+        '{"?":{"feature.node.kubernetes.io/":["cpu-cpuid.AVX512F"]},'
+        '"cpu":{"feature.node.kubernetes.io/cpu-":["cpuid.AVX","cpuid.AVX2"]},'
+        '"nvidia":{"nvidia.com/":["gpu.count"]},'
+        '"system":{"feature.node.kubernetes.io/system-":["os_release.ID"]}}')}
     assert Ledger.parse(encoded).owners == owners
+    assert Ledger(dict(reversed(owners.items()))).encode() == encoded
 
 
 def test_ledger_parse_ignores_garbage_and_unlisted_sources() -> None:
@@ -84,10 +93,7 @@ def test_new_key_is_added_and_recorded_in_the_ledger() -> None:
     evidence = Evidence((report("cpu", {AVX: "true"}),))
     result = plan(evidence, {"kubernetes.io/hostname": "n1"}, {})
     assert result.labels == {AVX: "true"}
-    assert result.annotations == {
-        LEDGER_ANNOTATION: AVX,
-        SOURCES_ANNOTATION: "cpu:cpuid.AVX",
-    }
+    assert result.annotations == {LEDGER_ANNOTATION: CPU_AVX}
     assert action_of(result, AVX) == ADD
 
 
@@ -98,7 +104,7 @@ def test_patch_is_a_merge_patch_with_a_resource_version_precondition() -> None:
         "metadata": {
             "resourceVersion": "42",
             "labels": {AVX: "true"},
-            "annotations": {LEDGER_ANNOTATION: AVX, SOURCES_ANNOTATION: "cpu:cpuid.AVX"},
+            "annotations": {LEDGER_ANNOTATION: CPU_AVX},
         }
     }
 
@@ -120,9 +126,9 @@ def test_hand_written_ledger_is_normalised_once_then_left_alone() -> None:
     messy = {LEDGER_ANNOTATION: f"{AVX2}, {AVX}", SOURCES_ANNOTATION: "cpu:cpuid.AVX2,cpuid.AVX"}
     first = plan(evidence, labels, messy)
     assert first.labels == {}
-    assert first.annotations == {LEDGER_ANNOTATION: f"{AVX},{AVX2}",
-                                 SOURCES_ANNOTATION: "cpu:cpuid.AVX,cpuid.AVX2"}
-    normalised = {**messy, **first.annotations}
+    assert first.annotations == {LEDGER_ANNOTATION: ledger({AVX: "cpu", AVX2: "cpu"})[
+        LEDGER_ANNOTATION], SOURCES_ANNOTATION: None}
+    normalised = {k: v for k, v in {**messy, **first.annotations}.items() if v is not None}
     assert not plan(evidence, labels, normalised).needs_write
 
 
@@ -176,7 +182,8 @@ def test_take_over_adopts_foreign_keys_in_one_patch() -> None:
     assert result.labels == {AVX2: "true"}  # only the differing value is rewritten
     assert set(result.ledger.owners) == {AVX, AVX2}
     assert {c.action for c in result.changes} == {ADOPT}
-    assert result.annotations[LEDGER_ANNOTATION] == f"{AVX},{AVX2}"
+    assert json.loads(result.annotations[LEDGER_ANNOTATION]) == {
+        "cpu": {F + "cpu-": ["cpuid.AVX", "cpuid.AVX2"]}}
 
 
 def test_take_over_never_removes_foreign_keys_we_do_not_produce() -> None:
@@ -212,7 +219,7 @@ def test_ledger_cannot_make_us_touch_keys_outside_managed_prefixes() -> None:
     result = plan(evidence, labels, ledger({"kubernetes.io/hostname": "cpu"}))
     assert result.labels == {}
     assert action_of(result, "kubernetes.io/hostname") == RELEASE
-    assert result.annotations == {LEDGER_ANNOTATION: None, SOURCES_ANNOTATION: None}
+    assert result.annotations == {LEDGER_ANNOTATION: None}
 
 
 @pytest.mark.parametrize("prefix", ["vendor.io/", "feature.node.kubernetes.io/", "a/"])
@@ -232,7 +239,7 @@ def test_owned_key_removed_when_its_source_ran_cleanly_without_it() -> None:
     evidence = Evidence((report("cpu", {AVX: "true"}),))
     result = plan(evidence, {AVX: "true", AVX2: "true"}, ledger({AVX: "cpu", AVX2: "cpu"}))
     assert result.labels == {AVX2: None}
-    assert result.annotations == {LEDGER_ANNOTATION: AVX, SOURCES_ANNOTATION: "cpu:cpuid.AVX"}
+    assert result.annotations == {LEDGER_ANNOTATION: CPU_AVX}
     assert action_of(result, AVX2) == REMOVE
 
 
@@ -265,7 +272,8 @@ def test_key_moving_to_another_source_is_reattributed_not_removed() -> None:
     result = plan(evidence, {AVX: "true"}, ledger({AVX: "cpu"}))
     assert result.labels == {}
     assert result.ledger.owners == {AVX: "local"}
-    assert result.annotations == {SOURCES_ANNOTATION: f"local:{AVX}"}
+    assert result.annotations == {
+        LEDGER_ANNOTATION: '{"local":{"feature.node.kubernetes.io/":["cpu-cpuid.AVX"]}}'}
 
 
 def test_owned_key_already_gone_is_forgotten_without_a_label_write() -> None:
@@ -273,7 +281,7 @@ def test_owned_key_already_gone_is_forgotten_without_a_label_write() -> None:
     result = plan(evidence, {}, ledger({AVX: "cpu"}))
     assert result.labels == {}
     assert action_of(result, AVX) == FORGET
-    assert result.annotations == {LEDGER_ANNOTATION: None, SOURCES_ANNOTATION: None}
+    assert result.annotations == {LEDGER_ANNOTATION: None}
 
 
 def test_owned_key_whose_value_someone_changed_is_still_removed_when_gone() -> None:
@@ -286,7 +294,7 @@ def test_owned_key_whose_value_someone_changed_is_still_removed_when_gone() -> N
 
 
 def test_unattributed_key_kept_unless_every_source_ran_cleanly() -> None:
-    owned = {LEDGER_ANNOTATION: AVX}
+    owned = ledger({AVX: None})
     partial = Evidence((report("cpu", {}),), complete=False)
     assert not plan(partial, {AVX: "true"}, owned).needs_write
     complete = Evidence((report("cpu", {}),), complete=True)
@@ -295,8 +303,8 @@ def test_unattributed_key_kept_unless_every_source_ran_cleanly() -> None:
 
 def test_unattributed_key_gets_its_source_when_reported_again() -> None:
     evidence = Evidence((report("cpu", {AVX: "true"}),))
-    result = plan(evidence, {AVX: "true"}, {LEDGER_ANNOTATION: AVX})
-    assert result.annotations == {SOURCES_ANNOTATION: "cpu:cpuid.AVX"}
+    result = plan(evidence, {AVX: "true"}, ledger({AVX: None}))
+    assert result.annotations == {LEDGER_ANNOTATION: CPU_AVX}
 
 
 # -- evidence from discovery ----------------------------------------------------------------
@@ -336,7 +344,7 @@ def test_prune_removes_only_owned_labels_and_the_ledger() -> None:
     labels = {AVX: "true", OS_ID: "debian", F + "pci-10de.present": "true", "x.io/y": "1"}
     result = prune_plan(labels, ledger({AVX: "cpu", OS_ID: "system"}))
     assert result.labels == {AVX: None, OS_ID: None}
-    assert result.annotations == {LEDGER_ANNOTATION: None, SOURCES_ANNOTATION: None}
+    assert result.annotations == {LEDGER_ANNOTATION: None}
     assert apply_to(labels, result) == {F + "pci-10de.present": "true", "x.io/y": "1"}
 
 
@@ -376,3 +384,223 @@ def test_describe_says_when_nothing_is_sent() -> None:
     evidence = Evidence((report("cpu", {AVX: "true"}),))
     result = plan(evidence, {AVX: "true"}, ledger({AVX: "cpu"}))
     assert describe(result, "n1", "3", None).endswith("nothing to send: the node already matches")
+
+
+# -- issue 14: a compact, bounded ledger ------------------------------------------------------
+
+LOCAL_NAME = "example-vendor-feature-with-a-rather-long-descriptive-name-{:04d}"
+
+
+def local_keys(count: int) -> dict[str, str]:
+    return {F + LOCAL_NAME.format(i): "true" for i in range(count)}
+
+
+def test_ledger_is_one_json_annotation_grouped_by_source_and_prefix() -> None:
+    owners = {OS_ID: "system", AVX2: "cpu", AVX: "cpu", GPU: "nvidia", F + "my-flag": "local"}
+    encoded = Ledger(owners).encode()
+    assert set(encoded) == {LEDGER_ANNOTATION}
+    assert json.loads(encoded[LEDGER_ANNOTATION]) == {
+        "cpu": {F + "cpu-": ["cpuid.AVX", "cpuid.AVX2"]},
+        "local": {F: ["my-flag"]},
+        "nvidia": {"nvidia.com/": ["gpu.count"]},
+        "system": {F + "system-": ["os_release.ID"]},
+    }
+    assert Ledger.parse(encoded).owners == owners
+
+
+def test_ledger_does_not_repeat_long_prefixes() -> None:
+    owners = {key: "local" for key in local_keys(1450)}
+    size = len(Ledger(owners).encode()[LEDGER_ANNOTATION].encode())
+    names = sum(len(key) - len(F) for key in owners)
+    # Each name once, quoted and comma-separated; the prefix once.
+    assert size <= names + 3 * len(owners) + 100
+    old_format = 2 * sum(len(key) + 1 for key in owners)
+    assert size < old_format / 2
+
+
+def test_old_two_annotation_ledger_is_read_and_rewritten_once_keeping_ownership() -> None:
+    old = {LEDGER_ANNOTATION: f"{AVX},{AVX2},{OS_ID},{GPU}",
+           SOURCES_ANNOTATION: "cpu:cpuid.AVX,cpuid.AVX2;nvidia:nvidia.com/gpu.count"}
+    assert Ledger.parse(old).owners == {AVX: "cpu", AVX2: "cpu", OS_ID: None, GPU: "nvidia"}
+    # After an upgrade: AVX2 is gone (the cpu source ran cleanly without it), the rest stays.
+    evidence = Evidence((report("cpu", {AVX: "true"}), report("nvidia", {GPU: "8"}),
+                         report("system", {OS_ID: "debian"})))
+    labels = {AVX: "true", AVX2: "true", OS_ID: "debian", GPU: "8"}
+    result = plan(evidence, labels, old)
+    assert result.labels == {AVX2: None}
+    assert result.ledger.owners == {AVX: "cpu", OS_ID: "system", GPU: "nvidia"}
+    assert result.annotations[SOURCES_ANNOTATION] is None
+    assert json.loads(result.annotations[LEDGER_ANNOTATION])["system"] == {
+        F + "system-": ["os_release.ID"]}
+    upgraded = {**old, **result.annotations}
+    upgraded = {k: v for k, v in upgraded.items() if v is not None}
+    assert not plan(evidence, apply_to(labels, result), upgraded).needs_write
+
+
+def test_compact_ledger_parse_ignores_garbage() -> None:
+    annotations = {LEDGER_ANNOTATION: json.dumps({
+        "cpu": {F + "cpu-": ["cpuid.AVX", 7, "bad name!"], "x": "notalist"},
+        "?": {F: ["system-os_release.ID"]},
+        "bad source!": {F: ["y"]},
+        "nvidia": ["not", "a", "mapping"],
+    })}
+    ledger_, problem = Ledger.read(annotations)
+    assert ledger_.owners == {AVX: "cpu", OS_ID: None}
+    assert problem is not None
+    assert Ledger.read({LEDGER_ANNOTATION: "{not json"})[1] is not None
+    assert Ledger.read({})[1] is None
+    assert Ledger.read(Ledger({AVX: "cpu", OS_ID: None}).encode()) == (
+        Ledger({AVX: "cpu", OS_ID: None}), None)
+
+
+# -- issue 14: a source over its budget ---------------------------------------------------------
+
+
+def test_source_over_its_label_budget_keeps_its_sorted_first_labels_and_the_rest_land() -> None:
+    files = local_keys(5000)
+    evidence = Evidence((report("system", {OS_ID: "debian"}), report("local", files)),
+                        budget=Budget(labels=100, bytes=1 << 20))
+    result = plan(evidence, {}, {})
+    kept = sorted(files)[:100]
+    assert result.labels == {OS_ID: "debian", **{k: "true" for k in kept}}
+    assert set(result.ledger.owners) == {OS_ID, *kept}
+    dropped = result.by_action(DROP)
+    assert len(dropped) == 4900 and dropped[0].key == sorted(files)[100]
+    assert "budget" in dropped[0].reason
+    assert "local" in result.problems["budget:local"]
+    assert "4900" in result.problems["budget:local"]
+
+
+def test_source_over_its_byte_budget_keeps_what_fits() -> None:
+    files = local_keys(50)
+    cost = len(next(iter(files))) + len("true")
+    evidence = Evidence((report("local", files),), budget=Budget(labels=1000, bytes=10 * cost))
+    result = plan(evidence, {}, {})
+    assert sorted(result.labels) == sorted(files)[:10]
+
+
+def test_default_budgets_keep_the_ledger_within_its_bound() -> None:
+    files = local_keys(5000)
+    evidence = Evidence((report("system", {OS_ID: "debian"}), report("local", files)))
+    result = plan(evidence, {}, {})
+    assert result.labels[OS_ID] == "debian"
+    assert len(result.annotations[LEDGER_ANNOTATION].encode()) <= LEDGER_MAX_BYTES
+    assert 0 < len(result.ledger.owners) - 1 <= Budget().labels
+
+
+def test_ledger_bound_holds_even_when_every_source_is_within_budget() -> None:
+    many = [report(f"src{n}", {f"vendor{n}.example.com/" + LOCAL_NAME.format(i): "1"
+                                for i in range(2000)}) for n in range(8)]
+    evidence = Evidence((report("system", {OS_ID: "debian"}), *many),
+                        budget=Budget(labels=5000, bytes=1 << 24))
+    prefixes = [F] + [f"vendor{n}.example.com/" for n in range(8)]
+    result = plan(evidence, {}, {}, prefixes=prefixes)
+    assert len(result.annotations[LEDGER_ANNOTATION].encode()) <= LEDGER_MAX_BYTES
+    assert result.labels[OS_ID] == "debian"  # sources earlier in priority order go first
+    assert "ledger-full" in result.problems
+    # Deterministic and stable: planning again on the result writes nothing.
+    node = apply_to({}, result)
+    assert not plan(evidence, node, result.ledger.encode(), prefixes=prefixes).needs_write
+
+
+def test_over_budget_source_removes_owned_labels_beyond_its_cut_when_clean() -> None:
+    files = local_keys(20)
+    ordered = sorted(files)
+    owned = {k: "local" for k in ordered}
+    evidence = Evidence((report("local", files),), budget=Budget(labels=15, bytes=1 << 20))
+    result = plan(evidence, dict(files), ledger(owned))
+    assert result.labels == {k: None for k in ordered[15:]}
+    assert "budget" in next(c for c in result.changes if c.key == ordered[15]).reason
+
+
+def test_incomplete_source_over_budget_neither_adds_nor_removes_around_its_cut() -> None:
+    # 20 labels, budget 15: the first 15 are published. The file holding the first 5 is
+    # unreadable for a moment, so the source reports only the last 15: that must not
+    # publish 16-20 (which a clean pass would take away again) nor remove 1-5.
+    files = local_keys(20)
+    ordered = sorted(files)
+    node = {k: "true" for k in ordered[:15]}
+    owned = ledger({k: "local" for k in ordered[:15]})
+    partial = {k: "true" for k in ordered[5:]}
+    budget = Budget(labels=15, bytes=1 << 20)
+    evidence = Evidence((report("local", partial, trusted=False),), budget=budget)
+    result = plan(evidence, node, owned)
+    assert not result.needs_write
+    clean = Evidence((report("local", files),), budget=budget)
+    assert not plan(clean, node, owned).needs_write
+
+
+# -- issue 14: an incomplete source keeps its labels and their precedence ----------------------
+
+KERNEL_KEY = F + "kernel-version.full"
+
+
+def test_incomplete_source_keeps_its_override_over_a_lower_priority_source() -> None:
+    owned = ledger({KERNEL_KEY: "local"})
+    node = {KERNEL_KEY: "6.1.0-corrected"}  # a feature file corrects the built-in value
+    unreadable = Evidence((report("kernel", {KERNEL_KEY: "6.1.0"}),
+                           report("local", {}, trusted=False)))
+    result = plan(unreadable, node, owned)
+    assert not result.needs_write
+    assert result.ledger.owners == {KERNEL_KEY: "local"}
+    assert action_of(result, KERNEL_KEY) == KEEP
+    # Once the local source runs cleanly without the line, the built-in value returns.
+    clean = plan(Evidence((report("kernel", {KERNEL_KEY: "6.1.0"}), report("local", {}))),
+                 node, owned)
+    assert clean.labels == {KERNEL_KEY: "6.1.0"}
+    assert clean.ledger.owners == {KERNEL_KEY: "kernel"}
+
+
+def test_a_higher_priority_source_still_wins_over_an_incomplete_owner() -> None:
+    owned = ledger({KERNEL_KEY: "kernel"})
+    evidence = Evidence((report("kernel", {}, trusted=False),
+                         report("local", {KERNEL_KEY: "6.1.0-corrected"})))
+    result = plan(evidence, {KERNEL_KEY: "6.1.0"}, owned)
+    assert result.labels == {KERNEL_KEY: "6.1.0-corrected"}
+    assert result.ledger.owners == {KERNEL_KEY: "local"}
+
+
+# -- issue 14: a ledger deleted or mangled by another writer -------------------------------------
+
+
+def test_ledger_deleted_by_another_writer_is_restored_from_what_we_wrote() -> None:
+    evidence = Evidence((report("system", {OS_ID: "ubuntu"}), report("local", {})))
+    labels = {OS_ID: "debian", F + "gone": "true", F + "theirs": "x"}
+    written = {OS_ID: ("debian", "system"), F + "gone": ("true", "local"),
+               F + "theirs": ("ours", "local")}
+    for damaged in ({}, {LEDGER_ANNOTATION: "{mangled"}, ledger({AVX: "cpu"})):
+        result = plan(evidence, labels, damaged, written=written)
+        assert result.labels == {OS_ID: "ubuntu", F + "gone": None}, damaged
+        # A label someone else changed since we wrote it is theirs now.
+        assert F + "theirs" not in result.ledger.owners
+        assert "restored" in result.problems["ledger-restored"]
+    # Without that memory (after a restart) nothing is re-adopted.
+    after_restart = plan(evidence, labels, {})
+    assert not after_restart.labels
+    assert action_of(after_restart, OS_ID) == CONFLICT
+
+
+def test_an_intact_ledger_needs_no_restoring() -> None:
+    evidence = Evidence((report("system", {OS_ID: "debian"}),))
+    owned = ledger({OS_ID: "system"})
+    result = plan(evidence, {OS_ID: "debian"}, owned, written={OS_ID: ("debian", "system")})
+    assert not result.needs_write
+    assert not result.problems
+
+
+def test_an_oversized_ledger_is_cut_to_its_bound_without_removing_labels() -> None:
+    # Written before the bound existed: owned keys alone exceed it. The surplus is no
+    # longer tracked; no label is removed without evidence.
+    many = [report(f"src{n}", {f"vendor{n}.example.com/" + LOCAL_NAME.format(i): "1"
+                                for i in range(2000)}) for n in range(8)]
+    prefixes = [f"vendor{n}.example.com/" for n in range(8)]
+    node = {k: v for r in many for k, v in r.labels.items()}
+    owned = ledger({k: r.name for r in many for k in r.labels})
+    assert len(owned[LEDGER_ANNOTATION]) > LEDGER_MAX_BYTES
+    evidence = Evidence(tuple(many), budget=Budget(labels=5000, bytes=1 << 24))
+    result = plan(evidence, node, owned, prefixes=prefixes)
+    assert result.labels == {}
+    assert len(result.annotations[LEDGER_ANNOTATION].encode()) <= LEDGER_MAX_BYTES
+    released = result.by_action(RELEASE)
+    assert len(released) + len(result.ledger.owners) == len(node)
+    assert all("no room left" in c.reason for c in released)

@@ -93,3 +93,15 @@ def test_source_selection_and_label_filters() -> None:
     assert config.allows("feature.node.kubernetes.io/cpu-cpuid.AVX2")
     assert not config.allows("feature.node.kubernetes.io/cpu-cpuid.AVX512F")
     assert not config.allows("feature.node.kubernetes.io/kernel-version.full")
+
+
+def test_source_budget_is_configurable_and_must_be_positive() -> None:
+    from nodefeatures.discovery.config import Budget
+
+    assert build({}, SOURCES).budget() == Budget(512, 32768)
+    config = build({"core": {"maxLabelsPerSource": 10, "maxLabelBytesPerSource": 900}}, SOURCES)
+    assert config.budget() == Budget(10, 900)
+    with pytest.raises(ConfigError, match=r"core\.maxLabelsPerSource: must be at least 1"):
+        build({"core": {"maxLabelsPerSource": 0}}, SOURCES)
+    with pytest.raises(ConfigError, match=r"core\.maxLabelBytesPerSource: expected"):
+        build({"core": {"maxLabelBytesPerSource": "lots"}}, SOURCES)

@@ -16,6 +16,7 @@ from kustomize_lite import DEPLOY, KustomizeError, find, load_documents, render
 from nodefeatures.cluster.reconcile import (
     DEFAULT_MANAGED_PREFIXES,
     LEDGER_ANNOTATION,
+    LEDGER_MAX_BYTES,
     SOURCES_ANNOTATION,
 )
 
@@ -295,6 +296,14 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
     assert yaml.safe_load(variables["ledgers"]) == LEDGERS
     binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")["spec"]
     assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
+
+
+def test_admission_policy_bounds_the_ledger_as_the_agent_does(base) -> None:
+    policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
+    variables = {v["name"]: v["expression"] for v in policy["variables"]}
+    assert all(f"'{name}'" in variables["ledgerBytes"] for name in LEDGERS)
+    checks = [v["expression"] for v in policy["validations"]]
+    assert f"variables.ledgerBytes <= {LEDGER_MAX_BYTES}" in checks
 
 
 def test_every_file_in_deploy_is_part_of_an_install_path() -> None:

@@ -131,6 +131,13 @@ def annotations_of(apiserver: Any, name: str) -> dict[str, str]:
     return read_node(apiserver, name)["metadata"].get("annotations") or {}
 
 
+def owned_on(apiserver: Any, name: str) -> dict[str, str | None]:
+    """{key: source} of the labels the Node's ledger says the agent owns."""
+    from nodefeatures.cluster.reconcile import Ledger
+
+    return dict(Ledger.parse(annotations_of(apiserver, name)).owners)
+
+
 def rv_of(apiserver: Any, name: str) -> str:
     return read_node(apiserver, name)["metadata"]["resourceVersion"]
 

@@ -17,7 +17,6 @@ import pytest
 from agentkit import (
     LEDGER,
     SA_USER,
-    SOURCES,
     F,
     annotations_of,
     labels_of,
@@ -37,7 +36,9 @@ OS_ID = F + "system-os_release.ID"
 VERSION = F + "system-os_release.VERSION_ID"
 MAJOR = F + "system-os_release.VERSION_ID.major"
 EXPECTED = {OS_ID: "debian", VERSION: "12", MAJOR: "12"}
-EXPECTED_SOURCES = "system:os_release.ID,os_release.VERSION_ID,os_release.VERSION_ID.major"
+# The ledger: keys grouped by source and by the prefix they share.
+EXPECTED_LEDGER = ('{"system":{"feature.node.kubernetes.io/system-":'
+                   '["os_release.ID","os_release.VERSION_ID","os_release.VERSION_ID.major"]}}')
 
 
 def environment() -> dict[str, str]:
@@ -86,8 +87,8 @@ def test_diff_shows_what_apply_would_do_and_the_exact_patch(
     assert patch_section(out) == {"metadata": {
         "resourceVersion": version,
         "labels": {VERSION: "12", MAJOR: "12"},
-        "annotations": {LEDGER: f"{VERSION},{MAJOR}",
-                        SOURCES: "system:os_release.VERSION_ID,os_release.VERSION_ID.major"},
+        "annotations": {LEDGER: '{"system":{"feature.node.kubernetes.io/system-":'
+                                '["os_release.VERSION_ID","os_release.VERSION_ID.major"]}}'},
     }}
     assert rv_of(apiserver, node) == version  # diff never writes
 
@@ -100,7 +101,7 @@ def test_apply_dry_run_prints_the_patch_and_changes_nothing(
     assert patch_section(result.stdout) == {"metadata": {
         "resourceVersion": version,
         "labels": EXPECTED,
-        "annotations": {LEDGER: ",".join(sorted(EXPECTED)), SOURCES: EXPECTED_SOURCES},
+        "annotations": {LEDGER: EXPECTED_LEDGER},
     }}
     assert "dry run: the API server accepted this patch" in result.stdout
     time.sleep(0.3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from agentkit import (
     events_about,
     labels_of,
     make_agent,
+    owned_on,
     patch_node,
     start,
     wait_until,
@@ -39,8 +41,10 @@ def test_labels_and_ledger_applied_to_a_new_node(apiserver: Any, node: str, tmp_
             AVX: "true", AVX2: "true", GPU_COUNT: "8"}
         assert labels["kubernetes.io/hostname"] == node  # someone else's label, untouched
         annotations = annotations_of(apiserver, node)
-        assert annotations[LEDGER] == f"{AVX},{AVX2},{GPU_COUNT}"
-        assert annotations[SOURCES] == "cpu:cpuid.AVX,cpuid.AVX2;nvidia:nvidia.com/gpu.count"
+        assert json.loads(annotations[LEDGER]) == {
+            "cpu": {F + "cpu-": ["cpuid.AVX", "cpuid.AVX2"]},
+            "nvidia": {"nvidia.com/": ["gpu.count"]}}
+        assert SOURCES not in annotations  # the first ledger form's second annotation
         wait_until(lambda: running.agent.ready, what="readiness after the first pass")
         assert running.agent.writes == 1  # one patch carried every label and the ledger
     finally:
@@ -56,7 +60,7 @@ def test_stale_owned_label_removed_when_its_source_stops_reporting_it(
         del cpu.current[AVX2]  # the cpu source ran cleanly and no longer sees AVX2
         wait_until(lambda: AVX2 not in labels_of(apiserver, node), what="AVX2 removed")
         assert labels_of(apiserver, node)[AVX] == "true"
-        assert annotations_of(apiserver, node)[LEDGER] == AVX
+        assert owned_on(apiserver, node) == {AVX: "cpu"}
     finally:
         running.stop()
 
@@ -97,7 +101,7 @@ def test_disabled_source_is_no_evidence(apiserver: Any, node: str, tmp_path: Pat
     without_gpu = make_agent(apiserver, node, [cpu], tmp_path, installed=["cpu", "nvidia"])
     assert not without_gpu.sync().needs_write
     assert labels_of(apiserver, node)[GPU_COUNT] == "8"
-    assert annotations_of(apiserver, node)[LEDGER] == f"{AVX},{GPU_COUNT}"
+    assert owned_on(apiserver, node) == {AVX: "cpu", GPU_COUNT: "nvidia"}
 
 
 def test_foreign_labels_and_foreign_values_are_left_alone(
@@ -115,7 +119,7 @@ def test_foreign_labels_and_foreign_values_are_left_alone(
     assert labels[F + "usb-fe_1a6e_089a.present"] == "true"
     assert labels["team.example.com/owner"] == "ml"
     assert labels[GPU_COUNT] == "1"
-    assert annotations_of(apiserver, node)[LEDGER] == GPU_COUNT
+    assert owned_on(apiserver, node) == {GPU_COUNT: "nvidia"}
     assert [c.key for c in decided.changes if c.action == "conflict"] == [
         "nvidia.com/gpu.product"]
     # The conflict is reported on the Node, where `kubectl describe node` shows it.
@@ -144,7 +148,7 @@ def test_take_over_adopts_nfd_and_gfd_labels_in_one_step(
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-A100"
     assert labels[nfd_only] == "true"  # not produced by us: no evidence, not touched
     annotations = annotations_of(apiserver, node)
-    assert annotations[LEDGER] == f"{AVX},nvidia.com/gpu.product"
+    assert owned_on(apiserver, node) == {AVX: "cpu", "nvidia.com/gpu.product": "nvidia"}
     assert annotations["nfd.node.kubernetes.io/feature-labels"] == "cpu-cpuid.AVX"
     # Take-over is one step: afterwards these are simply ours, and a later writer of a
     # different value is undone like any drift, while new foreign keys stay foreign.

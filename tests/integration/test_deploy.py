@@ -347,6 +347,31 @@ def test_agent_may_change_only_its_ledger_annotations(cluster) -> None:
     assert cluster.annotations(cluster.a)["owner.example/contact"] == "ops"
 
 
+def test_the_ledger_is_bounded_by_the_policy(cluster) -> None:
+    """A ledger past LEDGER_MAX_BYTES would crowd out other writers' annotations."""
+    from nodefeatures.cluster.reconcile import LEDGER_MAX_BYTES
+
+    agent = cluster.agent(cluster.a)
+    # Exactly at the bound is accepted, counted in bytes (a 2-byte character counts twice).
+    at_bound = "x" * (LEDGER_MAX_BYTES - 2) + "\u00e9"
+    merge_patch(agent, cluster.a, {"annotations": {LEDGER: at_bound, SOURCES_LEDGER: None}})
+    assert cluster.annotations(cluster.a)[LEDGER] == at_bound
+    for too_big in ({LEDGER: at_bound + "x"},
+                    {LEDGER: "x" * (LEDGER_MAX_BYTES // 2 + 1),
+                     SOURCES_LEDGER: "y" * (LEDGER_MAX_BYTES // 2)}):
+        message = denied_by_policy(
+            lambda a=too_big: merge_patch(agent, cluster.a, {"annotations": a}))
+        assert f"at most {LEDGER_MAX_BYTES} bytes" in message
+    # A patch that leaves the ledger as it is is no loophole for one already too big.
+    merge_patch(client.CoreV1Api(cluster.admin), cluster.a,
+                {"annotations": {SOURCES_LEDGER: "z" * LEDGER_MAX_BYTES}})
+    denied_by_policy(lambda: merge_patch(
+        agent, cluster.a, {"labels": {"feature.node.kubernetes.io/x": "1"}}))
+    # The agent's way out: it rewrites the ledger, and the old annotation goes.
+    merge_patch(agent, cluster.a, {"annotations": {LEDGER: "{}", SOURCES_LEDGER: None}})
+    assert SOURCES_LEDGER not in cluster.annotations(cluster.a)
+
+
 @pytest.mark.parametrize("change", [
     {"spec": {"unschedulable": True}},
     {"spec": {"taints": [{"key": "evil", "effect": "NoSchedule"}]}},
