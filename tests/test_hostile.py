@@ -64,3 +64,35 @@ def test_absolute_symlinks_never_leave_the_fixture(tmp_path: Path) -> None:
     assert code == 0
     assert not any("system-os_release" in k for k in labels)
     assert "/etc/os-release: too many levels of symbolic links" in err
+
+
+FEATURES_D = "root/etc/kubernetes/node-feature-discovery/features.d"
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_log_line(tmp_path: Path) -> None:
+    fixture = tmp_path / "names"
+    shutil.copytree(HOSTILE, fixture, symlinks=True)
+    forged = "x\nnodefeatures: ERROR: local: credentials rotated, call 555-0100"
+    (fixture / FEATURES_D / forged).write_text("# +bogus\nok=1\n")
+    (fixture / FEATURES_D / "big\r\n\x1b[31mred").write_bytes(b"#" * 70000)
+    code, _, err = dump(fixture)
+    assert code == 0
+    assert not [line for line in err.splitlines() if line.startswith("nodefeatures: ERROR")]
+    assert "\x1b" not in err and "\r" not in err
+    # The names still show, escaped, in the warnings about them.
+    assert "x\\nnodefeatures: ERROR: local: credentials rotated" in err
+    assert "unknown directive 'bogus'" in err
+    assert "big\\r\\n\\x1b[31mred': larger than the 65536-byte limit" in err
+
+
+def test_a_rejected_line_comes_back_only_as_a_short_excerpt(tmp_path: Path) -> None:
+    fixture = tmp_path / "token"
+    shutil.copytree(HOSTILE, fixture, symlinks=True)
+    token = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ." + "A" * 600 + ".signature-part"
+    (fixture / FEATURES_D / "token").write_text(f"{token}\nvalue={token}\n# +{token}\n")
+    code, labels, err = dump(fixture)
+    assert code == 0
+    assert "signature-part" not in err and "A" * 100 not in err
+    assert err.count("eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.") >= 3  # each line is named
+    assert f"... ({len(token)} characters)" in err  # a cut says how long the whole was
+    assert not any("signature-part" in v for v in labels.values())

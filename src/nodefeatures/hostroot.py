@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from nodefeatures.text import plain
+
 DEFAULT_READ_LIMIT = 4 * 1024 * 1024
 _MAX_LINK_DEPTH = 40
 _ABSENT = (errno.ENOENT, errno.ENOTDIR)
@@ -253,8 +255,11 @@ class HostRoot:
         return "/".join(parts)
 
     def display(self, path: str) -> str:
-        """The host path as a user knows it (`/etc/os-release`)."""
-        return "/" + self.normalize(path)
+        """The host path as a user knows it (`/etc/os-release`), safe for one log line.
+
+        A name with a newline, a quote or anything unusual is shown quoted and escaped.
+        """
+        return plain("/" + self.normalize(path))
 
     def _base(self, rel: str) -> tuple[Path, str]:
         if self.proc is not None and (rel == "proc" or rel.startswith("proc/")):

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from nodefeatures.text import excerpt
+
 DEFAULT_PREFIX = "feature.node.kubernetes.io"
 MAX_NAME = 63
 MAX_VALUE = 63
@@ -82,19 +84,22 @@ def sanitize_value(value: str) -> str:
 @lru_cache(maxsize=8192)
 def checked(label: Label) -> tuple[Label | None, str | None]:
     """The label made valid (or None when it cannot be) and a message when it changed."""
+    # What was rejected is shown as a short escaped excerpt: it may be any line of a file.
     problem = key_error(label.key)
     if problem:
-        return None, f"dropped label {label.key!r}={label.value!r}: invalid key ({problem})"
+        return None, (f"dropped label {excerpt(label.key)}={excerpt(label.value)}: "
+                      f"invalid key ({problem})")
     problem = value_error(label.value)
     if problem is None:
         return label, None
     fixed = sanitize_value(label.value)
     if not fixed:
-        return None, f"dropped label {label.key}={label.value!r}: invalid value ({problem})"
-    note = f"sanitised from {label.value!r}"
+        return None, f"dropped label {label.key}={excerpt(label.value)}: invalid value ({problem})"
+    note = f"sanitised from {excerpt(label.value)}"
     origin = f"{label.origin}; {note}" if label.origin else note
     sanitized = Label(label.key, fixed, origin, label.source)
-    return sanitized, f"label {label.key}: value {label.value!r} {problem}; using {fixed!r}"
+    return sanitized, (f"label {label.key}: value {excerpt(label.value)} {problem}; "
+                       f"using {fixed!r}")
 
 
 def split_key(key: str) -> tuple[str, str]:

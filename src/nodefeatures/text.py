@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-# Enough to recognise a line, too little to carry a credential out whole.
-EXCERPT = 40
+# Enough to show a value a little over the 63-character limit whole and to recognise a
+# line; too little to carry a token (a service-account JWT is ~900 characters) out whole.
+EXCERPT = 80
 # Names and paths: long enough for any valid label key (317 characters).
 NAME = 320
 

@@ -228,3 +228,15 @@ def test_a_directory_swapped_for_a_link_mid_walk_never_leads_outside(tmp_path: P
     with Flipper(root / "etc/features.d", secret.parent) as flipper:
         reads, seen = race(host, "etc/features.d/f")
     assert flipper.flips > 100 and reads > 100 and seen > 0
+
+
+def test_display_quotes_and_escapes_names_that_need_it(tmp_path: Path) -> None:
+    host = HostRoot(tmp_path)
+    assert host.display("sys/bus/pci/devices/0000:3b:00.0/class") == (
+        "/sys/bus/pci/devices/0000:3b:00.0/class")
+    for name, shown in [("a\nb", "'/etc/a\\nb'"), ("x\u2028y", "'/etc/x\\u2028y'"),
+                        ("it's", '"/etc/it\'s"'), ("tab\there", "'/etc/tab\\there'"),
+                        ("bidi\u202etxt", "'/etc/bidi\\u202etxt'")]:
+        assert host.display(f"etc/{name}") == shown
+    long = host.display("etc/" + "\n" * 1000)
+    assert long.endswith("... (1005 characters)") and "\n" not in long
