@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -96,3 +97,31 @@ def test_a_rejected_line_comes_back_only_as_a_short_excerpt(tmp_path: Path) -> N
     assert err.count("eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.") >= 3  # each line is named
     assert f"... ({len(token)} characters)" in err  # a cut says how long the whole was
     assert not any("signature-part" in v for v in labels.values())
+
+
+def test_replay_never_reads_outside_the_fixture(tmp_path: Path) -> None:
+    """`dump --fixture` from anywhere must not report this machine or files beside it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cpuid.txt").write_text((HOSTILE / "cpuid.txt").read_text()
+                                         if (HOSTILE / "cpuid.txt").exists() else "")
+    (elsewhere / "labels.json").write_text("{}")
+    cases = {"root": "/", "cpuid.txt": str(elsewhere / "cpuid.txt"),
+             "nvml.json": "/proc/self/environ", "labels.json": str(elsewhere / "labels.json")}
+    for part, target in cases.items():
+        fixture = tmp_path / part
+        fixture.mkdir()
+        (fixture / "root/etc").mkdir(parents=True)
+        (fixture / "root/etc/os-release").write_text("ID=fixture\n")
+        if part == "root":
+            shutil.rmtree(fixture / "root")
+        (fixture / part).symlink_to(target)
+        result = CliRunner().invoke(main, ["dump", "--format", "json", "--fixture", str(fixture)])
+        assert result.exit_code == 2, (part, result.output)
+        assert f"{fixture / part}: a symbolic link" in result.stderr
+        assert result.stdout == ""
+    fifo = tmp_path / "fifo"
+    (fifo / "root").mkdir(parents=True)
+    os.mkfifo(fifo / "cpuid.txt")  # would block the cpu source's read
+    result = CliRunner().invoke(main, ["dump", "--fixture", str(fifo)])
+    assert result.exit_code == 2 and "cpuid.txt: not a regular file" in result.stderr

@@ -226,6 +226,7 @@ class HostRoot:
         proc: str | os.PathLike[str] | None = None,
         recorder: Recorder | None = None,
         kernel: bool = True,
+        follow_root: bool = True,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         # /proc can come from elsewhere (the container's own procfs shows the host
@@ -235,6 +236,8 @@ class HostRoot:
         self.problems: Callable[[Problem], None] = lambda problem: None
         # kernel=False walks components even where openat2 works (tests of the walk).
         self._kernel = kernel
+        # A fixture's root/ must be the fixture's own directory, not a link to '/'.
+        self._root_flags = _O_PATH | os.O_DIRECTORY | (0 if follow_root else os.O_NOFOLLOW)
         self._opener: Opener | bool | None = False
         self._bases: dict[str, int] = {}
         weakref.finalize(self, _close_all, self._bases)
@@ -271,8 +274,8 @@ class HostRoot:
         fd = self._bases.get(key)
         if fd is None:
             # The root itself is the operator's choice (--root, --proc), so a link there
-            # is followed; everything below it is not.
-            fd = self._bases[key] = os.open(base, _O_PATH | os.O_DIRECTORY)
+            # is followed unless follow_root is off; nothing below it is followed.
+            fd = self._bases[key] = os.open(base, self._root_flags)
         return fd
 
     def _open(self, path: str, flags: int) -> int:
