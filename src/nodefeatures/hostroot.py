@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import functools
 import os
 import stat
 import sys
@@ -252,6 +253,7 @@ class HostRoot:
     # -- path resolution -------------------------------------------------------
 
     @staticmethod
+    @functools.lru_cache(maxsize=8192)  # the same few hundred paths, every pass
     def normalize(path: str) -> str:
         """A host path as a relative, slash-separated path without `.` parts."""
         parts = [p for p in path.split("/") if p not in ("", ".")]
