@@ -190,6 +190,7 @@ def race_root(tmp_path: Path) -> tuple[Path, Path]:
     secret = tmp_path / "outside" / "f"
     secret.parent.mkdir()
     secret.write_bytes(SECRET)
+    (secret.parent / "token").write_bytes(SECRET)  # a name a listing must never show
     return root, secret
 
 
