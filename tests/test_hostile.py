@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -64,3 +65,63 @@ def test_absolute_symlinks_never_leave_the_fixture(tmp_path: Path) -> None:
     assert code == 0
     assert not any("system-os_release" in k for k in labels)
     assert "/etc/os-release: too many levels of symbolic links" in err
+
+
+FEATURES_D = "root/etc/kubernetes/node-feature-discovery/features.d"
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_log_line(tmp_path: Path) -> None:
+    fixture = tmp_path / "names"
+    shutil.copytree(HOSTILE, fixture, symlinks=True)
+    forged = "x\nnodefeatures: ERROR: local: credentials rotated, call 555-0100"
+    (fixture / FEATURES_D / forged).write_text("# +bogus\nok=1\n")
+    (fixture / FEATURES_D / "big\r\n\x1b[31mred").write_bytes(b"#" * 70000)
+    code, _, err = dump(fixture)
+    assert code == 0
+    assert not [line for line in err.splitlines() if line.startswith("nodefeatures: ERROR")]
+    assert "\x1b" not in err and "\r" not in err
+    # The names still show, escaped, in the warnings about them.
+    assert "x\\nnodefeatures: ERROR: local: credentials rotated" in err
+    assert "unknown directive 'bogus'" in err
+    assert "big\\r\\n\\x1b[31mred': larger than the 65536-byte limit" in err
+
+
+def test_a_rejected_line_comes_back_only_as_a_short_excerpt(tmp_path: Path) -> None:
+    fixture = tmp_path / "token"
+    shutil.copytree(HOSTILE, fixture, symlinks=True)
+    token = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ." + "A" * 600 + ".signature-part"
+    (fixture / FEATURES_D / "token").write_text(f"{token}\nvalue={token}\n# +{token}\n")
+    code, labels, err = dump(fixture)
+    assert code == 0
+    assert "signature-part" not in err and "A" * 100 not in err
+    assert err.count("eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.") >= 3  # each line is named
+    assert f"... ({len(token)} characters)" in err  # a cut says how long the whole was
+    assert not any("signature-part" in v for v in labels.values())
+
+
+def test_replay_never_reads_outside_the_fixture(tmp_path: Path) -> None:
+    """`dump --fixture` from anywhere must not report this machine or files beside it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cpuid.txt").write_text((HOSTILE / "cpuid.txt").read_text()
+                                         if (HOSTILE / "cpuid.txt").exists() else "")
+    (elsewhere / "labels.json").write_text("{}")
+    cases = {"root": "/", "cpuid.txt": str(elsewhere / "cpuid.txt"),
+             "nvml.json": "/proc/self/environ", "labels.json": str(elsewhere / "labels.json")}
+    for part, target in cases.items():
+        fixture = tmp_path / part
+        fixture.mkdir()
+        (fixture / "root/etc").mkdir(parents=True)
+        (fixture / "root/etc/os-release").write_text("ID=fixture\n")
+        if part == "root":
+            shutil.rmtree(fixture / "root")
+        (fixture / part).symlink_to(target)
+        result = CliRunner().invoke(main, ["dump", "--format", "json", "--fixture", str(fixture)])
+        assert result.exit_code == 2, (part, result.output)
+        assert f"{fixture / part}: a symbolic link" in result.stderr
+        assert result.stdout == ""
+    fifo = tmp_path / "fifo"
+    (fifo / "root").mkdir(parents=True)
+    os.mkfifo(fifo / "cpuid.txt")  # would block the cpu source's read
+    result = CliRunner().invoke(main, ["dump", "--fixture", str(fifo)])
+    assert result.exit_code == 2 and "cpuid.txt: not a regular file" in result.stderr

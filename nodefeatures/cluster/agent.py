@@ -549,6 +549,7 @@ class FileAgent:
         self._stopping = threading.Event()
         self._sources = SourceReporter(self.metrics)
         self._problems: dict[str, str] = {}
+        self._skipped: frozenset[str] = frozenset()
 
     def run(self) -> None:
         from nodefeatures.cluster import featurefile
@@ -566,6 +567,13 @@ class FileAgent:
                 self.metrics.passes.labels("error").inc()
             else:
                 self.ready = True
+                # A feature-file line outside the managed prefixes (profile.node.kubernetes.io/,
+                # example.com/) is not published: say so once, as the node agent does.
+                skipped = frozenset(c.key for c in decided.by_action(SKIP))
+                if skipped - self._skipped:
+                    log.warning("not publishing labels outside the managed prefixes (%s): %s",
+                                ", ".join(self.options.prefixes), ", ".join(sorted(skipped)))
+                self._skipped = skipped
                 self.metrics.passes.labels("ok").inc()
                 self.metrics.last_success.set(time.time())
                 self.metrics.labels_published.set(len(decided.ledger.owners))

@@ -6,12 +6,20 @@ That comment is this file's ledger: the same reconcile rules as on a Node keep a
 source's labels and remove a label only on positive evidence. The file is replaced by an
 atomic rename of a hidden temporary file (NFD ignores dot-files), and only when its
 content would change.
+
+The file may sit in the directory the local source reads (NFD's default features.d, where
+NFD picks it up). The agent must never read its own output back as input, or every label
+it wrote would be reported again by `local`, which outranks the built-in sources, and
+could never change or go away. So the local source skips a file that `is_own_output`
+recognises (nodefeatures.discovery.ownoutput).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,10 +32,34 @@ from nodefeatures.cluster.reconcile import (
     apply_to,
     plan,
 )
+from nodefeatures.discovery.ownoutput import MARK, remember
 
-HEADER = "# Written by nodefeatures; each '# source:' block is one discovery source.\n"
+HEADER = MARK + "; each '# source:' block is one discovery source.\n"
 _SOURCE_MARK = "# source:"
 MAX_READ = 1024 * 1024
+
+
+def _read_own(target: Path) -> str | None:
+    """The output file's text, bounded; None when absent or not a regular file.
+
+    A link at the output path is not followed: whoever may write in features.d must not
+    make the agent read a file elsewhere and write it back as labels.
+    """
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None  # a link: replaced by our file on the next write
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_READ)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace")
 
 
 _UNKNOWN = "unknown"
@@ -35,9 +67,8 @@ _UNKNOWN = "unknown"
 
 def read(path: str | os.PathLike[str]) -> tuple[dict[str, str], Ledger]:
     """Labels and their sources from a file we wrote; a missing file is empty."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")[:MAX_READ]
-    except FileNotFoundError:
+    text = _read_own(Path(path))
+    if text is None:
         return {}, Ledger({})
     labels: dict[str, str] = {}
     owners: dict[str, str | None] = {}
@@ -78,12 +109,11 @@ def sync(path: str | os.PathLike[str], evidence: Evidence,
     decided = plan(evidence, labels, ledger.encode(), prefixes)
     after = {k: v for k, v in apply_to(labels, decided).items() if k in decided.ledger.owners}
     content = render(after, decided.ledger)
-    try:
-        if target.read_text(encoding="utf-8") == content:
-            return decided, False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
+    if _read_own(target) == content:
+        remember(target)
+        return decided, False
     write_atomic(target, content)
+    remember(target)
     return decided, True
 
 

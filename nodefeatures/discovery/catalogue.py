@@ -69,7 +69,7 @@ def render(sources: Mapping[str, Source]) -> str:
               "label at all, since a value nobody wrote matches no one's selector and a "
               "cut or rewritten value can merge two different ones. Each dropped label is "
               "a warning of its source that names the label and quotes an escaped excerpt "
-              "of the raw value (at most 60 characters of it): `dump` prints it, and the agent "
+              "of the raw value (at most 80 characters of it): `dump` prints it, and the agent "
               "logs it and posts it in a `SourceProblem` Event on its Node whenever its "
               "source's warnings change. A label that goes invalid on a node it was "
               "published on is removed like any label its source stops reporting.", "",

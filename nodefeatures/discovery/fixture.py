@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from nodefeatures.discovery.hostroot import HostRoot
 from nodefeatures.discovery.source import Host
+from nodefeatures.discovery.text import plain, quote
 
 ROOT = "root"
 LABELS = "labels.json"
@@ -24,15 +26,48 @@ class FixtureError(ValueError):
     """The directory is not a usable fixture."""
 
 
+PARTS = {ROOT: stat.S_ISDIR, "cpuid.txt": stat.S_ISREG, "nvml.json": stat.S_ISREG,
+         LABELS: stat.S_ISREG}
+
+
 def replay_host(directory: str | os.PathLike[str]) -> Host:
-    """A Host that reads only the fixture: no live file, CPUID or NVML access."""
+    """A Host that reads only the fixture: no live file, CPUID or NVML access.
+
+    Replay is hermetic: each part of the fixture must be the fixture's own directory or
+    file. A `root` that links to `/`, or a cpuid.txt, nvml.json or labels.json that links
+    elsewhere (or is a FIFO or a device), is refused, so a fixture from anywhere never
+    reads this machine. Inside root/, links resolve inside root/ (HostRoot).
+    """
     path = Path(directory)
     if not path.is_dir():
-        raise FixtureError(f"{path}: not a directory")
-    known = {ROOT, "cpuid.txt", "nvml.json", LABELS}
-    if not any((path / part).exists() for part in known):
-        raise FixtureError(f"{path}: no fixture here (expected one of {', '.join(sorted(known))})")
-    return Host(root=HostRoot(path / ROOT), fixture_dir=path)
+        raise FixtureError(f"{plain(str(path))}: not a directory")
+    present = [part for part in PARTS if _checked_part(path, part)]
+    if not present:
+        raise FixtureError(f"{plain(str(path))}: no fixture here "
+                           f"(expected one of {', '.join(sorted(PARTS))})")
+    return Host(root=HostRoot(path / ROOT, follow_root=False), fixture_dir=path)
+
+
+def _checked_part(fixture: Path, part: str) -> bool:
+    """Whether a part is present; FixtureError when it is not the fixture's own."""
+    try:
+        mode = os.lstat(fixture / part).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise FixtureError(f"{plain(str(fixture / part))}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(fixture / part)
+        except OSError:
+            target = "?"
+        raise FixtureError(
+            f"{plain(str(fixture / part))}: a symbolic link (to {quote(target)}); a fixture "
+            "holds its own files, so replay never reads outside it")
+    if not PARTS[part](mode):
+        kind = "directory" if part == ROOT else "regular file"
+        raise FixtureError(f"{plain(str(fixture / part))}: not a {kind}")
+    return True
 
 
 class CaptureRecorder:
@@ -88,4 +123,7 @@ def write_labels(directory: str | os.PathLike[str], labels: Mapping[str, str]) -
 
 
 def read_labels(directory: str | os.PathLike[str]) -> dict[str, str]:
-    return json.loads((Path(directory) / LABELS).read_text())
+    """A fixture's expected labels; a labels.json that is a link is not followed."""
+    fd = os.open(Path(directory) / LABELS, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8") as handle:
+        return json.loads(handle.read())

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from nodefeatures.discovery.text import excerpt
+
 DEFAULT_PREFIX = "feature.node.kubernetes.io"
 MAX_NAME = 63
 MAX_VALUE = 63
@@ -23,7 +25,6 @@ MAX_DNS_LABEL = 63
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _VALUE = _NAME
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-MAX_EXCERPT = 60
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,6 @@ def value_error(value: str) -> str | None:
     return None
 
 
-def excerpt(text: str, width: int = MAX_EXCERPT) -> str:
-    """`text` quoted and escaped for a log line or an Event, at most `width` characters of
-    it: a newline or control character can never start a line of its own."""
-    if len(text) <= width:
-        return repr(text)
-    return f"{text[:width]!r}... ({len(text)} characters)"
-
-
 # A running agent sees the same labels every pass; validating them again is wasted work.
 @lru_cache(maxsize=8192)
 def checked(label: Label) -> tuple[Label | None, str | None]:
@@ -86,7 +79,8 @@ def checked(label: Label) -> tuple[Label | None, str | None]:
                       f"key ({problem})")
     problem = value_error(label.value)
     if problem:
-        return None, f"dropped label {label.key}={excerpt(label.value)}: invalid value ({problem})"
+        return None, (f"dropped label {label.key}={excerpt(label.value)}: "
+                      f"invalid value ({problem})")
     return label, None
 
 

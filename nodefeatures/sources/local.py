@@ -5,6 +5,11 @@ lines; names are used as written, so `vendor.io/x=1` keeps its prefix and a bare
 becomes `feature.node.kubernetes.io/x`. Directives in `# +` comments expire lines
 (`# +expiry-time=<RFC3339>`) or keep the next line out of labels (`# +no-label`) or
 features (`# +no-feature`). Files are read in name order and later files win.
+
+A file that `run --output-file` writes is the agent's output, never its input: it is
+skipped (nodefeatures.discovery.ownoutput), so a label the agent published cannot
+come back as a feature-file label and outlive what discovery finds. Warnings show file
+names quoted when they need it and rejected content only as a short escaped excerpt.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, Label, split_key
+from nodefeatures.discovery.ownoutput import is_own_output
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
+from nodefeatures.discovery.text import excerpt
 
 DEFAULT_DIRECTORY = "/etc/kubernetes/node-feature-discovery/features.d"
 MAX_FILE_SIZE = 65536
@@ -104,7 +111,7 @@ def parse_feature_file(data: bytes, now: datetime) -> FeatureFile:
                     when = parse_rfc3339(value.strip(_SPACE)) if has_value else None
                     if when is None:
                         result.problems.append(
-                            f"line {number}: expiry-time {value!r} is not an RFC 3339 time "
+                            f"line {number}: expiry-time {excerpt(value)} is not an RFC 3339 time "
                             "(e.g. 2030-01-02T15:04:05Z); keeping the previous one")
                     else:
                         expiry = when
@@ -113,7 +120,8 @@ def parse_feature_file(data: bytes, now: datetime) -> FeatureFile:
                 elif name == "no-feature":
                     skip_feature = True
                 else:
-                    result.problems.append(f"line {number}: unknown directive {name!r} ignored")
+                    result.problems.append(
+                        f"line {number}: unknown directive {excerpt(name)} ignored")
             continue
         if expiry is not None and expiry < now:
             continue
@@ -179,11 +187,14 @@ class LocalSource(Source):
             path = f"{directory}/{name}"
             # Hidden files are editors' and tools' scratch; directories, FIFOs and
             # dangling links hold no features (and a FIFO would block a read).
-            if name.startswith(".") or not root.is_file(path):
+            if name.startswith("."):
                 continue
-            data = root.read_bytes(path, MAX_FILE_SIZE)
-            if data is None:
-                continue  # too big or unreadable: the root has said so, naming the file
+            read = root.read_regular(path, MAX_FILE_SIZE)
+            if read is None:
+                continue  # not a file, or too big or unreadable: the root has said so
+            data, status = read
+            if is_own_output(data, status):
+                continue
             shown = root.display(path)
             parsed = parse_feature_file(data, now)
             for problem in parsed.problems:
@@ -192,8 +203,9 @@ class LocalSource(Source):
                 features.attribute(RAW, key, value, f"{shown}:{number}")
             for key, (value, number) in parsed.labels.items():
                 if denied_namespace(key):
-                    ctx.warn(f"{shown}:{number}: label {key!r} refused: the kubernetes.io "
-                             "namespace is reserved (feature.node.kubernetes.io is allowed)")
+                    ctx.warn(f"{shown}:{number}: label {excerpt(key)} refused: the "
+                             "kubernetes.io namespace is reserved (feature.node.kubernetes.io "
+                             "is allowed)")
                     continue
                 features.attribute(LABEL, key, value, f"{shown}:{number}: {key}={value}")
         return features

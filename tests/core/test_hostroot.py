@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import errno
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from racing import Flipper
 
+from nodefeatures.discovery import hostroot
 from nodefeatures.discovery.hostroot import HostRoot, Problem
+
+RACE_SECONDS = 1.5
+SECRET = b"eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu.outside-the-root"
+
+
+@pytest.fixture(autouse=True, params=["kernel", "walk"])
+def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test runs with openat2(RESOLVE_IN_ROOT) and with the component walk."""
+    if request.param == "walk":
+        monkeypatch.setattr(hostroot, "kernel_opener", lambda: None)
+    elif hostroot.kernel_opener() is None:
+        pytest.skip("this kernel or sandbox refuses openat2")
+    yield request.param
 
 
 def make_root(tmp_path: Path) -> Path:
@@ -95,14 +112,14 @@ def test_unreadable_file_is_transient_and_marks_the_pass_incomplete(
 
     root = make_root(tmp_path)
     (root / "etc/os-release").write_text("ID=locked\n")
-    real_open = os.open
+    real_open = HostRoot._open
 
-    def failing_open(path: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if str(path).endswith("etc/os-release"):
+    def failing_open(self: HostRoot, path: str, flags: int) -> int:
+        if path.endswith("etc/os-release") and not flags & os.O_PATH:  # stat still works
             raise OSError(error, os.strerror(error))
-        return real_open(path, flags, *args)
+        return real_open(self, path, flags)
 
-    monkeypatch.setattr(os, "open", failing_open)
+    monkeypatch.setattr(HostRoot, "_open", failing_open)
     host = HostRoot(root)
     problems = collect(host)
     assert host.read_text("etc/os-release") is None
@@ -162,3 +179,65 @@ def test_a_new_pass_sees_links_that_changed(tmp_path: Path) -> None:
     os.symlink("/usr/lib/os-release", root / "etc/later")
     run_pass(Host(root=host), {}, build({}, {}))  # each pass starts from fresh resolutions
     assert host.read_text("etc/later") == "ID=hostos\n"
+
+
+def race_root(tmp_path: Path) -> tuple[Path, Path]:
+    """A root whose features.d/f says `inside`, and a secret file beside the root."""
+    root = make_root(tmp_path)
+    features = root / "etc/features.d"
+    features.mkdir()
+    (features / "f").write_bytes(b"inside=1\n")
+    secret = tmp_path / "outside" / "f"
+    secret.parent.mkdir()
+    secret.write_bytes(SECRET)
+    (secret.parent / "token").write_bytes(SECRET)  # a name a listing must never show
+    return root, secret
+
+
+def race(host: HostRoot, path: str, seconds: float = RACE_SECONDS) -> tuple[int, int]:
+    """Read `path` every way a source can until time is up: (reads, reads that saw it)."""
+    reads = seen = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        host.refresh()  # each read as the first of a new pass
+        for data in (host.read_bytes(path), (host.read_regular(path) or (None,))[0]):
+            assert data is None or SECRET not in data, "read outside the root"
+            reads += 1
+            seen += data == b"inside=1\n"
+        directory = path.rpartition("/")[0]
+        assert set(host.listdir(directory)) <= {"f", ".keep", ".spare"}
+        host.is_file(path)
+        host.exists(path)
+    return reads, seen
+
+
+@pytest.mark.parametrize("link", ["absolute", "relative"])
+def test_a_file_swapped_for_a_link_mid_read_never_leads_outside(
+        tmp_path: Path, link: str) -> None:
+    root, secret = race_root(tmp_path)
+    target = secret if link == "absolute" else Path("../../../outside/f")
+    host = HostRoot(root)
+    with Flipper(root / "etc/features.d/f", target) as flipper:
+        reads, seen = race(host, "etc/features.d/f")
+    # The race really ran: both states were met, many times.
+    assert flipper.flips > 100 and reads > 100 and 0 < seen < reads
+
+
+def test_a_directory_swapped_for_a_link_mid_walk_never_leads_outside(tmp_path: Path) -> None:
+    root, secret = race_root(tmp_path)
+    host = HostRoot(root)
+    with Flipper(root / "etc/features.d", secret.parent) as flipper:
+        reads, seen = race(host, "etc/features.d/f")
+    assert flipper.flips > 100 and reads > 100 and seen > 0
+
+
+def test_display_quotes_and_escapes_names_that_need_it(tmp_path: Path) -> None:
+    host = HostRoot(tmp_path)
+    assert host.display("sys/bus/pci/devices/0000:3b:00.0/class") == (
+        "/sys/bus/pci/devices/0000:3b:00.0/class")
+    for name, shown in [("a\nb", "'/etc/a\\nb'"), ("x\u2028y", "'/etc/x\\u2028y'"),
+                        ("it's", '"/etc/it\'s"'), ("tab\there", "'/etc/tab\\there'"),
+                        ("bidi\u202etxt", "'/etc/bidi\\u202etxt'")]:
+        assert host.display(f"etc/{name}") == shown
+    long = host.display("etc/" + "\n" * 1000)
+    assert long.endswith("... (1005 characters)") and "\n" not in long

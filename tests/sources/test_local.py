@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from racing import Flipper
 
+from nodefeatures.discovery import hostroot
 from nodefeatures.discovery.config import ConfigError, build
 from nodefeatures.discovery.hostroot import HostRoot
 from nodefeatures.discovery.run import SourceResult, run_pass, run_source
@@ -317,3 +320,30 @@ def test_live_features_directory() -> None:
     assert result.error is None
     if not Path("/", FEATURES_D).is_dir():
         assert (result.labels, result.warnings) == ({}, [])
+
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VydmljZS1hY2NvdW50.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("resolver", ["kernel", "walk"])
+def test_a_feature_file_flipping_to_a_link_never_brings_a_secret_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resolver: str) -> None:
+    """A file beside the agent's token must never become a label or a warning."""
+    if resolver == "walk":
+        monkeypatch.setattr(hostroot, "kernel_opener", lambda: None)
+    root = tmp_path / "host"
+    write(root, "f", "inside=1\n")
+    secret = tmp_path / "secrets" / "f"
+    secret.parent.mkdir()
+    secret.write_text(f"stolen={TOKEN}\n{TOKEN}\n")
+    passes = clean = 0
+    deadline = time.monotonic() + 1.5
+    with Flipper(root / FEATURES_D / "f", secret) as flipper:
+        while time.monotonic() < deadline:
+            result = run(root)
+            shown = " ".join([*result.warnings, *(f"{k}={v.value}" for k, v in
+                                                  result.labels.items())])
+            assert "stolen" not in shown and TOKEN[:20] not in shown, shown
+            passes += 1
+            clean += labels_of(result) == {"inside": "1"}
+    assert flipper.flips > 50 and passes > 50 and clean > 0

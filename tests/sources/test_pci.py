@@ -191,14 +191,14 @@ def test_unreadable_attribute_skips_the_device_and_names_the_file(tmp_path: Path
 
 def test_permission_denied_attribute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     add_device(tmp_path, "0000:3b:00.0", "0x030200", "0x10de")
-    real_open = os.open
+    real_open = HostRoot._open
 
-    def denied(path: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if str(path).endswith("0000:3b:00.0/class"):  # tests run as root: chmod 0 is no bar
+    def denied(self: HostRoot, path: str, flags: int) -> int:
+        if path.endswith("0000:3b:00.0/class"):  # tests run as root: chmod 0 is no bar
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        return real_open(path, flags, *args)
+        return real_open(self, path, flags)
 
-    monkeypatch.setattr(os, "open", denied)
+    monkeypatch.setattr(HostRoot, "_open", denied)
     result = run(tmp_path)
     assert labels_of(result) == {}
     assert any("0000:3b:00.0/class: Permission denied" in w for w in result.warnings)
