@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -109,10 +111,46 @@ def _report(discovery) -> None:
             log.warning("%s: %s", result.name, warning)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+DEBUG_ENV = "NODEFEATURES_DEBUG"
+
+
+def _debugging(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+class _Commands(click.Group):
+    """Turns any failure a command did not foresee into exit 2 and one error line.
+
+    Exit 1 means "would write" for `diff`, which is what an uncaught exception gives by
+    default; a failure must never read as that, nor print a traceback at a user (unless
+    asked: --debug or NODEFEATURES_DEBUG=1).
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("nodefeatures: error: interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`| head`); flushing at exit would fail once more.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+            _fail("standard output was closed before everything was written")
+        except Exception as exc:
+            if _debugging(ctx):
+                traceback.print_exc(file=sys.stderr)
+            detail = " ".join(str(exc).split())[:300]
+            _fail(f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nodefeatures")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True,
+              help=f"Print a traceback on an unexpected error (also: {DEBUG_ENV}=1).")
+def main(verbose: bool, debug: bool) -> None:
     """Discover this node's hardware and OS features as Kubernetes labels."""
     _setup_logging(verbose)
 

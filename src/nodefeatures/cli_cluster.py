@@ -19,23 +19,26 @@ log = logging.getLogger("nodefeatures")
 
 
 class _Duration(click.ParamType):
-    """Seconds as `90`, `90s`, `5m`, `1h` or `1m30s`."""
+    """Seconds as `90`, `90s`, `5m`, `1h` or `1m30s`, from 1 s to 24 h."""
 
     name = "duration"
+
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, int | float):
-            return float(value)
         import re
 
+        from nodefeatures.config import SLEEP_MAX, SLEEP_MIN
+
         text = str(value).strip()
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?",
-                             text)
+        # Digits are bounded so that no literal reaches float()'s or int()'s limits.
+        number = r"(\d{1,12}(?:\.\d{1,9})?)"
+        parts = re.fullmatch(rf"(?:{number}h)?(?:{number}m)?(?:{number}s?)?", text)
         if not text or parts is None or not any(parts.groups()):
             self.fail(f"{value!r} is not a duration such as 60s, 5m or 1h", param, ctx)
         hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
         total = hours * 3600 + minutes * 60 + seconds
-        if total < 1:
-            self.fail("must be at least 1s", param, ctx)
+        if not SLEEP_MIN <= total <= SLEEP_MAX:
+            self.fail(f"must be at least {SLEEP_MIN}s and at most {SLEEP_MAX // 3600}h",
+                      param, ctx)
         return total
 
 
@@ -199,12 +202,26 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
              ", ".join(installed), extra={"node": node, "interval": seconds})
     # The loop runs in its own thread: the main thread, where signal handlers run, then
     # holds none of the loop's locks when a signal arrives.
-    loop = threading.Thread(target=runner.run, name="agent-loop", daemon=True)
+    crashed: list[BaseException] = []
+
+    def loop_body() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:
+            crashed.append(exc)
+            log.debug("the agent loop failed", exc_info=True)
+
+    loop = threading.Thread(target=loop_body, name="agent-loop", daemon=True)
     loop.start()
     while loop.is_alive():
         loop.join(0.5)
     if server is not None:
         server.stop()
+    if crashed:
+        # A loop that died is a failure of `run`, never a clean stop (exit 0).
+        exc = crashed[0]
+        _fail(f"the agent loop stopped on an unexpected error after {runner.writes} writes: "
+              f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
     log.info("stopped after %d writes", runner.writes)
 
 

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import stat
 import sys
 import time
 import types
@@ -122,17 +123,42 @@ def connect(kubeconfig: str | None = None) -> Any:
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             k.incluster.load_incluster_config(client_configuration=config)
         else:
+            _check_kubeconfig_files(kubeconfig)
             k.kube_config.load_kube_config(
                 config_file=kubeconfig, client_configuration=config, persist_config=False
             )
     except (k.ConfigException, OSError, ValueError) as exc:
         raise KubeError(None, "config", f"cannot load cluster credentials: {exc}") from exc
+    except Exception as exc:
+        # The client's loader assumes a well-formed file: YAML errors, `clusters: 5`
+        # (TypeError) and the like come out raw. Any of them means unusable credentials.
+        detail = " ".join(str(exc).split())[:300]
+        raise KubeError(None, "config", f"cannot load cluster credentials: malformed "
+                        f"kubeconfig ({type(exc).__name__}: {detail})") from exc
     # One quick reconnect for a pooled connection the server closed; every other retry
     # is the agent's own, with backoff, so the request count stays honest.
     config.retries = urllib3.Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0)
     client = k.ApiClient(config)
     client.user_agent = f"nodefeatures/{__version__}"
     return client
+
+
+def _check_kubeconfig_files(kubeconfig: str | None) -> None:
+    """Refuse a kubeconfig that is not a regular file before the client opens it: a FIFO
+    would block the read forever, a directory gives a bare errno."""
+    if kubeconfig is not None:
+        paths = [kubeconfig]
+    else:
+        listed = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        paths = [p for p in listed.split(os.pathsep) if p]
+    for path in paths:
+        full = os.path.expanduser(path)
+        try:
+            mode = os.stat(full).st_mode
+        except OSError:
+            continue  # absent: the client says so in its own words
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path}: not a regular file")
 
 
 def _status_message(body: Any) -> str:

@@ -20,10 +20,91 @@ def test_durations(text: str, seconds: float) -> None:
     assert _Duration().convert(text, None, None) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "abc", "5d", "0s", "0.2s", "-1s"])
+@pytest.mark.parametrize("text", ["", "abc", "5d", "0s", "0.2s", "-1s", "99999999h", "25h",
+                                  "24h1s", "86401", "1" + "0" * 400, "9" * 400 + "h"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(Exception, match=r"duration|at least"):
         _Duration().convert(text, None, None)
+
+
+def test_the_interval_bounds_are_inclusive() -> None:
+    assert _Duration().convert("24h", None, None) == 86400.0
+    assert _Duration().convert("1s", None, None) == 1.0
+
+
+def test_a_huge_interval_is_refused_at_parse_time(tmp_path: Path) -> None:
+    """It used to be accepted: the loop died after the first pass and run exited 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "nodefeatures", "run", "--root", str(tmp_path), "--source",
+         "system", "--output-file", str(tmp_path / "out"), "--metrics-port", "0",
+         "--interval", "99999999h"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "at most 24h" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_loop_that_dies_makes_run_fail(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodefeatures import agent
+
+    def die(self: object) -> None:
+        raise OverflowError("timestamp out of range for platform time_t")
+
+    monkeypatch.setattr(agent.FileAgent, "run", die)
+    result = CliRunner().invoke(main, ["run", "--root", str(tmp_path), "--source", "system",
+                                       "--output-file", str(tmp_path / "out"),
+                                       "--metrics-port", "0"])
+    assert result.exit_code == 2
+    assert ("nodefeatures: error: the agent loop stopped on an unexpected error after 0 "
+            "writes: OverflowError: timestamp out of range") in result.stderr
+
+
+def _diff_with(kubeconfig: Path | str, tmp_path: Path,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
+    args = [sys.executable, "-m", "nodefeatures", "diff", "--node", "n1", "--root",
+            str(tmp_path), "--source", "system"]
+    if kubeconfig:
+        args += ["--kubeconfig", str(kubeconfig)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=20,
+                          env={**full_env, **(env or {})})
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("clusters: [unclosed\n", "malformed kubeconfig (ParserError"),
+    ("clusters: 5\n", "malformed kubeconfig (TypeError"),
+    ("- just\n- a list\n", "cannot load cluster credentials"),
+    ("\x00\x01binary", "cannot load cluster credentials"),
+])
+def test_a_malformed_kubeconfig_is_exit_2_never_would_write(tmp_path: Path, content: str,
+                                                             message: str) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(content)
+    result = _diff_with(config, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "nodefeatures: error: cannot load cluster credentials")
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_a_kubeconfig_that_is_a_directory_or_fifo_fails_without_hanging(
+        tmp_path: Path, via: str) -> None:
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        if via == "flag":
+            result = _diff_with(path, tmp_path)
+        else:
+            result = _diff_with("", tmp_path, env={"KUBECONFIG": str(path)})
+        assert result.returncode == 2, result.stderr
+        assert f"cannot load cluster credentials: {path}: not a regular file" in result.stderr
 
 
 def test_node_is_required(monkeypatch: pytest.MonkeyPatch) -> None:

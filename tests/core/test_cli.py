@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -118,3 +121,119 @@ def test_python_dash_m_works() -> None:
     proc = subprocess.run([sys.executable, "-m", "nodefeatures", "--version"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def cli(*args: str, timeout: float = 30, env: dict[str, str] | None = None
+        ) -> tuple[int, str, str]:
+    """The real command in a real process: exit codes and stderr as a shell sees them."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = subprocess.run([sys.executable, "-m", "nodefeatures", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False, env=full_env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_error_line(code: int, err: str, message: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("nodefeatures: error: ")]
+    assert len(errors) == 1, err
+    assert message in errors[0], err
+
+
+NESTED_MAPPING = "{a: " * 5000 + "1" + "}" * 5000 + "\n"
+NESTED_LIST = "[" * 5000 + "]" * 5000 + "\n"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (NESTED_MAPPING, "nested too deeply"),
+    (NESTED_LIST, "nested too deeply"),
+    ("1: a\ncore: {}\n", "top level: keys must be strings, got an integer (1)"),
+    ("core:\n  sleepInterval: 1" + "0" * 400 + "\n", "core.sleepInterval"),
+    ("core:\n  labelWhiteList: 'a{99999999999}'\n", "core.labelWhiteList: not a valid"),
+    ("- a\n- b\n", "the top level must be a mapping, not a list"),
+    ("plain words\n", "the top level must be a mapping, not a string"),
+    ("!!binary AAECAw==\n", "the top level must be a mapping, not bytes"),
+])
+def test_unusable_configs_fail_with_exit_2_and_one_line(tmp_path: Path, content: str,
+                                                        message: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(content)
+    code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(config))
+    assert_one_error_line(code, err, message)
+
+
+def test_a_huge_sleep_interval_stops_run_before_it_starts(tmp_path: Path) -> None:
+    """It used to be accepted; the loop thread then died on an OverflowError and run
+    exited 0."""
+    config = tmp_path / "c.yaml"
+    config.write_text("core:\n  sleepInterval: 1" + "0" * 400 + "\n")
+    code, _, err = cli("run", "--root", str(make_host(tmp_path)), "--source", "system",
+                       "--config", str(config), "--metrics-port", "0",
+                       "--output-file", str(tmp_path / "out"))
+    assert_one_error_line(code, err, "core.sleepInterval")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_binary_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_bytes(bytes(range(256)) * 4)
+    code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(config))
+    assert_one_error_line(code, err, "not UTF-8 text")
+
+
+def test_a_config_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    config = tmp_path / "bomb.yaml"
+    config.write_text("core:\n  labelSources:\n  - all\n  - bomb:\n"
+                      + "".join(f"      {line}\n" for line in lines))
+    started = time.monotonic()
+    code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(config))
+    assert time.monotonic() - started < 20
+    assert_one_error_line(code, err, "too large")
+
+
+def test_a_fifo_config_fails_instead_of_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(fifo),
+                       timeout=20)
+    assert_one_error_line(code, err, "not a regular file")
+
+
+def test_a_directory_config_fails(tmp_path: Path) -> None:
+    code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(tmp_path))
+    assert_one_error_line(code, err, "not a regular file")
+
+
+def _explode(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("boom\nsecond line")
+
+
+def test_an_unexpected_exception_is_exit_2_and_one_line(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodefeatures import discovery
+
+    monkeypatch.delenv("NODEFEATURES_DEBUG", raising=False)
+    monkeypatch.setattr(discovery, "run_pass", _explode)
+    result = CliRunner().invoke(main, ["dump", "--root", str(make_host(tmp_path))])
+    assert result.exit_code == 2
+    assert result.stderr == "nodefeatures: error: RuntimeError: boom second line\n"
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   how: str, capfd: pytest.CaptureFixture[str]) -> None:
+    from nodefeatures import discovery
+
+    monkeypatch.setattr(discovery, "run_pass", _explode)
+    args = ["dump", "--root", str(make_host(tmp_path))]
+    if how == "flag":
+        args.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("NODEFEATURES_DEBUG", "1")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr + capfd.readouterr().err
+    assert "nodefeatures: error: RuntimeError: boom" in result.stderr
