@@ -55,6 +55,8 @@ class HostChoice:
             _fail("; ".join(errors))
         for error in errors:
             log.warning("%s", error)
+        if self.config_path == "":
+            _fail("--config: the path is empty")
         try:
             cfg = configuration.load(self.config_path, sources)
         except configuration.ConfigError as exc:
@@ -68,10 +70,23 @@ class HostChoice:
                 log.warning("--mig-strategy has no effect: the nvidia source is not installed")
         return sources, cfg
 
+    def check_paths(self) -> None:
+        """Exit 2 when --root or --proc is not a directory: read through, every file would
+        be missing and the node would quietly get almost no labels."""
+        for option, path in (("--root", self.root), ("--proc", self.proc)):
+            if path is None:
+                continue
+            if not path:
+                _fail(f"{option}: the path is empty")
+            if not os.path.isdir(path):
+                problem = "not a directory" if os.path.lexists(path) else "no such directory"
+                _fail(f"{option} {path!r}: {problem}")
+
     def live_host(self) -> Host:
         from nodefeatures.hostroot import HostRoot
         from nodefeatures.source import Host
 
+        self.check_paths()
         return Host(root=HostRoot(self.root, proc=self.proc))
 
 
@@ -190,10 +205,15 @@ def capture(host: HostChoice, directory: str) -> None:
     from nodefeatures.fixture import FixtureError, capture_host, write_labels
 
     sources, cfg = host.prepare()
+    host.check_paths()
+    if not directory:
+        _fail("the fixture directory is empty")
     try:
         recording = capture_host(directory, root=host.root, proc=host.proc)
     except FixtureError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{directory}: cannot create the fixture directory: {exc.strerror or exc}")
     discovery = run_pass(recording, sources, cfg)
     _report(discovery)
     target = write_labels(directory, discovery.values())

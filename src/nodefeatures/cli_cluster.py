@@ -71,10 +71,25 @@ def _checked_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     return prefixes
 
 
+# A Node's name is a lower-case DNS subdomain (RFC 1123) of at most 253 characters.
+_NODE_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+
+
 def _need_node(node: str | None) -> str:
     if not node:
         _fail("no node given: use --node NAME or set NODE_NAME")
     assert node is not None
+    return _checked_node(node)
+
+
+def _checked_node(node: str) -> str:
+    """Refuse a name no Node can have before it reaches a URL, a log line or an Event."""
+    import re
+
+    if len(node) > 253 or not re.fullmatch(_NODE_NAME, node):
+        shown = repr(node) if len(node) <= 80 else repr(node[:77]) + "..."
+        _fail(f"--node {shown}: not a valid Node name (a lower-case DNS subdomain of at most "
+              "253 characters)")
     return node
 
 
@@ -167,6 +182,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     metrics = Metrics()
     runner: Agent | FileAgent
     if output_file is not None:
+        if node:
+            _checked_node(node)
         options = Options(node=node or "", interval=seconds, prefixes=prefixes)
         runner = FileAgent(output_file, discover, installed, options, metrics)
         target = output_file

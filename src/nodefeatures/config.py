@@ -125,7 +125,9 @@ def _read(file: Path) -> str:
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from exc
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        # /dev/null is the usual way to say "no configuration"; other devices are refused.
+        if not (stat.S_ISREG(info.st_mode) or _is_null_device(info)):
             raise ConfigError(f"{file}: not a regular file")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as stream:
@@ -140,6 +142,14 @@ def _read(file: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _is_null_device(info: os.stat_result) -> bool:
+    try:
+        null = os.stat(os.devnull)
+    except OSError:
+        return False
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == null.st_rdev
 
 
 def build(data: Any, sources: Mapping[str, Source]) -> Config:

@@ -114,6 +114,20 @@ def test_node_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "no node given: use --node NAME or set NODE_NAME" in result.output
 
 
+@pytest.mark.parametrize("name", ["a\nb", "../x", "Node1", "a" * 254, "-a", "a_b"])
+@pytest.mark.parametrize("command", ["diff", "apply", "prune", "run"])
+def test_an_impossible_node_name_is_refused_before_any_request(name: str,
+                                                               command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--node", name, "--source", "system",
+                                       "--kubeconfig", "/nonexistent"]
+                                if command != "prune" else
+                                [command, "--node", name, "--kubeconfig", "/nonexistent"])
+    assert result.exit_code == 2
+    assert "not a valid Node name" in result.stderr
+    assert "credentials" not in result.stderr
+    assert "\n" not in result.stderr.rstrip("\n")
+
+
 def test_bad_managed_prefix_is_refused() -> None:
     result = CliRunner().invoke(main, ["prune", "--node", "n1", "--managed-prefix", "Bad"])
     assert result.exit_code == 2

@@ -237,3 +237,42 @@ def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert result.exit_code == 2
     assert "Traceback" in result.stderr + capfd.readouterr().err
     assert "nodefeatures: error: RuntimeError: boom" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--root", "{tmp}/absent"], "--root '{tmp}/absent': no such directory"),
+    (["--root", "{tmp}/file"], "--root '{tmp}/file': not a directory"),
+    (["--root", ""], "--root: the path is empty"),
+    (["--proc", "{tmp}/file"], "--proc '{tmp}/file': not a directory"),
+    (["--root", "{tmp}/a\nb"], "--root '{tmp}/a\\nb': no such directory"),
+    (["--config", ""], "--config: the path is empty"),
+])
+def test_a_bad_root_proc_or_config_path_is_an_error(tmp_path: Path, args: list[str],
+                                                    message: str) -> None:
+    """A root that is not a directory used to give a node almost no labels, and exit 0."""
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, out, err = run("dump", "--source", "system", *args)
+    assert code == 2 and out == ""
+    assert err == f"nodefeatures: error: {message.replace('{tmp}', str(tmp_path))}\n"
+
+
+def test_dev_null_is_an_empty_config(tmp_path: Path) -> None:
+    code, out, err = run("dump", "--root", str(make_host(tmp_path)), "--source", "system",
+                         "--format", "json", "--config", os.devnull)
+    assert code == 0, err
+    assert json.loads(out)["feature.node.kubernetes.io/system-os_release.ID"] == "ubuntu"
+
+
+def test_capture_with_a_bad_root_creates_nothing(tmp_path: Path) -> None:
+    code, _, err = run("capture", "--root", str(tmp_path / "absent"), str(tmp_path / "fx"))
+    assert code == 2 and "--root" in err and "no such directory" in err
+    assert not (tmp_path / "fx").exists()
+
+
+def test_capture_into_an_impossible_directory_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli("capture", "--root", str(make_host(tmp_path)), "--source", "system",
+                       str(tmp_path / "file" / "fx"))
+    assert_one_error_line(code, err, f"{tmp_path}/file/fx: cannot create the fixture "
+                                     "directory: Not a directory")

@@ -308,4 +308,5 @@ def test_nvml_timeout_is_bounded(seconds: float, ok: bool) -> None:
         assert message is None
     else:
         assert message is not None
-        assert "sources.nvidia.nvmlTimeout: must be a positive number of seconds, at most 3600" in message
+        assert ("sources.nvidia.nvmlTimeout: must be a positive number of seconds, at most 3600"
+                in message)
