@@ -143,9 +143,16 @@ def connect(kubeconfig: str | None = None) -> Any:
     return client
 
 
+# A kubeconfig with many clusters and embedded certificates is still a few MiB.
+MAX_KUBECONFIG_BYTES = 16 << 20
+# Values the client's loader would build, counting what YAML aliases repeat.
+MAX_KUBECONFIG_NODES = 1_000_000
+
+
 def _check_kubeconfig_files(kubeconfig: str | None) -> None:
-    """Refuse a kubeconfig that is not a regular file before the client opens it: a FIFO
-    would block the read forever, a directory gives a bare errno."""
+    """Refuse a kubeconfig the client's loader would block or blow up on, before it opens
+    it: a FIFO blocks the read forever, a directory gives a bare errno, and a small file
+    of nested aliases (billion laughs) expands to gigabytes in its merge."""
     if kubeconfig is not None:
         paths = [kubeconfig]
     else:
@@ -159,6 +166,51 @@ def _check_kubeconfig_files(kubeconfig: str | None) -> None:
             continue  # absent: the client says so in its own words
         if not stat.S_ISREG(mode):
             raise ValueError(f"{path}: not a regular file")
+        with open(full, "rb") as stream:
+            data = stream.read(MAX_KUBECONFIG_BYTES + 1)
+        if len(data) > MAX_KUBECONFIG_BYTES:
+            raise ValueError(f"{path}: larger than {MAX_KUBECONFIG_BYTES} bytes")
+        if b"*" in data and _expanded_size(data) > MAX_KUBECONFIG_NODES:
+            raise ValueError(f"{path}: its aliases expand to more than "
+                             f"{MAX_KUBECONFIG_NODES} values")
+
+
+def _expanded_size(data: bytes) -> int:
+    """How many nodes the document stands for once every alias is expanded, computed on
+    the composed graph (where an alias is one shared node) without expanding anything."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    total = 0
+    for document in yaml.compose_all(data, Loader=yaml.SafeLoader):
+        # Children before parents, iteratively: the graph can be deep.
+        stack: list[tuple[Any, bool]] = [(document, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if node is None or id(node) in sizes:
+                continue
+            if not children_done:
+                if id(node) in visiting:
+                    # An alias inside its own anchor: a structure without end.
+                    return MAX_KUBECONFIG_NODES + 1
+                visiting.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            else:
+                sizes[id(node)] = 1
+                continue
+            if children_done:
+                sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children),
+                                      MAX_KUBECONFIG_NODES + 1)
+            else:
+                stack.append((node, True))
+                stack.extend((c, False) for c in children if id(c) not in sizes)
+        if document is not None:
+            total += sizes[id(document)]
+    return total
 
 
 def _status_message(body: Any) -> str:

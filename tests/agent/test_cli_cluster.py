@@ -91,6 +91,47 @@ def test_a_malformed_kubeconfig_is_exit_2_never_would_write(tmp_path: Path, cont
     assert message in result.stderr
 
 
+def _laughs(levels: int) -> str:
+    lines = ['l0: &l0 [{name: k, cluster: {server: "https://h"}}, "lol", "lol", "lol", "lol", '
+             '"lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "x:\n" + "".join(f"  {line}\n" for line in lines)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (_laughs(9) + "clusters: *l8\ncontexts: *l8\nusers: *l8\n",
+     "its aliases expand to more than 1000000 values"),
+    ("clusters: &c [{name: k, cluster: {server: 'https://h'}}, *c]\n",
+     "its aliases expand to more than 1000000 values"),
+    ("clusters: " + "[" * 5000 + "]" * 5000 + "\n", "RecursionError"),
+])
+def test_a_hostile_kubeconfig_is_refused_quickly(tmp_path: Path, content: str,
+                                                 message: str) -> None:
+    """Nine levels of ten aliases used to take the client's loader past 1.5 GB and 30 s."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(content)
+    started = time.monotonic()
+    result = _diff_with(config, tmp_path)
+    assert time.monotonic() - started < 15
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot load cluster credentials" in result.stderr and message in result.stderr
+
+
+def test_a_kubeconfig_with_ordinary_aliases_still_loads(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodefeatures.kube import connect
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: &srv {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: 't*t'}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\nextra: *srv\n")
+    assert connect(str(config)).configuration.host == "https://127.0.0.1:1"
+
+
 @pytest.mark.parametrize("via", ["flag", "env"])
 def test_a_kubeconfig_that_is_a_directory_or_fifo_fails_without_hanging(
         tmp_path: Path, via: str) -> None:
