@@ -186,7 +186,13 @@ def build(data: Any, sources: Mapping[str, Source]) -> Config:
     for name, source in sources.items():
         options = _merge(source.defaults, _or_empty(source_data.get(name)), f"sources.{name}",
                          problems)
-        problems += [f"sources.{name}.{p}" for p in source.validate_options(options)]
+        try:
+            problems += [f"sources.{name}.{p}" for p in source.validate_options(options)]
+        except Exception as exc:
+            # A plugin's own check is code we did not write: its failure is this source's
+            # config problem, named as such, not a crash of the command.
+            problems.append(f"sources.{name}: the source's option check failed "
+                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
         merged[name] = options
     if problems:
         raise ConfigError(_joined(problems))

@@ -310,3 +310,13 @@ def test_nvml_timeout_is_bounded(seconds: float, ok: bool) -> None:
         assert message is not None
         assert ("sources.nvidia.nvmlTimeout: must be a positive number of seconds, at most 3600"
                 in message)
+
+
+def test_a_source_whose_option_check_raises_is_a_config_problem() -> None:
+    class Fragile(Toy):
+        def validate_options(self, options: Mapping[str, Any]) -> list[str]:
+            return [str(1 / options["nested"]["depth"])]
+
+    message = _message({"sources": {"toy": {"nested": {"depth": 0}}}}, {"toy": Fragile()})
+    assert message == ("sources.toy: the source's option check failed "
+                       "(ZeroDivisionError: division by zero)")
