@@ -31,7 +31,12 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"nodefeatures: error: {message}", err=True)
+    try:
+        click.echo(f"nodefeatures: error: {message}", err=True)
+    except (OSError, ValueError):
+        # stderr is full or closed: the exit status still has to say "error", and the
+        # flush at exit must not fail again (that would turn it into 120).
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
     sys.exit(2)
 
 
@@ -142,6 +147,10 @@ class _Commands(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        if sys.stdout is None:
+            # Started with stdout closed: whatever the command prints would vanish and
+            # it would still exit 0.
+            _fail("standard output is closed")
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):

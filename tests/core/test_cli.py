@@ -276,3 +276,36 @@ def test_capture_into_an_impossible_directory_is_one_error_line(tmp_path: Path) 
                        str(tmp_path / "file" / "fx"))
     assert_one_error_line(code, err, f"{tmp_path}/file/fx: cannot create the fixture "
                                      "directory: Not a directory")
+
+
+def _shell(command: str, tmp_path: Path) -> int:
+    proc = subprocess.run(["sh", "-c", command], capture_output=False, timeout=30,
+                          check=False, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    return proc.returncode
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_error_is_exit_2_even_when_stderr_cannot_be_written(tmp_path: Path) -> None:
+    """diff's error used to come out as exit 1 ("would write") when stderr was full."""
+    (tmp_path / "kubeconfig").write_text("clusters: [unclosed\n")
+    root = make_host(tmp_path)
+    command = (f"{sys.executable} -m nodefeatures diff --node n1 --source system "
+               f"--root {root} --kubeconfig kubeconfig 2>/dev/full >/dev/null")
+    assert _shell(command, tmp_path) == 2
+
+
+def test_a_closed_stdout_is_an_error_not_silence(tmp_path: Path) -> None:
+    root = make_host(tmp_path)
+    command = (f"{sys.executable} -m nodefeatures dump --source system --root {root} "
+               ">&- 2>err")
+    assert _shell(command, tmp_path) == 2
+    assert "nodefeatures: error: standard output is closed" in (tmp_path / "err").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_an_unreadable_config_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("core: {}\n")
+    config.chmod(0)
+    code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(config))
+    assert_one_error_line(code, err, "cannot read: Permission denied")
