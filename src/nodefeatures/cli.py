@@ -30,14 +30,14 @@ def _setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     try:
         click.echo(f"nodefeatures: error: {message}", err=True)
     except (OSError, ValueError):
         # stderr is full or closed: the exit status still has to say "error", and the
         # flush at exit must not fail again (that would turn it into 120).
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
-    sys.exit(2)
+    sys.exit(code)
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,10 @@ def _report(discovery) -> None:
 DEBUG_ENV = "NODEFEATURES_DEBUG"
 
 
-def _debugging(ctx: click.Context) -> bool:
-    return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+def _debugging(ctx: click.Context | None = None) -> bool:
+    """Whether --debug or NODEFEATURES_DEBUG asks for tracebacks."""
+    root = (ctx or click.get_current_context()).find_root()
+    return bool(root.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 class _Commands(click.Group):
@@ -156,8 +158,7 @@ class _Commands(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
-            click.echo("nodefeatures: error: interrupted", err=True)
-            sys.exit(130)
+            _fail("interrupted", code=130)
         except BrokenPipeError:
             # The reader went away (`| head`); flushing at exit would fail once more.
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
@@ -216,7 +217,7 @@ def capture(host: HostChoice, directory: str) -> None:
     sources, cfg = host.prepare()
     host.check_paths()
     if not directory:
-        _fail("the fixture directory is empty")
+        _fail("the fixture directory's name is empty")
     try:
         recording = capture_host(directory, root=host.root, proc=host.proc)
     except FixtureError as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from nodefeatures.cli import HostChoice, _fail, _report, host_options, main
+from nodefeatures.cli import HostChoice, _debugging, _fail, _report, host_options, main
 
 log = logging.getLogger("nodefeatures")
 
@@ -33,7 +33,8 @@ class _Duration(click.ParamType):
         number = r"(\d{1,12}(?:\.\d{1,9})?)"
         parts = re.fullmatch(rf"(?:{number}h)?(?:{number}m)?(?:{number}s?)?", text)
         if not text or parts is None or not any(parts.groups()):
-            self.fail(f"{value!r} is not a duration such as 60s, 5m or 1h", param, ctx)
+            shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+            self.fail(f"{shown} is not a duration such as 60s, 5m or 1h", param, ctx)
         hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
         total = hours * 3600 + minutes * 60 + seconds
         if not SLEEP_MIN <= total <= SLEEP_MAX:
@@ -169,6 +170,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     """Keep this node's labels true until SIGTERM (the DaemonSet's command)."""
     import signal
     import threading
+    import traceback
 
     from nodefeatures.agent import Agent, FileAgent, Options
     from nodefeatures.metrics import JsonFormatter, Metrics, StatusServer
@@ -226,7 +228,6 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
             runner.run()
         except BaseException as exc:
             crashed.append(exc)
-            log.debug("the agent loop failed", exc_info=True)
 
     loop = threading.Thread(target=loop_body, name="agent-loop", daemon=True)
     loop.start()
@@ -237,6 +238,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     if crashed:
         # A loop that died is a failure of `run`, never a clean stop (exit 0).
         exc = crashed[0]
+        if _debugging():
+            traceback.print_exception(exc, file=sys.stderr)
         _fail(f"the agent loop stopped on an unexpected error after {runner.writes} writes: "
               f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
     log.info("stopped after %d writes", runner.writes)

@@ -51,12 +51,17 @@ def test_a_loop_that_dies_makes_run_fail(tmp_path: Path,
         raise OverflowError("timestamp out of range for platform time_t")
 
     monkeypatch.setattr(agent.FileAgent, "run", die)
-    result = CliRunner().invoke(main, ["run", "--root", str(tmp_path), "--source", "system",
-                                       "--output-file", str(tmp_path / "out"),
-                                       "--metrics-port", "0"])
+    monkeypatch.delenv("NODEFEATURES_DEBUG", raising=False)
+    args = ["run", "--root", str(tmp_path), "--source", "system", "--output-file",
+            str(tmp_path / "out"), "--metrics-port", "0"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     assert ("nodefeatures: error: the agent loop stopped on an unexpected error after 0 "
             "writes: OverflowError: timestamp out of range") in result.stderr
+    assert "Traceback" not in result.stderr
+    debugged = CliRunner().invoke(main, ["--debug", *args])
+    assert debugged.exit_code == 2
+    assert "Traceback" in debugged.stderr and "in die" in debugged.stderr
 
 
 def _diff_with(kubeconfig: Path | str, tmp_path: Path,
