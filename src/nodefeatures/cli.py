@@ -68,6 +68,8 @@ class HostChoice:
             _fail(str(exc))
         if self.only:
             cfg.core["labelSources"] = list(self.only)
+        else:
+            _warn_unknown_label_sources(cfg)
         if self.mig_strategy is not None:
             if "nvidia" in cfg.sources:
                 cfg.sources["nvidia"]["migStrategy"] = self.mig_strategy
@@ -93,6 +95,22 @@ class HostChoice:
 
         self.check_paths()
         return Host(root=HostRoot(self.root, proc=self.proc))
+
+
+def _warn_unknown_label_sources(cfg: Config) -> None:
+    """A misspelt core.labelSources entry selects nothing; say so rather than publish
+    fewer labels in silence. A warning, not an error: one config may serve images with
+    different plugins installed."""
+    from nodefeatures import registry
+
+    installed = list(registry.installed())
+    for position, entry in enumerate(cfg.core["labelSources"]):
+        name = entry[1:] if entry.startswith("-") else entry
+        if name != "all" and name not in installed:
+            log.warning("core.labelSources[%d]: no such source %r (installed: %s)",
+                        position, entry, ", ".join(installed))
+    if not cfg.enabled(installed):
+        log.warning("core.labelSources selects no source: no label will be published")
 
 
 def host_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -309,3 +309,22 @@ def test_an_unreadable_config_is_an_error(tmp_path: Path) -> None:
     config.chmod(0)
     code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(config))
     assert_one_error_line(code, err, "cannot read: Permission denied")
+
+
+def test_a_misspelt_label_source_is_warned_about(tmp_path: Path) -> None:
+    """It used to select nothing in silence: no label, no message, exit 0."""
+    config = tmp_path / "c.yaml"
+    config.write_text("core:\n  labelSources: [sytem, -kernal]\n")
+    code, out, err = run("dump", "--root", str(make_host(tmp_path)), "--config", str(config),
+                         "--format", "json")
+    assert code == 0 and json.loads(out) == {}
+    assert "core.labelSources[0]: no such source 'sytem' (installed: " in err
+    assert "core.labelSources[1]: no such source '-kernal'" in err
+    assert "core.labelSources selects no source: no label will be published" in err
+
+
+def test_known_label_sources_give_no_warning(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("core:\n  labelSources: [all, -kernel, -cpu]\n")
+    code, _, err = run("dump", "--root", str(make_host(tmp_path)), "--config", str(config))
+    assert code == 0 and "labelSources" not in err
