@@ -31,6 +31,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
+    # One line whatever the message holds: a newline must not forge a second one.
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     try:
         click.echo(f"nodefeatures: error: {message}", err=True)
     except (OSError, ValueError):

@@ -103,7 +103,7 @@ def load(path: str | Path | None, sources: Mapping[str, Source]) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{file}: not valid YAML{_yaml_problem(exc)}") from exc
     except RecursionError:
         raise ConfigError(f"{file}: nested too deeply (at most {MAX_DEPTH} levels)") from None
     except ValueError as exc:
@@ -115,6 +115,24 @@ def load(path: str | Path | None, sources: Mapping[str, Source]) -> Config:
         raise ConfigError(f"{file}: {exc}") from None
     config.path = str(file)
     return config
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's message on one line: where, and what (its own spans several lines with a
+    snippet of the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    what = ": ".join(str(p) for p in parts if p) or " ".join(str(exc).split())
+    return f"{where}: {' '.join(what.split())}"
+
+
+def _key(key: str) -> str:
+    """A key as it appears in a message path: quoted when it is not a plain name, so a
+    newline or a dot inside it cannot forge a line or another path."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return key
+    return repr(key) if len(key) <= 40 else repr(key[:37]) + "..."
 
 
 def _read(file: Path) -> str:
@@ -162,7 +180,7 @@ def build(data: Any, sources: Mapping[str, Source]) -> Config:
     if problems:
         raise ConfigError(_joined(problems))
     unknown = sorted(set(data) - {"core", "sources"})
-    problems += [f"{k}: unknown key (expected core, sources)" for k in unknown]
+    problems += [f"{_key(k)}: unknown key (expected core, sources)" for k in unknown]
     core = _merge(CORE_DEFAULTS, _or_empty(data.get("core")), "core", problems)
     for pattern_key in ("labelWhiteList", "labelDenyList"):
         value = core.get(pattern_key)
@@ -182,7 +200,8 @@ def build(data: Any, sources: Mapping[str, Source]) -> Config:
         problems.append(f"sources: must be a mapping, not {describe(source_data)}")
         source_data = {}
     for name in sorted(set(source_data) - set(sources)):
-        problems.append(f"sources.{name}: no such source (installed: {', '.join(sources)})")
+        problems.append(f"sources.{_key(name)}: no such source (installed: "
+                        f"{', '.join(sources)})")
     for name, source in sources.items():
         options = _merge(source.defaults, _or_empty(source_data.get(name)), f"sources.{name}",
                          problems)
@@ -231,7 +250,8 @@ def _shape_problems(data: Any) -> list[str]:
                     problems.append(f"{where or 'top level'}: keys must be strings, got "
                                     f"{describe(key)}")
                     continue
-                stack.append((item, f"{where}.{key}" if where else key, depth + 1))
+                stack.append((item, f"{where}.{_key(key)}" if where else _key(key),
+                              depth + 1))
         elif isinstance(value, list):
             stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
@@ -248,7 +268,7 @@ def _merge(default: Mapping[str, Any], given: Any, where: str, problems: list[st
         problems.append(f"{where}: must be a mapping, not {describe(given)}")
         return result
     for key, value in given.items():
-        path = f"{where}.{key}"
+        path = f"{where}.{_key(key)}"
         if key not in default:
             problems.append(f"{path}: unknown key")
             continue

@@ -328,3 +328,10 @@ def test_known_label_sources_give_no_warning(tmp_path: Path) -> None:
     config.write_text("core:\n  labelSources: [all, -kernel, -cpu]\n")
     code, _, err = run("dump", "--root", str(make_host(tmp_path)), "--config", str(config))
     assert code == 0 and "labelSources" not in err
+
+
+def test_an_error_message_is_one_line_whatever_it_holds(tmp_path: Path) -> None:
+    missing = tmp_path / "a\nnodefeatures: error: forged"
+    code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(missing))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("nodefeatures: error: ") and "a\\nnodefeatures: error: forged" in err

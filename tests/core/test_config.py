@@ -320,3 +320,22 @@ def test_a_source_whose_option_check_raises_is_a_config_problem() -> None:
     message = _message({"sources": {"toy": {"nested": {"depth": 0}}}}, {"toy": Fragile()})
     assert message == ("sources.toy: the source's option check failed "
                        "(ZeroDivisionError: division by zero)")
+
+
+def test_keys_in_messages_are_quoted_so_they_cannot_forge_lines_or_paths() -> None:
+    message = _message({"sources": {"toy": {"a\nb": 1, "nested.depth": 2}}, "x\ry": 1})
+    assert "\n" not in message and "\r" not in message
+    assert "sources.toy.'a\\nb': unknown key" in message
+    assert "sources.toy.'nested.depth': unknown key" in message
+    assert "'x\\ry': unknown key" in message
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("core:\n  labelSources: [all\n")
+    with pytest.raises(ConfigError) as error:
+        load(bad, SOURCES)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{bad}: not valid YAML at line 3, column 1: while parsing a "
+                              "flow sequence: expected ',' or ']'")
