@@ -151,8 +151,8 @@ def _api_failed(exc: Exception) -> None:
 @host_options
 @cluster_options
 @click.option("--interval", type=_Duration(), default=None,
-              help="Time between discovery passes, jittered by 10% [default: the config's "
-                   "core.sleepInterval, 60s].")
+              help="Time between discovery passes, 1s to 24h, jittered by 10% [default: "
+                   "the config's core.sleepInterval, 60s].")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port for /metrics, /healthz and /readyz; 0 turns the server off.")
 @click.option("--metrics-address", default="", metavar="ADDR",
