@@ -7,6 +7,7 @@ path; it is never half-applied.
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import os
 import re
@@ -335,6 +336,8 @@ def _kind(value: Any) -> str:
         return "a list"
     if isinstance(value, Mapping):
         return "a mapping"
+    if isinstance(value, datetime.date):
+        return "a date"  # YAML reads an unquoted 2024-01-01 as one
     return type(value).__name__
 
 
@@ -349,7 +352,7 @@ def describe(value: Any) -> str:
             return f"{kind} ({value})"
         # str() of a huge integer is slow and refused past 4300 digits: give its size.
         return f"{kind} (about {'-' if value < 0 else ''}10**{int(value.bit_length() * 0.30103)})"
-    if isinstance(value, float | str | bytes):
+    if isinstance(value, float | str | bytes | datetime.date):
         text = repr(value)
         return f"{kind} ({text if len(text) <= 40 else text[:37] + '...'})"
     return kind

@@ -339,3 +339,12 @@ def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path: Path) -> No
     assert "\n" not in message
     assert message.startswith(f"{bad}: not valid YAML at line 3, column 1: while parsing a "
                               "flow sequence: expected ',' or ']'")
+
+
+def test_a_yaml_date_is_named_as_one(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("core:\n  labelWhiteList: 2024-01-01\n")
+    with pytest.raises(ConfigError) as error:
+        load(config, SOURCES)
+    assert ("core.labelWhiteList: expected a string, got a date (datetime.date(2024, 1, 1))"
+            in str(error.value))
