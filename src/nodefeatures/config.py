@@ -352,7 +352,9 @@ def describe(value: Any) -> str:
             return f"{kind} ({value})"
         # str() of a huge integer is slow and refused past 4300 digits: give its size.
         return f"{kind} (about {'-' if value < 0 else ''}10**{int(value.bit_length() * 0.30103)})"
-    if isinstance(value, float | str | bytes | datetime.date):
+    if isinstance(value, datetime.date):
+        return f"{kind} ({value.isoformat()})"
+    if isinstance(value, float | str | bytes):
         text = repr(value)
         return f"{kind} ({text if len(text) <= 40 else text[:37] + '...'})"
     return kind
