@@ -13,29 +13,33 @@ from typing import Any
 
 import click
 
-from nodefeatures.cli.options import HostChoice, fail, host_options, report
+from nodefeatures.cli.options import HostChoice, debugging, fail, host_options, report
 
 log = logging.getLogger("nodefeatures")
 
 
 class _Duration(click.ParamType):
-    """Seconds as `90`, `90s`, `5m`, `1h` or `1m30s`."""
+    """Seconds as `90`, `90s`, `5m`, `1h` or `1m30s`, from 1 s to 24 h."""
 
     name = "duration"
+
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, int | float):
-            return float(value)
         import re
 
+        from nodefeatures.discovery.config import SLEEP_MAX, SLEEP_MIN
+
         text = str(value).strip()
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?",
-                             text)
+        # Digits are bounded so that no literal reaches float()'s or int()'s limits.
+        number = r"(\d{1,12}(?:\.\d{1,9})?)"
+        parts = re.fullmatch(rf"(?:{number}h)?(?:{number}m)?(?:{number}s?)?", text)
         if not text or parts is None or not any(parts.groups()):
-            self.fail(f"{value!r} is not a duration such as 60s, 5m or 1h", param, ctx)
+            shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+            self.fail(f"{shown} is not a duration such as 60s, 5m or 1h", param, ctx)
         hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
         total = hours * 3600 + minutes * 60 + seconds
-        if total < 1:
-            self.fail("must be at least 1s", param, ctx)
+        if not SLEEP_MIN <= total <= SLEEP_MAX:
+            self.fail(f"must be at least {SLEEP_MIN}s and at most {SLEEP_MAX // 3600}h",
+                      param, ctx)
         return total
 
 
@@ -68,10 +72,25 @@ def _checked_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     return prefixes
 
 
+# A Node's name is a lower-case DNS subdomain (RFC 1123) of at most 253 characters.
+_NODE_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+
+
 def _need_node(node: str | None) -> str:
     if not node:
         fail("no node given: use --node NAME or set NODE_NAME")
     assert node is not None
+    return _checked_node(node)
+
+
+def _checked_node(node: str) -> str:
+    """Refuse a name no Node can have before it reaches a URL, a log line or an Event."""
+    import re
+
+    if len(node) > 253 or not re.fullmatch(_NODE_NAME, node):
+        shown = repr(node) if len(node) <= 80 else repr(node[:77]) + "..."
+        fail(f"--node {shown}: not a valid Node name (a lower-case DNS subdomain of at most "
+              "253 characters)")
     return node
 
 
@@ -132,8 +151,8 @@ def _api_failed(exc: Exception) -> None:
 @host_options
 @cluster_options
 @click.option("--interval", type=_Duration(), default=None,
-              help="Time between discovery passes, jittered by 10% [default: the config's "
-                   "core.sleepInterval, 60s].")
+              help="Time between discovery passes, 1s to 24h, jittered by 10% [default: "
+                   "the config's core.sleepInterval, 60s].")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port for /metrics, /healthz and /readyz; 0 turns the server off.")
 @click.option("--metrics-address", default="", metavar="ADDR",
@@ -151,6 +170,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     """Keep this node's labels true until SIGTERM (the DaemonSet's command)."""
     import signal
     import threading
+    import traceback
 
     from nodefeatures.cluster.agent import Agent, FileAgent, Options
     from nodefeatures.cluster.metrics import JsonFormatter, Metrics, StatusServer
@@ -164,6 +184,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     metrics = Metrics()
     runner: Agent | FileAgent
     if output_file is not None:
+        if node:
+            _checked_node(node)
         options = Options(node=node or "", interval=seconds, prefixes=prefixes)
         runner = FileAgent(output_file, discover, installed, options, metrics)
         target = output_file
@@ -199,12 +221,27 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
              ", ".join(installed), extra={"node": node, "interval": seconds})
     # The loop runs in its own thread: the main thread, where signal handlers run, then
     # holds none of the loop's locks when a signal arrives.
-    loop = threading.Thread(target=runner.run, name="agent-loop", daemon=True)
+    crashed: list[BaseException] = []
+
+    def loop_body() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:
+            crashed.append(exc)
+
+    loop = threading.Thread(target=loop_body, name="agent-loop", daemon=True)
     loop.start()
     while loop.is_alive():
         loop.join(0.5)
     if server is not None:
         server.stop()
+    if crashed:
+        # A loop that died is a failure of `run`, never a clean stop (exit 0).
+        exc = crashed[0]
+        if debugging():
+            traceback.print_exception(exc, file=sys.stderr)
+        fail(f"the agent loop stopped on an unexpected error after {runner.writes} writes: "
+              f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
     log.info("stopped after %d writes", runner.writes)
 
 

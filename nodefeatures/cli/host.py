@@ -46,10 +46,15 @@ def capture(host: HostChoice, directory: str) -> None:
     from nodefeatures.discovery.run import run_pass
 
     sources, cfg = host.prepare()
+    host.check_paths()
+    if not directory:
+        fail("the fixture directory's name is empty")
     try:
         recording = capture_host(directory, root=host.root, proc=host.proc)
     except FixtureError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"{directory}: cannot create the fixture directory: {exc.strerror or exc}")
     discovery = run_pass(recording, sources, cfg)
     report(discovery)
     target = write_labels(directory, discovery.values())

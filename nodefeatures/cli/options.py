@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +28,26 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def fail(message: str) -> None:
-    click.echo(f"nodefeatures: error: {message}", err=True)
-    sys.exit(2)
+DEBUG_ENV = "NODEFEATURES_DEBUG"
+
+
+def debugging(ctx: click.Context | None = None) -> bool:
+    """Whether --debug or NODEFEATURES_DEBUG asks for tracebacks."""
+    root = (ctx or click.get_current_context()).find_root()
+    return bool(root.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit 2 (or `code`): the command itself cannot do its job."""
+    # One line whatever the message holds: a newline must not forge a second one.
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    try:
+        click.echo(f"nodefeatures: error: {message}", err=True)
+    except (OSError, ValueError):
+        # stderr is full or closed: the exit status still has to say "error", and the
+        # flush at exit must not fail again (that would turn it into 120).
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+    sys.exit(code)
 
 
 @dataclass(frozen=True)
@@ -52,12 +70,16 @@ class HostChoice:
             fail("; ".join(errors))
         for error in errors:
             log.warning("%s", error)
+        if self.config_path == "":
+            fail("--config: the path is empty")
         try:
             cfg = configuration.load(self.config_path, sources)
         except configuration.ConfigError as exc:
             fail(str(exc))
         if self.only:
             cfg.core["labelSources"] = list(self.only)
+        else:
+            _warn_unknown_label_sources(cfg)
         if self.mig_strategy is not None:
             if "nvidia" in cfg.sources:
                 cfg.sources["nvidia"]["migStrategy"] = self.mig_strategy
@@ -65,11 +87,40 @@ class HostChoice:
                 log.warning("--mig-strategy has no effect: the nvidia source is not installed")
         return sources, cfg
 
+    def check_paths(self) -> None:
+        """Exit 2 when --root or --proc is not a directory: read through, every file would
+        be missing and the node would quietly get almost no labels."""
+        for option, path in (("--root", self.root), ("--proc", self.proc)):
+            if path is None:
+                continue
+            if not path:
+                fail(f"{option}: the path is empty")
+            if not os.path.isdir(path):
+                problem = "not a directory" if os.path.lexists(path) else "no such directory"
+                fail(f"{option} {path!r}: {problem}")
+
     def live_host(self) -> Host:
         from nodefeatures.discovery.hostroot import HostRoot
         from nodefeatures.discovery.source import Host
 
+        self.check_paths()
         return Host(root=HostRoot(self.root, proc=self.proc))
+
+
+def _warn_unknown_label_sources(cfg: Config) -> None:
+    """A misspelt core.labelSources entry selects nothing; say so rather than publish
+    fewer labels in silence. A warning, not an error: one config may serve images with
+    different plugins installed."""
+    from nodefeatures.discovery import registry
+
+    installed = list(registry.installed())
+    for position, entry in enumerate(cfg.core["labelSources"]):
+        name = entry[1:] if entry.startswith("-") else entry
+        if name != "all" and name not in installed:
+            log.warning("core.labelSources[%d]: no such source %r (installed: %s)",
+                        position, entry, ", ".join(installed))
+    if not cfg.enabled(installed):
+        log.warning("core.labelSources selects no source: no label will be published")
 
 
 def host_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import stat
 import sys
 import time
 import types
@@ -122,17 +123,94 @@ def connect(kubeconfig: str | None = None) -> Any:
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             k.incluster.load_incluster_config(client_configuration=config)
         else:
+            _check_kubeconfig_files(kubeconfig)
             k.kube_config.load_kube_config(
                 config_file=kubeconfig, client_configuration=config, persist_config=False
             )
     except (k.ConfigException, OSError, ValueError) as exc:
         raise KubeError(None, "config", f"cannot load cluster credentials: {exc}") from exc
+    except Exception as exc:
+        # The client's loader assumes a well-formed file: YAML errors, `clusters: 5`
+        # (TypeError) and the like come out raw. Any of them means unusable credentials.
+        detail = " ".join(str(exc).split())[:300]
+        raise KubeError(None, "config", f"cannot load cluster credentials: malformed "
+                        f"kubeconfig ({type(exc).__name__}: {detail})") from exc
     # One quick reconnect for a pooled connection the server closed; every other retry
     # is the agent's own, with backoff, so the request count stays honest.
     config.retries = urllib3.Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0)
     client = k.ApiClient(config)
     client.user_agent = f"nodefeatures/{__version__}"
     return client
+
+
+# A kubeconfig with many clusters and embedded certificates is still a few MiB.
+MAX_KUBECONFIG_BYTES = 16 << 20
+# Values the client's loader would build, counting what YAML aliases repeat.
+MAX_KUBECONFIG_NODES = 1_000_000
+
+
+def _check_kubeconfig_files(kubeconfig: str | None) -> None:
+    """Refuse a kubeconfig the client's loader would block or blow up on, before it opens
+    it: a FIFO blocks the read forever, a directory gives a bare errno, and a small file
+    of nested aliases (billion laughs) expands to gigabytes in its merge."""
+    if kubeconfig is not None:
+        paths = [kubeconfig]
+    else:
+        listed = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        paths = [p for p in listed.split(os.pathsep) if p]
+    for path in paths:
+        full = os.path.expanduser(path)
+        try:
+            mode = os.stat(full).st_mode
+        except OSError:
+            continue  # absent: the client says so in its own words
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path}: not a regular file")
+        with open(full, "rb") as stream:
+            data = stream.read(MAX_KUBECONFIG_BYTES + 1)
+        if len(data) > MAX_KUBECONFIG_BYTES:
+            raise ValueError(f"{path}: larger than {MAX_KUBECONFIG_BYTES} bytes")
+        if b"*" in data and _expanded_size(data) > MAX_KUBECONFIG_NODES:
+            raise ValueError(f"{path}: its aliases expand to more than "
+                             f"{MAX_KUBECONFIG_NODES} values")
+
+
+def _expanded_size(data: bytes) -> int:
+    """How many nodes the document stands for once every alias is expanded, computed on
+    the composed graph (where an alias is one shared node) without expanding anything."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    total = 0
+    for document in yaml.compose_all(data, Loader=yaml.SafeLoader):
+        # Children before parents, iteratively: the graph can be deep.
+        stack: list[tuple[Any, bool]] = [(document, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if node is None or id(node) in sizes:
+                continue
+            if not children_done:
+                if id(node) in visiting:
+                    # An alias inside its own anchor: a structure without end.
+                    return MAX_KUBECONFIG_NODES + 1
+                visiting.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            else:
+                sizes[id(node)] = 1
+                continue
+            if children_done:
+                sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children),
+                                      MAX_KUBECONFIG_NODES + 1)
+            else:
+                stack.append((node, True))
+                stack.extend((c, False) for c in children if id(c) not in sizes)
+        if document is not None:
+            total += sizes[id(document)]
+    return total
 
 
 def _status_message(body: Any) -> str:

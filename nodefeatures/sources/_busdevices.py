@@ -74,9 +74,9 @@ class DeviceClassSource(Source):
     def validate_options(self, options: Mapping[str, Any]) -> list[str]:
         digits = self.class_digits
         return [
-            f"deviceClassWhitelist: {entry!r} is not a class prefix of at most {digits} hex "
-            f"digits (write e.g. '03', without '0x')"
-            for entry in options["deviceClassWhitelist"]
+            f"deviceClassWhitelist[{index}]: {entry!r} is not a class prefix of at most "
+            f"{digits} hex digits (write e.g. '03', without '0x')"
+            for index, entry in enumerate(options["deviceClassWhitelist"])
             if len(entry) > digits or not (entry == "" or HEX.fullmatch(entry))
         ]
 

@@ -165,10 +165,14 @@ class CpuSource(Source):
     )
 
     def validate_options(self, options: Mapping[str, Any]) -> list[str]:
+        from nodefeatures.discovery.config import describe
+
         lists = options.get("cpuid", {})
-        return [f"cpuid.{key}: entries must be strings"
-                for key in ("attributeBlacklist", "attributeWhitelist")
-                if any(not isinstance(item, str) for item in lists.get(key) or [])]
+        # Each list names its wrong entries itself; the blacklist's are already named by
+        # the type check against its default, so this speaks only for the whitelist.
+        return [f"cpuid.attributeWhitelist[{i}]: expected a string, got {describe(item)}"
+                for i, item in enumerate(lists.get("attributeWhitelist") or [])
+                if not isinstance(item, str)][:3]
 
     # -- discovery --------------------------------------------------------------------
 

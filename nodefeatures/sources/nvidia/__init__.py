@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("none", "single", "mixed")
+# Seconds; NVML answers in well under a minute even on the largest machines.
+NVML_TIMEOUT_MAX = 3600
 VIRTUALIZATION_VGPU = 2  # NVML_GPU_VIRTUALIZATION_MODE_VGPU: a vGPU inside a VM
 # Feature names in Features.attributes
 _NODE = "node"
@@ -232,8 +234,11 @@ class NvidiaSource(Source):
         problems = []
         if options.get("migStrategy") not in STRATEGIES:
             problems.append(f"migStrategy: must be one of {', '.join(STRATEGIES)}")
-        if not options.get("nvmlTimeout", 0) > 0:
-            problems.append("nvmlTimeout: must be a positive number of seconds")
+        timeout = options.get("nvmlTimeout", 0)
+        # Bounded above too: a deadline far enough away overflows the clock arithmetic.
+        if not 0 < timeout <= NVML_TIMEOUT_MAX:
+            problems.append(f"nvmlTimeout: must be a positive number of seconds, at most "
+                            f"{NVML_TIMEOUT_MAX}, got {timeout}")
         sharing = options.get("sharing") or {}
         if any((sharing.get(k) or {}).get("resources") for k in ("timeSlicing", "mps")):
             from .sharing import validate
