@@ -63,7 +63,7 @@ def defaults(sources: Mapping[str, Source]) -> dict[str, Any]:
     """The effective default configuration for the given sources."""
     return {
         "core": copy.deepcopy(CORE_DEFAULTS),
-        "sources": {name: copy.deepcopy(dict(s.defaults)) for name, s in sources.items()},
+        "sources": {name: copy.deepcopy(s.default_config()) for name, s in sources.items()},
     }
 
 
@@ -114,6 +114,11 @@ def build(data: Any, sources: Mapping[str, Source]) -> Config:
     for name in sorted(set(source_data) - set(sources)):
         problems.append(f"sources.{name}: no such source (installed: {', '.join(sources)})")
     for name, source in sources.items():
+        built = source.build_options(source_data.get(name))
+        if built is not None:
+            merged[name], found = built
+            problems += [f"sources.{name}{p}" for p in found]
+            continue
         options = _merge(source.defaults, source_data.get(name) or {}, f"sources.{name}", problems)
         problems += [f"sources.{name}.{p}" for p in source.validate_options(options)]
         merged[name] = options

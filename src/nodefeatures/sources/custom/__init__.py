@@ -1,0 +1,122 @@
+"""custom: labels from rules (NFD's `custom` source), matched against raw features.
+
+Rules come, in this order, from NFD's two built-in rules (`rdma.capable`,
+`rdma.available`), `sources.custom` in the config file (nfd-worker's format: a list of
+rules) and every file of the `custom.d` directories. Later rules see earlier ones
+through `rule.matched`. Label names are used as written; a name without a prefix gets
+`feature.node.kubernetes.io/` (no `custom-` part, as nfd-worker names them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nodefeatures.labels import DEFAULT_PREFIX, Label
+from nodefeatures.rules import engine
+from nodefeatures.rules.features import FeatureSet
+from nodefeatures.rules.model import Rule, parse_rules
+from nodefeatures.source import Context, Features, LabelDoc, Source
+from nodefeatures.sources.custom import files, host
+from nodefeatures.sources.custom.builtin import BUILTIN_RULES
+from nodefeatures.sources.local import denied_namespace
+
+LABELS = "label"  # the feature that carries rule labels from discover() to labels()
+
+
+class CustomSource(Source):
+    name = "custom"
+    priority = 10  # as NFD: above the built-in sources (0), below local (20)
+    uses_features = True
+    description = "labels from rules (NFD custom rules: built-in, config, custom.d)"
+    catalogue = (
+        LabelDoc("rdma.capable", "true",
+                 "built-in rule: a PCI device of vendor `15b3` (Mellanox/NVIDIA networking) "
+                 "in /sys/bus/pci/devices, any class",
+                 "NFD's docs call it `custom-rdma.capable`; nfd-worker v0.19.0 publishes "
+                 "`feature.node.kubernetes.io/rdma.capable`, and so do we"),
+        LabelDoc("rdma.available", "true",
+                 "built-in rule: kernel modules `ib_uverbs` and `rdma_ucm` in /proc/modules",
+                 "NFD's docs call it `custom-rdma.available`; nfd-worker v0.19.0 publishes "
+                 "`feature.node.kubernetes.io/rdma.available`, and so do we"),
+        LabelDoc("<label>", "as the rule says",
+                 "a label of a rule in `sources.custom` or a `custom.d` file that matched; "
+                 "a name with a prefix (`vendor.io/x`) is used as written (docs/rules.md)"),
+    )
+
+    def default_config(self) -> Any:
+        return []  # nfd-worker's format: a list of rules
+
+    def build_options(self, given: Any) -> tuple[dict[str, Any], list[str]]:
+        if given is None:
+            return {"rules": []}, []
+        rules, problems = parse_rules(given, origin="config sources.custom")
+        return {"rules": rules}, [str(p) if p.path else f": {p.message}" for p in problems]
+
+    def discover(self, ctx: Context) -> Features:
+        features = FeatureSet.from_results(ctx.others)
+        for other in ctx.others:
+            if other.error is not None or not other.complete:
+                # Rules over features that may be missing prove nothing about absence.
+                ctx.complete = False
+        features.set_instances("pci.device", host.pci_devices(ctx))
+        modules = host.loaded_modules(ctx)
+        if modules is not None:
+            features.set_flags("kernel.loadedmodule", modules)
+        rules: list[Rule] = [*BUILTIN_RULES, *ctx.options.get("rules", ())]
+        loaded = files.load(ctx)
+        for shown, problem in loaded.problems:
+            ctx.warn(f"{shown}: {problem}; the rules of this file are skipped")
+            ctx.complete = False
+        rules += loaded.rules
+        result = Features()
+        for outcome in engine.run(rules, features):
+            rule = outcome.rule
+            if outcome.error is not None:
+                ctx.warn(f"rule {rule.name!r} ({rule.origin}) cannot be evaluated: "
+                         f"{outcome.error}")
+                ctx.complete = False
+                continue
+            for key, problem in outcome.dropped.items():
+                ctx.warn(f"rule {rule.name!r}: label {key} dropped: {problem}")
+            if outcome.matched and (rule.annotations or rule.taints
+                                    or rule.extended_resources):
+                ctx.warn(f"rule {rule.name!r}: annotations, taints and extendedResources "
+                         "are not published (only labels are)")
+            why = _explain(outcome)
+            for key, value in outcome.labels.items():
+                result.attribute(LABELS, key, value, why)
+        return result
+
+    def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
+        produced = features.attributes.get(LABELS, {})
+        labels = []
+        for key, fact in produced.items():
+            # As nfd-master: a prefixed key wins over the same name given without one.
+            if "/" not in key and self.qualify(key) in produced:
+                continue
+            if denied_namespace(self.qualify(key)):
+                continue
+            labels.append(Label(key, fact.value, fact.origin))
+        return labels
+
+    def qualify(self, name: str) -> str:
+        return name if "/" in name else f"{DEFAULT_PREFIX}/{name}"
+
+
+def _explain(outcome: engine.Outcome) -> str:
+    """`rule 'name': pci.device vendor=15b3` - the rule and what it matched."""
+    parts = []
+    for feature, elements in outcome.elements.items():
+        for element in elements[:3]:
+            if engine.NAME in element:
+                shown = element[engine.NAME]
+                if engine.VALUE in element:
+                    shown += f"={element[engine.VALUE]}"
+            else:
+                shown = ",".join(f"{k}={v}" for k, v in sorted(element.items()))
+            parts.append(f"{feature} {shown}")
+        if len(elements) > 3:
+            parts.append(f"{feature} (+{len(elements) - 3} more)")
+    matched = "; ".join(parts) if parts else "no match expressions"
+    return f"rule {outcome.rule.name!r} ({outcome.rule.origin}): {matched}"

@@ -1,0 +1,36 @@
+"""Raw features rules need that the other sources do not expose yet, read through HostRoot.
+
+- `pci.device`: NFD lists every PCI function; the pci source keeps only the classes it
+  labels (GPUs, accelerators), so a Mellanox NIC would be invisible to rules. Every
+  device is read here with the pci source's own attribute reader, so values are
+  formatted the same way.
+- `kernel.loadedmodule`: the first field of each line of /proc/modules, as NFD reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nodefeatures.source import Context
+from nodefeatures.sources.pci import DEVICES, PciSource
+
+MODULES = "proc/modules"
+_MODULES_LIMIT = 1024 * 1024
+_EVERY_CLASS = ("",)
+
+
+def pci_devices(ctx: Context) -> list[Mapping[str, str]]:
+    devices = []
+    for entry in ctx.root.listdir(DEVICES):
+        attributes = PciSource._read_device(ctx, f"{DEVICES}/{entry}", _EVERY_CLASS)
+        if attributes is not None:
+            devices.append(attributes)
+    return devices
+
+
+def loaded_modules(ctx: Context) -> list[str] | None:
+    """Names of loaded kernel modules; None when /proc/modules cannot be read."""
+    text = ctx.root.read_text(MODULES, limit=_MODULES_LIMIT)
+    if text is None:
+        return None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
