@@ -85,20 +85,21 @@ class CustomSource(Source):
                          "are not published (only labels are)")
             why = _explain(outcome)
             for key, value in outcome.labels.items():
+                if denied_namespace(self.qualify(key)):
+                    ctx.warn(f"rule {rule.name!r}: label {key} dropped: the kubernetes.io "
+                             "namespaces are refused (as nfd-master refuses them)")
+                    continue
                 result.attribute(LABELS, key, value, why)
         return result
 
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
         produced = features.attributes.get(LABELS, {})
-        labels = []
-        for key, fact in produced.items():
+        return [
+            Label(key, fact.value, fact.origin)
+            for key, fact in produced.items()
             # As nfd-master: a prefixed key wins over the same name given without one.
-            if "/" not in key and self.qualify(key) in produced:
-                continue
-            if denied_namespace(self.qualify(key)):
-                continue
-            labels.append(Label(key, fact.value, fact.origin))
-        return labels
+            if "/" in key or self.qualify(key) not in produced
+        ]
 
     def qualify(self, name: str) -> str:
         return name if "/" in name else f"{DEFAULT_PREFIX}/{name}"
