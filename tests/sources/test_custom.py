@@ -201,3 +201,23 @@ def test_explain_names_the_rule_and_the_matched_element(tmp_path: Path) -> None:
     pci_device(tree, "0000:0c:00.0", "0x15b3", "0x020700")
     origin = custom_of(run(tree)).labels[CAPABLE].origin
     assert "RDMA capable static rule" in origin and "vendor=15b3" in origin
+
+
+def test_dump_with_only_the_built_in_rules_loads_no_yaml_and_compiles_no_pattern() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nodefeatures.cli import main\n"
+        f"try:\n    main(['dump', '--fixture', {str(FIXTURES / 'dgx-h100')!r}])\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "from nodefeatures.rules import expressions\n"
+        "assert 'nodefeatures.sources.custom' in sys.modules, 'custom source did not run'\n"
+        "assert 'yaml' not in sys.modules, 'yaml imported'\n"
+        "assert 'decimal' not in sys.modules, 'decimal imported'\n"
+        "assert expressions._pattern.cache_info().currsize == 0, 'patterns compiled'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "rdma.capable" in result.stdout

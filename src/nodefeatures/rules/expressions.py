@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 IN, NOT_IN, IN_REGEXP = "In", "NotIn", "InRegexp"
@@ -26,13 +27,22 @@ COMPARISONS = ONE_VALUE + TWO_VALUES
 VERSION = "version"
 
 _INT64 = 2**63
-_ATOI = re.compile(r"[+-]?[0-9]+")
-_SEMVER = re.compile(
+_UINT64 = 2**64
+_ATOI = r"[+-]?[0-9]+"
+_SEMVER = (
     r"v?([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?"
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
     r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
 )
-_UINT64 = 2**64
+# Python's re accepts these but Go's RE2 does not: a rule using them would match here and
+# fail on nfd-worker, so they are refused.
+_NOT_RE2 = r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P="
+
+
+@cache
+def _pattern(source: str) -> re.Pattern[str]:
+    """Compiled on first use: a pass with only the built-in rules compiles nothing."""
+    return re.compile(source)
 
 
 class EvaluationError(ValueError):
@@ -41,7 +51,7 @@ class EvaluationError(ValueError):
 
 def parse_int(text: str) -> int | None:
     """`text` as Go's strconv.Atoi reads it: optional sign, ASCII digits, 64-bit range."""
-    if not _ATOI.fullmatch(text):
+    if not _pattern(_ATOI).fullmatch(text):
         return None
     number = int(text)
     return number if -_INT64 <= number < _INT64 else None
@@ -49,7 +59,7 @@ def parse_int(text: str) -> int | None:
 
 def parse_version(text: str) -> tuple[int, int, int] | None:
     """(major, minor, patch) of a loose semantic version such as `5.15.0-91-generic`."""
-    match = _SEMVER.fullmatch(text)
+    match = _pattern(_SEMVER).fullmatch(text)
     if not match:
         return None
     major, minor, patch, pre = match.groups()
@@ -170,14 +180,9 @@ class MatchExpression:
         return low <= have <= high  # type: ignore[operator]
 
 
-# Python's re accepts these but Go's RE2 does not: a rule using them would match here and
-# fail on nfd-worker, so they are refused.
-_NOT_RE2 = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P=")
-
-
 def regexp_problem(pattern: str) -> str | None:
     """Why `pattern` is not a regular expression both Go and Python accept alike."""
-    if _NOT_RE2.search(pattern):
+    if _pattern(_NOT_RE2).search(pattern):
         return "lookaround and backreferences are not supported"
     try:
         re.compile(pattern)
