@@ -16,7 +16,7 @@ from nodefeatures.discovery import load_sources, run_pass
 from nodefeatures.fixture import replay_host
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
-EXAMPLE = re.compile(r"<!-- example (.*?) -->\n```yaml\n(.*?)```", re.DOTALL)
+EXAMPLE = re.compile(r"<!-- example ([^\n]*?) -->\n```yaml\n(.*?)```", re.DOTALL)
 BUILT_IN = {"feature.node.kubernetes.io/rdma.capable", "feature.node.kubernetes.io/rdma.available"}
 
 
