@@ -221,3 +221,47 @@ def test_dump_with_only_the_built_in_rules_loads_no_yaml_and_compiles_no_pattern
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "rdma.capable" in result.stdout
+
+
+def test_enabled_modules_are_loaded_and_built_in_modules(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file("proc/modules", "nvidia 16384 0 - Live 0x0\n")
+    tree.file("proc/sys/kernel/osrelease", "6.8.0-31-generic\n")
+    tree.file("lib/modules/6.8.0-31-generic/modules.builtin",
+              "kernel/drivers/block/loop.ko\nkernel/fs/ext4/ext4.ko\nnot-a-module\n")
+
+    def rule(name: str, feature: str, module: str) -> dict[str, Any]:
+        return {"name": name, "labels": {name: "true"}, "matchFeatures": [
+            {"feature": feature, "matchExpressions": {module: {"op": "Exists"}}}]}
+
+    config = {"sources": {"custom": [
+        rule("loop.enabled", "kernel.enabledmodule", "loop"),
+        rule("nvidia.enabled", "kernel.enabledmodule", "nvidia"),
+        rule("loop.loaded", "kernel.loadedmodule", "loop"),
+        rule("not.enabled", "kernel.enabledmodule", "not-a-module"),
+    ]}}
+    assert values(run(tree, config)) == {NS + "loop.enabled": "true", NS + "nvidia.enabled": "true"}
+
+
+def test_without_proc_modules_the_module_features_are_missing(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    config = {"sources": {"custom": [{"name": "x", "labels": {"x": "true"}, "matchFeatures": [
+        {"feature": "kernel.loadedmodule",
+         "matchExpressions": {"rdma_ucm": {"op": "DoesNotExist"}}}]}]}}
+    assert values(run(tree, config)) == {}
+
+
+class _Broken(Source):
+    name = "broken"
+
+    def discover(self, ctx):
+        raise RuntimeError("boom")
+
+    def labels(self, features, options):
+        return []
+
+
+def test_a_failed_source_makes_the_rules_pass_incomplete(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    result = custom_of(run(tree, sources={"custom": CustomSource(), "broken": _Broken()}))
+    assert result.complete is False

@@ -30,8 +30,9 @@ def examples() -> list[tuple[dict[str, str], str]]:
     return found
 
 
-def test_the_document_has_examples() -> None:
+def test_the_document_has_examples_and_every_marker_is_read() -> None:
     assert len(examples()) >= 6
+    assert DOC.read_text().count("<!-- example ") == len(examples())
 
 
 @pytest.mark.parametrize(("settings", "body"), examples(),

@@ -8,7 +8,7 @@ evaluates only the two built-in rules converts two features, not hundreds.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from nodefeatures.source import Features
@@ -28,6 +28,7 @@ class FeatureSet:
         self._instances: dict[str, list[Mapping[str, str]]] = {}
         self._sources: dict[str, Features] = {}
         self._converted: set[str] = set()
+        self._providers: dict[str, Callable[[FeatureSet], None]] = {}
 
     @classmethod
     def from_results(cls, results: Iterable[_HasFeatures]) -> FeatureSet:
@@ -40,6 +41,10 @@ class FeatureSet:
 
     def add_source(self, name: str, features: Features) -> None:
         self._sources[name] = features
+
+    def provide(self, name: str, provider: Callable[[FeatureSet], None]) -> None:
+        """Run `provider` (which sets feature `name`) only when a rule first asks for it."""
+        self._providers[name] = provider
 
     # -- what rules ask -----------------------------------------------------------
 
@@ -72,6 +77,8 @@ class FeatureSet:
 
     def names(self) -> list[str]:
         """Every feature name, converting everything (for dumps, not for rule passes)."""
+        for name in list(self._providers):
+            self._convert(name)
         for source, features in self._sources.items():
             for table in (features.flags, features.attributes, features.instances):
                 for feature in table:
@@ -95,6 +102,10 @@ class FeatureSet:
         if name in self._converted:
             return
         self._converted.add(name)
+        provider = self._providers.pop(name, None)
+        if provider is not None:
+            provider(self)
+            return
         source, dot, feature = name.partition(".")
         features = self._sources.get(source) if dot else None
         if features is None:

@@ -59,10 +59,7 @@ class CustomSource(Source):
             if other.error is not None or not other.complete:
                 # Rules over features that may be missing prove nothing about absence.
                 ctx.complete = False
-        features.set_instances("pci.device", host.pci_devices(ctx))
-        modules = host.loaded_modules(ctx)
-        if modules is not None:
-            features.set_flags("kernel.loadedmodule", modules)
+        _provide_host_features(ctx, features)
         rules: list[Rule] = [*BUILTIN_RULES, *ctx.options.get("rules", ())]
         loaded = files.load(ctx)
         for shown, problem in loaded.problems:
@@ -103,6 +100,37 @@ class CustomSource(Source):
 
     def qualify(self, name: str) -> str:
         return name if "/" in name else f"{DEFAULT_PREFIX}/{name}"
+
+
+def _provide_host_features(ctx: Context, features: FeatureSet) -> None:
+    """Features rules need that other sources do not expose (yet), read on demand."""
+    kernel = next((r.features for r in ctx.others if r.name == "kernel" and r.features), None)
+
+    def pci(into: FeatureSet) -> None:
+        into.set_instances("pci.device", host.pci_devices(ctx))
+
+    loaded: list[list[str] | None] = []
+
+    def loaded_modules() -> list[str] | None:
+        if not loaded:
+            loaded.append(host.loaded_modules(ctx))
+        return loaded[0]
+
+    def loadedmodule(into: FeatureSet) -> None:
+        modules = loaded_modules()
+        if modules is not None:
+            into.set_flags("kernel.loadedmodule", modules)
+
+    def enabledmodule(into: FeatureSet) -> None:
+        modules, builtin = loaded_modules(), host.builtin_modules(ctx)
+        if modules is not None or builtin is not None:
+            into.set_flags("kernel.enabledmodule", [*(modules or ()), *(builtin or ())])
+
+    # The pci source keeps only the classes it labels; rules need every device.
+    features.provide("pci.device", pci)
+    for name, provider in (("loadedmodule", loadedmodule), ("enabledmodule", enabledmodule)):
+        if kernel is None or name not in kernel.flags:
+            features.provide(f"kernel.{name}", provider)
 
 
 def _explain(outcome: engine.Outcome) -> str:

@@ -5,6 +5,10 @@
   device is read here with the pci source's own attribute reader, so values are
   formatted the same way.
 - `kernel.loadedmodule`: the first field of each line of /proc/modules, as NFD reads it.
+- `kernel.enabledmodule`: loaded modules plus those built into the kernel
+  (`/lib/modules/<release>/modules.builtin`).
+
+Each is read only when a rule asks for it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from nodefeatures.source import Context
 from nodefeatures.sources.pci import DEVICES, PciSource
 
 MODULES = "proc/modules"
+RELEASE = "proc/sys/kernel/osrelease"
+BUILTIN = "lib/modules/{release}/modules.builtin"
 _MODULES_LIMIT = 1024 * 1024
 _EVERY_CLASS = ("",)
 
@@ -34,3 +40,19 @@ def loaded_modules(ctx: Context) -> list[str] | None:
     if text is None:
         return None
     return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
+def builtin_modules(ctx: Context) -> list[str] | None:
+    """Modules built into the running kernel; None when that list cannot be read."""
+    release = ctx.root.read_line(RELEASE)
+    if not release or "/" in release:
+        return None
+    text = ctx.root.read_text(BUILTIN.format(release=release.strip()), limit=_MODULES_LIMIT)
+    if text is None:
+        return None
+    names = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.endswith(".ko"):
+            names.append(line.rpartition("/")[2].removesuffix(".ko"))
+    return names
