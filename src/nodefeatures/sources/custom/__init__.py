@@ -105,9 +105,14 @@ class CustomSource(Source):
 def _provide_host_features(ctx: Context, features: FeatureSet) -> None:
     """Features rules need that other sources do not expose (yet), read on demand."""
     kernel = next((r.features for r in ctx.others if r.name == "kernel" and r.features), None)
+    pci_source = next((r for r in ctx.others if r.name == "pci" and r.features), None)
 
     def pci(into: FeatureSet) -> None:
-        into.set_instances("pci.device", host.pci_devices(ctx))
+        known = {}
+        if pci_source is not None and pci_source.complete and pci_source.error is None:
+            known = {i.origin: i.attributes
+                     for i in pci_source.features.instances.get("device", ())}
+        into.set_instances("pci.device", host.pci_devices(ctx, known))
 
     loaded: list[list[str] | None] = []
 

@@ -25,10 +25,19 @@ _MODULES_LIMIT = 1024 * 1024
 _EVERY_CLASS = ("",)
 
 
-def pci_devices(ctx: Context) -> list[Mapping[str, str]]:
+def pci_devices(ctx: Context, known: Mapping[str, Mapping[str, str]] | None = None
+                ) -> list[Mapping[str, str]]:
+    """Every PCI device; `known` (device path as displayed -> attributes) is not read again.
+
+    The pci source has already read the devices of its classes in this pass, with the
+    same reader, so only the others cost reads here.
+    """
     devices = []
     for entry in ctx.root.listdir(DEVICES):
-        attributes = PciSource._read_device(ctx, f"{DEVICES}/{entry}", _EVERY_CLASS)
+        device = f"{DEVICES}/{entry}"
+        attributes = (known or {}).get(ctx.root.display(device))
+        if attributes is None:
+            attributes = PciSource._read_device(ctx, device, _EVERY_CLASS)
         if attributes is not None:
             devices.append(attributes)
     return devices
