@@ -231,6 +231,12 @@ def test_templates_are_reported_as_not_evaluable_not_silently_ignored() -> None:
     assert outcome.labels == {}
 
 
+def test_a_template_rule_that_does_not_match_is_simply_a_miss() -> None:
+    outcome = engine.evaluate(rule({"varsTemplate": "x", "matchFeatures": [
+        term("no.such")]}), DEVICES)
+    assert outcome.error is None and not outcome.matched
+
+
 def test_a_rule_that_fails_to_evaluate_does_not_feed_rule_matched() -> None:
     features = node(attributes={"a.b": {"v": "text"}})
     rules = [

@@ -59,9 +59,6 @@ def run(rules: Iterable[Rule], features: FeatureSet) -> list[Outcome]:
 def evaluate(rule: Rule, features: FeatureSet) -> Outcome:
     """One rule against the features; never raises for a bad rule or odd values."""
     outcome = Outcome(rule)
-    if rule.labels_template or rule.vars_template:
-        outcome.error = "labelsTemplate and varsTemplate are not supported yet"
-        return outcome
     try:
         if rule.match_any:
             for group in rule.match_any:
@@ -80,6 +77,11 @@ def evaluate(rule: Rule, features: FeatureSet) -> Outcome:
     except EvaluationError as exc:
         outcome.elements.clear()
         outcome.error = str(exc)
+        return outcome
+    if rule.labels_template or rule.vars_template:
+        # NFD expands templates only for a rule that matched; so does this error.
+        outcome.elements.clear()
+        outcome.error = "labelsTemplate and varsTemplate are not supported yet"
         return outcome
     outcome.matched = True
     outcome.vars = dict(rule.vars)
