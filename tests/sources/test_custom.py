@@ -261,7 +261,12 @@ class _Broken(Source):
         return []
 
 
-def test_a_failed_source_makes_the_rules_pass_incomplete(tmp_path: Path) -> None:
+def test_a_failed_source_makes_the_pass_incomplete_when_a_rule_asks_for_its_features(
+        tmp_path: Path) -> None:
     tree = HostTree(tmp_path)
-    result = custom_of(run(tree, sources={"custom": CustomSource(), "broken": _Broken()}))
-    assert result.complete is False
+    chosen: dict[str, Source] = {"custom": CustomSource(), "broken": _Broken()}
+    asking = {"sources": {"custom": [{"name": "x", "labels": {"x": "1"}, "matchFeatures": [
+        {"feature": "broken.thing"}]}]}}
+    assert custom_of(run(tree, asking, sources=chosen)).complete is False
+    # The built-in rules ask only for pci and kernel features.
+    assert custom_of(run(tree, sources=chosen)).complete is True

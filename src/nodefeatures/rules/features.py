@@ -75,6 +75,10 @@ class FeatureSet:
         self._convert(name)
         self._attributes.setdefault(name, {}).update(values)
 
+    def asked(self) -> set[str]:
+        """The feature names rules asked for so far (present or not)."""
+        return set(self._converted)
+
     def names(self) -> list[str]:
         """Every feature name, converting everything (for dumps, not for rule passes)."""
         for name in list(self._providers):

@@ -55,10 +55,6 @@ class CustomSource(Source):
 
     def discover(self, ctx: Context) -> Features:
         features = FeatureSet.from_results(ctx.others)
-        for other in ctx.others:
-            if other.error is not None or not other.complete:
-                # Rules over features that may be missing prove nothing about absence.
-                ctx.complete = False
         _provide_host_features(ctx, features)
         rules: list[Rule] = [*BUILTIN_RULES, *ctx.options.get("rules", ())]
         loaded = files.load(ctx)
@@ -67,7 +63,13 @@ class CustomSource(Source):
             ctx.complete = False
         rules += loaded.rules
         result = Features()
-        for outcome in engine.run(rules, features):
+        outcomes = engine.run(rules, features)
+        asked = {name.partition(".")[0] for name in features.asked()}
+        for other in ctx.others:
+            if other.name in asked and (other.error is not None or not other.complete):
+                # Rules over features that may be missing prove nothing about absence.
+                ctx.complete = False
+        for outcome in outcomes:
             rule = outcome.rule
             if outcome.error is not None:
                 ctx.warn(f"rule {rule.name!r} ({rule.origin}) cannot be evaluated: "
