@@ -270,3 +270,44 @@ def test_a_failed_source_makes_the_pass_incomplete_when_a_rule_asks_for_its_feat
     assert custom_of(run(tree, asking, sources=chosen)).complete is False
     # The built-in rules ask only for pci and kernel features.
     assert custom_of(run(tree, sources=chosen)).complete is True
+
+
+def test_capture_records_what_rules_read_and_replay_gives_the_same_labels(
+        tmp_path: Path) -> None:
+    from nodefeatures.fixture import capture_host
+
+    tree = HostTree(tmp_path / "node")
+    pci_device(tree, "0000:0c:00.0", "0x15b3", "0x020000")
+    tree.file("proc/modules", "ib_uverbs 1 0 - Live 0x0\nrdma_ucm 1 0 - Live 0x0\n")
+    tree.file(f"{CUSTOM_D}/site.yaml", "- name: site\n  labels: {site: lab}\n")
+    chosen: dict[str, Source] = {"custom": CustomSource(), "pci": PciSource()}
+    config = build({}, chosen)
+    live = run_pass(tree.host(), chosen, config)
+    captured = run_pass(capture_host(tmp_path / "fixture", root=str(tree.root)), chosen, config)
+    replayed = run_pass(replay_host(tmp_path / "fixture"), chosen, config)
+    expected = {CAPABLE: "true", AVAILABLE: "true", NS + "site": "lab"}
+    assert values(live) == values(captured) == values(replayed) == expected
+
+
+def test_local_labels_win_over_rule_labels_on_the_same_key(tmp_path: Path) -> None:
+    # As NFD: local has priority 20, custom 10.
+    tree = HostTree(tmp_path)
+    tree.file("etc/kubernetes/node-feature-discovery/features.d/f", "shared=from-file\n")
+    config = {"sources": {"custom": [{"name": "x", "labels": {"shared": "from-rule"}}]}}
+    discovery = run(tree, config)
+    assert values(discovery) == {NS + "shared": "from-rule"}
+    assert discovery.values()[NS + "shared"] == "from-file"
+
+
+def test_matched_flag_and_attribute_elements_are_recorded_by_name(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file("proc/modules", "nvidia 1 0 - Live 0x0\n")
+    tree.file("etc/kubernetes/node-feature-discovery/features.d/f", "site=lab\n")
+    config = {"sources": {"custom": [{"name": "both", "labels": {"both": "true"},
+                                      "matchFeatures": [
+                                          {"feature": "kernel.loadedmodule",
+                                           "matchExpressions": ["nvidia"]},
+                                          {"feature": "local.label",
+                                           "matchExpressions": {"site": "lab"}}]}]}}
+    origin = custom_of(run(tree, config)).labels[NS + "both"].origin
+    assert "kernel.loadedmodule nvidia" in origin and "local.label site=lab" in origin
