@@ -136,3 +136,36 @@ def test_expressions_that_can_never_be_evaluated_are_refused_when_read(
         op: str, values: tuple[str, ...], type: str, fragment: str) -> None:
     problem = MatchExpression(op, values, type).problem()
     assert problem is not None and fragment in problem
+
+
+@pytest.mark.parametrize(("pattern", "value", "expected"), [
+    ("^[[:digit:]]+$", "123", True),  # POSIX classes exist in Go's syntax only
+    ("^[[:digit:]]+$", "12a", False),
+    ("^[[:alpha:]_]+$", "ab_c", True),
+    ("^[^[:space:]]+$", "a b", False),
+    ("^abc$", "abc\n", False),  # Go's $ is the end of the text; Python's allows a newline
+    ("(?m)^abc$", "abc\nx", True),
+    ("abc\\z", "abc", True),
+    ("^\\d+$", "\u0665", False),  # \d is ASCII in Go
+    ("^\\w+$", "\u00e9t\u00e9", False),
+    ("[]a]", "]", True),
+    ("(?i)^avx", "AVX512F", True),
+    ("^(?P<major>[0-9]+)\\.", "5.15", True),
+])
+def test_regexps_match_what_go_matches(pattern: str, value: str, expected: bool) -> None:
+    assert expr("InRegexp", pattern).matches(True, value) is expected
+
+
+@pytest.mark.parametrize(("pattern", "fragment"), [
+    ("\\pL", "Unicode classes"),
+    ("(?U)a+", "ungreedy"),
+    ("a*+", "quantifier cannot follow"),
+    ("a(?=b)", "lookaround"),
+    ("(a)\\1", "backreferences"),
+    ("(?x) a", "not Go's"),
+    ("[[:letters:]]", "POSIX class"),
+    ("a\\", "trailing backslash"),
+])
+def test_regexps_go_does_not_read_alike_are_refused(pattern: str, fragment: str) -> None:
+    problem = MatchExpression("InRegexp", (pattern,)).problem()
+    assert problem is not None and fragment in problem, problem

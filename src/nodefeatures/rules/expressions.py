@@ -34,9 +34,6 @@ _SEMVER = (
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
     r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
 )
-# Python's re accepts these but Go's RE2 does not: a rule using them would match here and
-# fail on nfd-worker, so they are refused.
-_NOT_RE2 = r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P="
 
 
 @cache
@@ -119,7 +116,7 @@ class MatchExpression:
         """This expression with its regular expressions compiled (for InRegexp)."""
         if self.op != IN_REGEXP or self._patterns:
             return self
-        patterns = tuple(re.compile(v) for v in self.values)
+        patterns = tuple(compile_go(v) for v in self.values)
         return MatchExpression(self.op, self.values, self.type, patterns)
 
     def matches(self, present: bool, value: str | None) -> bool:
@@ -181,11 +178,105 @@ class MatchExpression:
 
 
 def regexp_problem(pattern: str) -> str | None:
-    """Why `pattern` is not a regular expression both Go and Python accept alike."""
-    if _pattern(_NOT_RE2).search(pattern):
-        return "lookaround and backreferences are not supported"
+    """Why `pattern` is not a regular expression Go reads as Python does, or None."""
+    translated, problem = go_regexp(pattern)
+    if problem:
+        return problem
     try:
-        re.compile(pattern)
+        re.compile(translated, re.ASCII)  # type: ignore[arg-type]
     except re.error as exc:
         return str(exc)
     return None
+
+
+def compile_go(pattern: str) -> re.Pattern[str]:
+    """A Go (RE2) regexp compiled so that it matches what Go would match."""
+    translated, problem = go_regexp(pattern)
+    if problem or translated is None:
+        raise EvaluationError(f"regexp {pattern!r}: {problem}")
+    return re.compile(translated, re.ASCII)
+
+
+# Go's POSIX classes, usable inside brackets: `[[:digit:]_]`.
+_POSIX = {
+    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z",
+    "print": " -~", "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ",
+    "upper": "A-Z", "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
+}
+_GO_FLAGS = set("imsU-")
+_PYTHON_ONLY_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?>", "(?(", "(?#")
+
+
+def go_regexp(pattern: str) -> tuple[str | None, str | None]:
+    """`pattern` rewritten for Python's re (with re.ASCII), or None and why it cannot be.
+
+    Go's syntax mostly reads the same in Python, but not all of it means the same:
+    `$` is the end of the text in Go (Python also accepts a final newline), `\\z` is
+    Python's `\\Z`, POSIX classes exist only in Go, and `\\d`, `\\w`, `\\s` are ASCII
+    in Go. What only one of them accepts is refused, so a rule means the same here and
+    on an nfd-worker.
+    """
+    multiline = False
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = class_start = previous_quantifier = False
+    while i < n:
+        c = pattern[i]
+        quantifier = False
+        if c == "\\":
+            if i + 1 >= n:
+                return None, "trailing backslash"
+            d = pattern[i + 1]
+            if d in "pP":
+                return None, "Unicode classes (\\p) are not supported"
+            if d in "123456789":
+                return None, "backreferences are not supported"
+            out.append("\\Z" if d == "z" and not in_class else pattern[i:i + 2])
+            i += 2
+            class_start = False
+            previous_quantifier = False
+            continue
+        if in_class:
+            if pattern.startswith("[:", i):
+                end = pattern.find(":]", i + 2)
+                if end > 0:
+                    name = pattern[i + 2:end]
+                    if name not in _POSIX:
+                        return None, f"POSIX class [:{name}:] is not supported"
+                    out.append(_POSIX[name])
+                    i = end + 2
+                    class_start = False
+                    continue
+            if c == "]" and not class_start:
+                in_class = False
+            out.append(c)
+            class_start = class_start and c == "^" and pattern[i - 1] == "["
+            i += 1
+            continue
+        if c == "[":
+            in_class = class_start = True
+            out.append(c)
+            i += 1
+            continue
+        if c == "(" and pattern.startswith("(?", i):
+            if pattern.startswith(_PYTHON_ONLY_GROUPS, i):
+                return None, "lookaround, backreferences and conditional groups are not supported"
+            j = i + 2
+            while j < n and pattern[j] not in ":)":
+                j += 1
+            flags = pattern[i + 2:j]
+            if not flags.startswith(("P<", "<")):
+                if not set(flags) <= _GO_FLAGS:
+                    return None, f"flags (?{flags}) are not Go's (i, m, s, U)"
+                if "U" in flags:
+                    return None, "the ungreedy flag (?U) is not supported"
+                multiline = multiline or "m" in flags.partition("-")[0]
+        if c == "+" and previous_quantifier:
+            return None, "a quantifier cannot follow a quantifier"
+        if c in "*+?" or (c == "}" and "{" in pattern[:i]):
+            quantifier = not (c == "?" and previous_quantifier)
+        out.append("\\Z" if c == "$" and not multiline else c)
+        previous_quantifier = quantifier
+        i += 1
+    return "".join(out), None
