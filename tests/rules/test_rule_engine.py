@@ -249,3 +249,20 @@ def test_a_rule_that_fails_to_evaluate_does_not_feed_rule_matched() -> None:
     assert outcomes[0].error is not None
     # rule.matched never came to exist: the first rule produced nothing.
     assert outcomes[1].matched is False
+
+
+def test_the_engine_stays_on_the_discovery_side() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import nodefeatures.rules.engine, nodefeatures.rules.model\n"
+        "import nodefeatures.sources.custom\n"
+        "bad = [m for m in ('click', 'kubernetes', 'yaml', 'nodefeatures.agent',\n"
+        "       'nodefeatures.kube', 'nodefeatures.reconcile', 'nodefeatures.cli')\n"
+        "       if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
