@@ -101,7 +101,7 @@ def defaults(sources: Mapping[str, Source]) -> dict[str, Any]:
     """The effective default configuration for the given sources."""
     return {
         "core": copy.deepcopy(CORE_DEFAULTS),
-        "sources": {name: copy.deepcopy(dict(s.defaults)) for name, s in sources.items()},
+        "sources": {name: copy.deepcopy(s.default_config()) for name, s in sources.items()},
     }
 
 
@@ -224,6 +224,13 @@ def build(data: Any, sources: Mapping[str, Source]) -> Config:
         problems.append(f"sources.{_key(name)}: no such source (installed: "
                         f"{', '.join(sources)})")
     for name, source in sources.items():
+        # A source whose options are not a mapping of defaults (the custom source's list
+        # of rules) parses them itself.
+        built = source.build_options(source_data.get(name))
+        if built is not None:
+            merged[name], found = built
+            problems += [f"sources.{name}{p}" for p in found]
+            continue
         options = _merge(source.defaults, _or_empty(source_data.get(name)), f"sources.{name}",
                          problems)
         try:

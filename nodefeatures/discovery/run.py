@@ -78,13 +78,23 @@ def run_pass(host: Host, sources: Mapping[str, Source], config: Config) -> Disco
         (s for n, s in sources.items() if n in config.enabled(list(sources))),
         key=lambda s: (s.priority, s.name),
     )
-    return Discovery([run_source(host, source, config) for source in order], config.budget())
+    # Sources that match raw features (rules) need every other source's features
+    # first, as NFD discovers all features before any label source runs.
+    results = [run_source(host, s, config) for s in order if not s.uses_features]
+    for source in order:
+        if source.uses_features:
+            results.append(run_source(host, source, config, others=tuple(results)))
+    rank = {source.name: index for index, source in enumerate(order)}
+    results.sort(key=lambda r: rank[r.name])
+    return Discovery(results, config.budget())
 
 
-def run_source(host: Host, source: Source, config: Config) -> SourceResult:
+def run_source(host: Host, source: Source, config: Config,
+               others: tuple[SourceResult, ...] = ()) -> SourceResult:
     """Discover and label with one source, containing every failure inside its result."""
     result = SourceResult(source.name)
     ctx = Context(host, config.options(source.name), source.name)
+    ctx.others = others
 
     def on_problem(problem: Problem) -> None:
         ctx.warn(f"{problem.path}: {problem.reason}")

@@ -8,7 +8,7 @@ third-party plugins alike are registered in the `nodefeatures.sources` entry-poi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,6 +86,8 @@ class Context:
         self.source = source
         self.warnings: list[str] = []
         self.complete = True  # False when a read failed in a way the next pass may not
+        # Results of the sources that ran before, for a source with `uses_features`.
+        self.others: Sequence[Any] = ()
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -117,6 +119,9 @@ class Source(ABC):
     description: ClassVar[str] = ""
     # Every label this source can emit, for docs/labels.md and the catalogue test.
     catalogue: ClassVar[tuple[LabelDoc, ...]] = ()
+    # True for a source that matches other sources' raw features (rules): it runs after
+    # every other source, whatever its priority, and sees their results as `ctx.others`.
+    uses_features: ClassVar[bool] = False
 
     @abstractmethod
     def discover(self, ctx: Context) -> Features:
@@ -129,6 +134,18 @@ class Source(ABC):
     def validate_options(self, options: Mapping[str, Any]) -> list[str]:
         """Problems with option values beyond their types; empty when fine."""
         return []
+
+    def default_config(self) -> Any:
+        """What `config --defaults` shows under `sources.<name>`."""
+        return {key: value for key, value in self.defaults.items()}
+
+    def build_options(self, given: Any) -> tuple[dict[str, Any], list[str]] | None:
+        """Options from a config value not shaped like `defaults` (a list of rules).
+
+        None means the usual merge over `defaults`; otherwise the options and problems,
+        each problem starting with its path below `sources.<name>` (`[2].name: ...`).
+        """
+        return None
 
     def qualify(self, name: str) -> str:
         """The full key of a label name this source returned."""
