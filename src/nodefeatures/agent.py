@@ -106,6 +106,8 @@ class Proof:
         """What a log line or Event says about it, including what to fix."""
         if self.state == CONFINED:
             return self.detail
+        if self.state == UNANSWERED:
+            return f"{self.detail}; not writing to the Node until confinement is proven"
         return f"{self.detail}; not writing to the Node until that is fixed: {UNCONFINED_HELP}"
 
 
@@ -187,9 +189,10 @@ class Agent:
 
     def run(self) -> None:
         """Pass after pass until `stop()`; API failures are retried, never fatal."""
-        self._watch_thread = threading.Thread(target=self._watch_loop, daemon=True,
-                                              name=f"watch-{self.options.node}")
-        self._watch_thread.start()
+        watch = threading.Thread(target=self._watch_loop, daemon=True,
+                                 name=f"watch-{self.options.node}")
+        watch.start()
+        self._watch_thread = watch  # only once started: health() reads a dead one as failed
         while not self._stopping.is_set():
             try:
                 self._loop()

@@ -352,6 +352,25 @@ def test_a_huge_or_invalid_retry_after_cannot_stop_writes(tmp_path: Path, header
     assert 0 < delay <= 601  # at most the 10 min ceiling (plus up to 1 s of jitter)
 
 
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("5", 5.0), ("0.5", 1.0), ("-30", 1.0), ("1e9", 600.0), ("nan", None), ("inf", None),
+    ("-inf", None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("", None)])
+def test_retry_after_headers_are_clamped(header: str, seconds: float | None) -> None:
+    from nodefeatures.kube import _retry_after
+
+    assert _retry_after({"Retry-After": header}) == seconds
+
+
+@pytest.mark.parametrize(("a", "b", "order"), [
+    ("9", "10", -1), ("10", "10", 0), ("11", "10", 1), ("x1", "10", None), (None, "1", None),
+    ("\u00b2", "1", None)])
+def test_resource_versions_compare_as_integers_when_both_parse(
+        a: str | None, b: str | None, order: int | None) -> None:
+    from nodefeatures.kube import version_order
+
+    assert version_order(a, b) == order
+
+
 # -- an older resourceVersion never replaces a newer one ---------------------------------
 
 
