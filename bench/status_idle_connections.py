@@ -95,7 +95,11 @@ def main() -> None:
             for sock in held:
                 sock.close()
             process.terminate()
-            process.wait(10)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:  # a thread per connection can take a while
+                process.kill()
+                process.wait()
     print(f"idle connections opened: {len(held)} (connect failed: {refused})")
     print(f"RSS before: {before:.1f} MiB, while held: {during:.1f} MiB, peak {peak:.1f} MiB")
     print(f"threads before: {threads_before}, while held: {threads}")

@@ -143,7 +143,8 @@ def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
               prefixes: tuple[str, ...], take_over: bool, **mode: Any) -> Any:
     """Discover, plan against the live Node and print the plan; the patch body or None.
 
-    `mode` is reconcile_once's dry_run / send switch: what `apply` and `diff` differ in.
+    `mode` is reconcile_once's dry_run / send switch: what `apply` and `diff` differ in;
+    `confinement=(allow_unconfined, policy)` makes a real write prove confinement first.
     """
     from nodefeatures.agent import reconcile_once
     from nodefeatures.kube import KubeError, resource_version
