@@ -139,8 +139,10 @@ def main() -> None:
             def discover(s: dict[str, Source] = sources, c: Any = config) -> Any:
                 return run_pass(root, s, c)
 
+            # No admission policy on the bench server: the agents waive the proof (with
+            # it, each would add one dry-run probe per 5 min).
             options = Options(node=name, interval=args.interval,
-                              watch_timeout=args.watch_timeout)
+                              watch_timeout=args.watch_timeout, allow_unconfined=True)
             agents.append(Agent(NodeApi(plane.client_for_token(token), name), discover,
                                 ["fleet"], options, rng=random.Random(index)))
         threads = [threading.Thread(target=a.run, daemon=True) for a in agents]

@@ -62,6 +62,40 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def confinement_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the commands that write to the Node: how confinement is proven."""
+    from nodefeatures.cluster.agent import DEFAULT_POLICY
+
+    decorators = [
+        click.option("--allow-unconfined", is_flag=True,
+                     help="Write without proving that the own-node admission policy holds "
+                          "this agent's token (clusters without the ValidatingAdmissionPolicy "
+                          "API). Without it, nothing is written unless the policy denies a "
+                          "dry-run probe."),
+        click.option("--confinement-policy", default=DEFAULT_POLICY, show_default=True,
+                     metavar="NAME",
+                     help="The ValidatingAdmissionPolicy whose denial proves confinement."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _confinement_guard(api: Any, allow_unconfined: bool, policy: str) -> Any:
+    """A write_once guard: exit 2 unless the probe proves confinement (or it is waived)."""
+    if allow_unconfined:
+        return None
+
+    def guard() -> None:
+        from nodefeatures.cluster.agent import CONFINED, prove_confinement
+
+        proof = prove_confinement(api, policy)
+        if proof.state != CONFINED:
+            fail(proof.message)
+
+    return guard
+
+
 def _checked_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     from nodefeatures.cluster.reconcile import check_prefix
 
@@ -104,29 +138,32 @@ def _node_api(kubeconfig: str | None, node: str):
 
 
 def _discoverer(host: HostChoice):
-    """A discovery callable for this host, every installed source's name, and the config."""
+    """A discovery callable for this host, every installed source's name, the config, and
+    the names of the sources that run (--source and core.labelSources narrow them)."""
     from nodefeatures.discovery import registry
     from nodefeatures.discovery.run import run_pass
 
     sources, cfg = host.prepare()
     read = host.live_host()
-    return (lambda: run_pass(read, sources, cfg)), list(registry.installed()), cfg
+    running = cfg.enabled(list(sources))
+    return (lambda: run_pass(read, sources, cfg)), list(registry.installed()), cfg, running
 
 
 def _evidence(host: HostChoice):
     from nodefeatures.cluster.reconcile import evidence_from
 
-    discover, installed, _ = _discoverer(host)
+    discover, installed, _, _ = _discoverer(host)
     discovery = discover()
     report(discovery)
     return evidence_from(discovery, installed)
 
 
 def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
-              prefixes: tuple[str, ...], take_over: bool, **mode: bool) -> Any:
+              prefixes: tuple[str, ...], take_over: bool, **mode: Any) -> Any:
     """Discover, plan against the live Node and print the plan; the patch body or None.
 
-    `mode` is reconcile_once's dry_run / send switch: what `apply` and `diff` differ in.
+    `mode` is reconcile_once's dry_run / send switch: what `apply` and `diff` differ in;
+    `confinement=(allow_unconfined, policy)` makes a real write prove confinement first.
     """
     from nodefeatures.cluster.agent import reconcile_once
     from nodefeatures.cluster.kube import KubeError, resource_version
@@ -135,6 +172,9 @@ def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
     prefixes = _checked_prefixes(prefixes)
     evidence = _evidence(host)
     api = _node_api(kubeconfig, name)
+    confinement = mode.pop("confinement", None)
+    if confinement is not None:
+        mode["guard"] = _confinement_guard(api, *confinement)
     try:
         decided, body, seen = reconcile_once(api, evidence, prefixes, take_over, **mode)
     except KubeError as exc:
@@ -163,10 +203,11 @@ def _api_failed(exc: Exception) -> None:
               show_default=True)
 @click.option("--output-file", default=None, metavar="PATH",
               help="Write an NFD features.d file instead of patching the Node.")
+@confinement_options
 def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         prefixes: tuple[str, ...], interval: float | None, metrics_port: int,
         metrics_address: str, take_over: bool, log_format: str,
-        output_file: str | None) -> None:
+        output_file: str | None, allow_unconfined: bool, confinement_policy: str) -> None:
     """Keep this node's labels true until SIGTERM (the DaemonSet's command)."""
     import signal
     import threading
@@ -179,7 +220,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     prefixes = _checked_prefixes(prefixes)
-    discover, installed, cfg = _discoverer(host)
+    discover, installed, cfg, running = _discoverer(host)
     seconds = interval or max(1.0, float(cfg.core["sleepInterval"]))
     metrics = Metrics()
     runner: Agent | FileAgent
@@ -191,14 +232,18 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         target = output_file
     else:
         name = _need_node(node)
-        options = Options(node=name, interval=seconds, prefixes=prefixes, take_over=take_over)
+        options = Options(node=name, interval=seconds, prefixes=prefixes, take_over=take_over,
+                          allow_unconfined=allow_unconfined,
+                          confinement_policy=confinement_policy)
         runner = Agent(_node_api(kubeconfig, name), discover, installed, options, metrics)
         target = f"node {name}"
     server = None
     if metrics_port:
         try:
-            server = StatusServer(metrics, runner.alive, lambda: runner.ready, metrics_port,
-                                  metrics_address).start()
+            # The node agent says what is wrong; the file agent only whether it is.
+            alive = getattr(runner, "health", runner.alive)
+            ready = getattr(runner, "readiness", lambda: runner.ready)
+            server = StatusServer(metrics, alive, ready, metrics_port, metrics_address).start()
         except OSError as exc:
             fail(f"cannot serve metrics on port {metrics_port}: {exc}")
 
@@ -218,7 +263,10 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("labelling %s every %.0f s (sources: %s)", target, seconds,
-             ", ".join(installed), extra={"node": node, "interval": seconds})
+             ", ".join(running) or "none", extra={"node": node, "interval": seconds})
+    if output_file is None and allow_unconfined:
+        log.warning("--allow-unconfined: writing without proof that the own-node admission "
+                    "policy confines this agent's token to its Node")
     # The loop runs in its own thread: the main thread, where signal handlers run, then
     # holds none of the loop's locks when a signal arrives.
     crashed: list[BaseException] = []
@@ -251,11 +299,14 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
 @click.option("--dry-run", is_flag=True,
               help="Print the plan and the exact patch; the server validates it, nothing changes.")
 @click.option("--take-over", is_flag=True, help="Adopt keys another writer set (migration).")
+@confinement_options
 def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
-          prefixes: tuple[str, ...], dry_run: bool, take_over: bool) -> None:
+          prefixes: tuple[str, ...], dry_run: bool, take_over: bool, allow_unconfined: bool,
+          confinement_policy: str) -> None:
     """Run one discovery pass, update the Node once, and exit."""
     name = _need_node(node)
-    body = _one_pass(host, name, kubeconfig, prefixes, take_over, dry_run=dry_run)
+    body = _one_pass(host, name, kubeconfig, prefixes, take_over, dry_run=dry_run,
+                     confinement=(allow_unconfined, confinement_policy))
     if dry_run and body is not None:
         click.echo("dry run: the API server accepted this patch; nothing was changed")
     elif body is not None:
@@ -277,8 +328,10 @@ def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
 @click.option("--source", "sources", multiple=True, metavar="NAME",
               help="Remove only the labels this source produced (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the exact patch; nothing changes.")
+@confinement_options
 def prune(node: str | None, kubeconfig: str | None, prefixes: tuple[str, ...],
-          sources: tuple[str, ...], dry_run: bool) -> None:
+          sources: tuple[str, ...], dry_run: bool, allow_unconfined: bool,
+          confinement_policy: str) -> None:
     """Remove the labels this agent owns (its ledger) from a Node: uninstall cleanup."""
     from nodefeatures.cluster.agent import prune_once
     from nodefeatures.cluster.kube import KubeError, resource_version
@@ -288,7 +341,9 @@ def prune(node: str | None, kubeconfig: str | None, prefixes: tuple[str, ...],
     prefixes = _checked_prefixes(prefixes)
     api = _node_api(kubeconfig, name)
     try:
-        decided, body, seen = prune_once(api, prefixes, sources, dry_run=dry_run)
+        decided, body, seen = prune_once(
+            api, prefixes, sources, dry_run=dry_run,
+            guard=_confinement_guard(api, allow_unconfined, confinement_policy))
     except KubeError as exc:
         _api_failed(exc)
     click.echo(describe(decided, name, resource_version(seen), body))

@@ -24,9 +24,12 @@ from nodefeatures.cluster.kube import (
     KubeError,
     NodeApi,
     NodeWatch,
+    check_node,
+    clamp_retry_after,
     node_annotations,
     node_labels,
     resource_version,
+    version_order,
 )
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.reconcile import (
@@ -48,6 +51,14 @@ from nodefeatures.discovery.run import Discovery
 log = logging.getLogger(__name__)
 
 WRITES = (ADD, CHANGE, REMOVE, ADOPT)
+# The ValidatingAdmissionPolicy of deploy/base/admission-policy.yaml.
+DEFAULT_POLICY = "nodefeatures-own-node"
+CONFINED, UNCONFINED, REFUSED, UNANSWERED = "confined", "unconfined", "refused", "unanswered"
+UNCONFINED_HELP = (
+    "install the ValidatingAdmissionPolicy and its binding from "
+    "deploy/base/admission-policy.yaml, make sure the API server runs the "
+    "ValidatingAdmissionPolicy admission plugin (on by default since Kubernetes 1.30), "
+    "or pass --allow-unconfined on a cluster without that API")
 # Statuses that will not fix themselves: reported loudly and retried slowly.
 REJECTED = frozenset({400, 403, 405, 413, 415, 422})
 
@@ -68,6 +79,62 @@ class Options:
     watch_timeout: float = 3600.0  # server-side watch timeout (jittered)
     startup_wait: float = 2.0  # how long a first pass waits for the watch's initial read
     event_every: float = 600.0  # the same Event is posted at most this often
+    # A watch that keeps failing (other than the API being unreachable) for this long
+    # fails /healthz; None: as long as a stalled loop may go unnoticed, 2 intervals + 60 s.
+    watch_grace: float | None = None
+    # Writes need proof that the own-node admission policy holds this agent (see
+    # prove_confinement); allow_unconfined skips that on clusters without the policy API.
+    allow_unconfined: bool = False
+    confinement_policy: str = DEFAULT_POLICY
+    confinement_every: float = 300.0  # re-proved this often (jittered) while confined
+    unconfined_retry: float = 30.0  # checked again this often while not confined
+
+
+class Unconfined(Exception):
+    """A write is due but confinement is not proven: nothing is sent."""
+
+
+@dataclass(frozen=True)
+class Proof:
+    """The outcome of one confinement probe."""
+
+    state: str  # CONFINED, UNCONFINED, REFUSED (by something else) or UNANSWERED
+    detail: str
+
+    @property
+    def message(self) -> str:
+        """What a log line or Event says about it, including what to fix."""
+        if self.state == CONFINED:
+            return self.detail
+        if self.state == UNANSWERED:
+            return f"{self.detail}; not writing to the Node until confinement is proven"
+        return f"{self.detail}; not writing to the Node until that is fixed: {UNCONFINED_HELP}"
+
+
+def prove_confinement(api: Any, policy: str = DEFAULT_POLICY) -> Proof:
+    """Ask the server whether the own-node policy holds this agent's token.
+
+    The probe is a dry-run patch that sets a label outside every managed prefix on our
+    own Node (`NodeApi.probe`). Confinement is proven only when the server refuses it
+    and says that `policy` did: a 403 or 422 naming the ValidatingAdmissionPolicy.
+    Accepted, the token could change any Node (the policy or its binding is missing,
+    or the admission plugin is off). A refusal that does not name the policy proves
+    nothing about other Nodes, and neither does an error. Never raises KubeError.
+    """
+    try:
+        api.probe()
+    except KubeError as error:
+        text = " ".join(error.message.split())[:300]
+        if error.code in (403, 422) and f"ValidatingAdmissionPolicy '{policy}'" in text:
+            return Proof(CONFINED, f"ValidatingAdmissionPolicy '{policy}' denied the "
+                                   f"confinement probe ({error.code})")
+        if error.code in (403, 422):
+            return Proof(REFUSED, f"the confinement probe was refused ({error.code}), but not "
+                                  f"by ValidatingAdmissionPolicy '{policy}': {text!r}")
+        return Proof(UNANSWERED, f"the confinement probe failed: {error}")
+    return Proof(UNCONFINED, "the API server accepted a dry-run patch that "
+                             f"ValidatingAdmissionPolicy '{policy}' must deny, so this "
+                             "agent's token could change any Node")
 
 
 class Agent:
@@ -84,6 +151,7 @@ class Agent:
         self.rng = rng or random.Random()
         api.on_request = self.metrics.request
         self.evidence: Evidence | None = None
+        self._passed = False
         self.ready = False  # the first pass has left the Node matching discovery
         self.heartbeat = time.monotonic()
         self.writes = 0
@@ -113,14 +181,31 @@ class Agent:
         self._drift_streak = 0
         self._last_drift_write = float("-inf")
         self._drift_not_before = 0.0
+        self._proof: Proof | None = None
+        self._proven_at = float("-inf")  # monotonic time of the last proof of confinement
+        self._probe_at = 0.0  # when to probe next: at once on start
+        self._probe_failures = 0
+        self._reported: tuple[str, float] | None = None  # (state, when) last logged loudly
+        self._watch_failing_since: float | None = None
+        self._watch_error = ""
 
     # -- lifecycle --------------------------------------------------------------------
 
     def run(self) -> None:
         """Pass after pass until `stop()`; API failures are retried, never fatal."""
-        self._watch_thread = threading.Thread(target=self._watch_loop, daemon=True,
-                                              name=f"watch-{self.options.node}")
-        self._watch_thread.start()
+        watch = threading.Thread(target=self._watch_loop, daemon=True,
+                                 name=f"watch-{self.options.node}")
+        watch.start()
+        self._watch_thread = watch  # only once started: health() reads a dead one as failed
+        while not self._stopping.is_set():
+            try:
+                self._loop()
+            except Exception:  # a bug in the loop itself: log it, back off, start over
+                log.exception("unexpected error in the agent loop; starting it over")
+                self._stopping.wait(1.0)
+        self._close_watch()
+
+    def _loop(self) -> None:
         next_pass = time.monotonic()
         retry_at: float | None = None
         failures = 0
@@ -128,6 +213,8 @@ class Agent:
         try:
             while not self._stopping.is_set():
                 now = self.heartbeat = time.monotonic()
+                if not self.options.allow_unconfined and now >= self._probe_at:
+                    self._check_confinement()
                 if now >= next_pass or self._pass_now:
                     self._pass_now = False
                     try:
@@ -145,6 +232,9 @@ class Agent:
                     started = time.perf_counter()
                     try:
                         self.sync(drift=drifted)
+                    except Unconfined:
+                        retry_at, pending = self._probe_at, True  # resume once proven
+                        self.metrics.passes.labels("unconfined").inc()
                     except Exception as error:  # a bug must not end the loop either
                         failures += 1
                         if not isinstance(error, KubeError):
@@ -161,6 +251,8 @@ class Agent:
                 deadline = min(next_pass, retry_at if retry_at is not None else next_pass)
                 if self._drift and not pending:
                     deadline = min(deadline, max(self._drift_not_before, retry_at or 0.0))
+                if not self.options.allow_unconfined:
+                    deadline = min(deadline, self._probe_at)
                 self._wake.wait(max(0.0, deadline - time.monotonic()))
                 self._wake.clear()
         finally:
@@ -178,9 +270,42 @@ class Agent:
         self._synced.set()  # a first pass waiting for the watch's read need not wait
         self._close_watch()
 
+    @property
+    def ready(self) -> bool:
+        """A pass left the Node matching discovery, and writes are allowed."""
+        return self._passed and self._may_write()
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._passed = value
+
+    def readiness(self) -> bool | str:
+        """True when ready, else why not (the /readyz body)."""
+        if not self._may_write():
+            proof = self._proof
+            return (proof.message if proof is not None
+                    else "confinement not proven yet") + "\n"
+        return True if self._passed else "no successful pass yet\n"
+
     def alive(self) -> bool:
-        """False when the loop has not come round for far longer than an interval."""
-        return time.monotonic() - self.heartbeat < 2 * self.options.interval + 60
+        """False when the loop has stalled or the watch is dead or keeps failing."""
+        return self.health() is True
+
+    def health(self) -> bool | str:
+        """True when healthy, else what is wrong (the /healthz body)."""
+        now = time.monotonic()
+        limit = 2 * self.options.interval + 60
+        if now - self.heartbeat >= limit:
+            return f"loop stalled: no iteration for {now - self.heartbeat:.0f} s\n"
+        thread = self._watch_thread
+        if thread is not None and not thread.is_alive() and not self._stopping.is_set():
+            return "the watch thread has ended: drift is no longer repaired\n"
+        since = self._watch_failing_since
+        grace = self.options.watch_grace if self.options.watch_grace is not None else limit
+        if since is not None and now - since > grace:
+            return (f"the watch on node {self.options.node} has failed for "
+                    f"{now - since:.0f} s: {self._watch_error}\n")
+        return True
 
     # -- one pass ---------------------------------------------------------------------
 
@@ -211,6 +336,7 @@ class Agent:
                 self._written = decided.written(node_labels(node))
                 self._settled(decided)
                 return decided
+            self._require_confinement()
             try:
                 updated = self.api.patch(body)
             except KubeError as error:
@@ -245,14 +371,23 @@ class Agent:
     def _wrote(self, decided: Plan, updated: dict[str, Any], drift: bool) -> None:
         self.writes += 1
         version = resource_version(updated)
+        newer = None
         with self._lock:
-            self._live = updated
-            # Until the watch shows our write, what it delivers is older than `updated`;
-            # unless it already has (the event can beat the patch response).
-            if version not in self._seen:
-                self._pending_rv = version
-                self._pending_since = time.monotonic()
+            live = self._live
+            if live is not None and version_order(version, resource_version(live)) == -1:
+                # The watch already showed a later change than our write (another writer's,
+                # in the instant between our patch and its reply): keep it, decide on it.
+                newer = live
+            else:
+                self._live = updated
+                # Until the watch shows our write, what it delivers is older than `updated`;
+                # unless it already has (the event can beat the patch response).
+                if version not in self._seen:
+                    self._pending_rv = version
+                    self._pending_since = time.monotonic()
         self._settled(decided)
+        if newer is not None:
+            self._check_drift(newer)
         written = [c for c in decided.changes if c.action in WRITES]
         for change in written:
             self.metrics.label_changes.labels(change.action).inc()
@@ -286,14 +421,83 @@ class Agent:
                       extra={"node": node, "code": error.code})
             self._event("Warning", "LabelPatchRejected", message)
             return self._jittered(self.options.rejected_retry)
-        if error.code == 429 and error.retry_after:
-            return error.retry_after + self.rng.uniform(0, 1)
+        wait = clamp_retry_after(error.retry_after) if error.code == 429 else None
+        if wait is not None:
+            return wait + self.rng.uniform(0, 1)
         exponential = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (failures - 1))
         delay = exponential * self.rng.uniform(0.5, 1.0)
         level = logging.WARNING if failures <= 3 or failures % 10 == 0 else logging.DEBUG
         log.log(level, "cannot reach or update node %s (%s); retry %d in %.1f s", node,
                 error, failures, delay, extra={"node": node, "code": error.kind})
         return delay
+
+    # -- confinement ------------------------------------------------------------------
+
+    def _may_write(self) -> bool:
+        """Writes are allowed: unconfined by choice, or proven confined lately.
+
+        A proof stays good for two probe periods, so one failed re-check (the API
+        briefly unreachable) does not stop writes; an accepted probe ends it at once.
+        """
+        if self.options.allow_unconfined:
+            return True
+        return time.monotonic() - self._proven_at <= 2 * self.options.confinement_every
+
+    def _require_confinement(self) -> None:
+        """Before a write: re-prove confinement if the proof is old; raise if unproven."""
+        if self.options.allow_unconfined:
+            return
+        if time.monotonic() - self._proven_at > self.options.confinement_every:
+            self._check_confinement()
+        if not self._may_write():
+            raise Unconfined(self._proof.message if self._proof else "not proven")
+
+    def _check_confinement(self) -> Proof:
+        """Probe, record the outcome, schedule the next probe and report changes."""
+        proof = prove_confinement(self.api, self.options.confinement_policy)
+        now = time.monotonic()
+        previous, self._proof = self._proof, proof
+        self.metrics.confinement_checks.labels(proof.state).inc()
+        node = self.options.node
+        if proof.state == CONFINED:
+            self._proven_at = now
+            self._probe_failures = 0
+            self._probe_at = now + self._jittered(self.options.confinement_every)
+            if previous is None or previous.state != CONFINED:
+                resumed = previous is not None and previous.state in (UNCONFINED, REFUSED)
+                log.info("%s; writes %s", proof.detail, "resume" if resumed else "are allowed",
+                         extra={"node": node})
+                if resumed:
+                    self._event("Normal", "Confined", f"{proof.detail}; writes resume")
+                self._reported = None
+        else:
+            if proof.state != UNANSWERED:
+                self._proven_at = float("-inf")  # proof of the opposite: stop at once
+            self._probe_failures += 1
+            wait = self.options.unconfined_retry
+            if proof.state == UNANSWERED:
+                wait = min(wait, self.options.backoff_base * 2 ** (self._probe_failures - 1))
+            self._probe_at = now + self._jittered(wait)
+            self._report_unconfined(proof, now)
+        self.metrics.confined.set(1 if self._may_write() else 0)
+        return proof
+
+    def _report_unconfined(self, proof: Proof, now: float) -> None:
+        """Say it loudly when the state changes, and again every event period."""
+        last = self._reported
+        if last is not None and last[0] == proof.state and now - last[1] < max(
+                self.options.event_every, self.options.unconfined_retry):
+            return
+        self._reported = (proof.state, now)
+        node = self.options.node
+        if proof.state == UNANSWERED:
+            level = logging.WARNING if self._may_write() else logging.ERROR
+            log.log(level, "cannot check confinement on node %s: %s%s", node, proof.detail,
+                    "" if self._may_write() else "; not writing until it is proven",
+                    extra={"node": node})
+            return
+        log.error("%s", proof.message, extra={"node": node, "confinement": proof.state})
+        self._event("Warning", "Unconfined", proof.message)
 
     def _jittered(self, seconds: float) -> float:
         spread = self.options.jitter
@@ -350,15 +554,22 @@ class Agent:
     # -- the watch --------------------------------------------------------------------
 
     def _watch_loop(self) -> None:
-        """Follow our own Node; on expiry (410) start over from a fresh GET."""
+        """Follow our own Node; on expiry (410) start over from a fresh GET.
+
+        Nothing ends this thread but `stop()`: every failure is logged, backed off and
+        retried. A malformed object never becomes the live copy; it sends the watch back
+        to a fresh GET, so what it may have carried is read properly.
+        """
         version: str | None = None
         failures = 0
+        name = self.options.node
         while not self._stopping.is_set():
             try:
                 if version is None:
-                    node = self.api.get()
+                    writes = self.writes
+                    node = check_node(self.api.get(), name)
                     version = resource_version(node)
-                    self._accept(node, listed=True)
+                    self._accept(node, listed=True, writes=writes)
                 timeout = int(self._jittered(self.options.watch_timeout))
                 watch = self.api.watch(str(version), max(timeout, 1))
                 self._watch = watch
@@ -368,49 +579,93 @@ class Agent:
                 with self._lock:
                     self._fresh = True
                 for event in watch.events():
-                    failures = 0
-                    kind, obj = event.get("type"), event["object"]
-                    if kind == "ERROR":
+                    kind, obj = event.get("type"), event.get("object")
+                    if kind == "ERROR" and isinstance(obj, dict):
                         code = obj.get("code")
                         if code == 410:
                             version = None  # too old to resume: read the Node again
                             break
-                        raise KubeError(code, str(obj.get("reason", "Error")),
+                        raise KubeError(code if isinstance(code, int) else None,
+                                        str(obj.get("reason", "Error")),
                                         str(obj.get("message", "")))
-                    version = resource_version(obj) or version
                     if kind == "BOOKMARK":
+                        version = _bookmark_version(obj)
+                        self._watch_works()
                         continue
+                    if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                        raise KubeError(None, "invalid", f"watch event of type {kind!r}"[:100])
+                    version = resource_version(check_node(obj, name))
+                    failures = 0
+                    self._watch_works()
                     if kind == "DELETED":
-                        log.warning("node %s was deleted", self.options.node)
+                        log.warning("node %s was deleted", name)
                         with self._lock:
                             self._live = None
                         continue
                     self._accept(obj)
-            except KubeError as error:
+                else:
+                    self._watch_works()  # the server ended the watch: resume from `version`
+            except Exception as error:
                 with self._lock:
                     self._fresh = False
                 if self._stopping.is_set():
                     break
-                if error.code == 410:
+                if not isinstance(error, KubeError):
+                    log.exception("unexpected error in the watch on node %s", name)
+                    error = KubeError(None, "internal", f"{type(error).__name__}: {error}")
+                elif error.reason == "invalid":
+                    log.warning("watch on node %s: %s; reading the Node again", name,
+                                error.message, extra={"node": name})
+                if error.code == 410 or error.reason in ("invalid", "internal"):
                     version = None
                 failures += 1
+                self._watch_failed(error)
                 delay = min(self.options.backoff_cap,
                             self.options.backoff_base * 2 ** (failures - 1))
                 delay *= self.rng.uniform(0.5, 1.0)
-                log.debug("watch on node %s ended (%s); again in %.1f s", self.options.node,
-                          error, delay)
+                log.debug("watch on node %s ended (%s); again in %.1f s", name, error, delay)
                 self._stopping.wait(delay)
             finally:
                 self._watch = None
 
-    def _accept(self, node: dict[str, Any], listed: bool = False) -> None:
+    def _watch_works(self) -> None:
+        self._watch_failing_since = None
+
+    def _watch_failed(self, error: KubeError) -> None:
+        """Count a failure towards /healthz, unless it is the API being unavailable.
+
+        A restart cannot fix an unreachable or overloaded API server (the loop's own
+        retries ride that out), but it may fix a watch that fails for any other reason.
+        """
+        unavailable = (error.code is None and error.reason in ("connection", "timeout", "tls")
+                       ) or (error.code is not None and (error.code >= 500 or error.code == 429))
+        if unavailable:
+            return
+        self._watch_error = str(error)[:300]
+        if self._watch_failing_since is None:
+            self._watch_failing_since = time.monotonic()
+
+    def _accept(self, node: dict[str, Any], listed: bool = False,
+                writes: int | None = None) -> None:
         version = resource_version(node)
         with self._lock:
             self._seen.append(version)
+            live = self._live
+            order = version_order(version, resource_version(live)) if live is not None else None
             if listed:
                 self._pending_rv = None
                 self._fresh = True  # just read: current until the watch says otherwise
-            elif self._pending_rv is not None:
+            if order == -1 and not (listed and writes == self.writes):
+                # Older than our copy (a reply to our own write came first). A read that no
+                # write of ours overlapped is current even so: versions could go backwards
+                # only with an etcd restored from a backup, and then a fresh read wins.
+                self._synced.set()
+                return
+            if order is not None:
+                if self._pending_rv is not None and version_order(
+                        version, self._pending_rv) in (0, 1):
+                    self._pending_rv = None
+            elif not listed and self._pending_rv is not None:
                 if version == self._pending_rv or time.monotonic() - self._pending_since > 60:
                     self._pending_rv = None
                 else:
@@ -421,7 +676,7 @@ class Agent:
 
     def _check_drift(self, node: dict[str, Any]) -> None:
         evidence = self.evidence
-        if evidence is None or not self.ready:
+        if evidence is None or not self._passed:
             return
         decided = plan(evidence, node_labels(node), node_annotations(node),
                        self.options.prefixes, self._take_over, self._written)
@@ -433,6 +688,14 @@ class Agent:
         watch = self._watch  # no lock: this may run inside a signal handler
         if watch is not None:
             watch.close()
+
+
+def _bookmark_version(obj: Any) -> str:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    if not isinstance(version, str) or not version:
+        raise KubeError(None, "invalid", "bookmark without a resourceVersion")
+    return version
 
 
 class SourceReporter:
@@ -497,15 +760,23 @@ def _nvml_state(result: Any) -> bool | None:
 
 
 def write_once(api: NodeApi, decide: Callable[[dict[str, Any]], Plan], *, send: bool = True,
-               dry_run: bool = False, attempts: int = 10) -> tuple[Plan, dict[str, Any] | None,
-                                                                   dict[str, Any]]:
-    """GET, decide, and (when `send`) patch, re-reading on 409: (plan, patch, node read)."""
+               dry_run: bool = False, attempts: int = 10,
+               guard: Callable[[], None] | None = None
+               ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
+    """GET, decide, and (when `send`) patch, re-reading on 409: (plan, patch, node read).
+
+    `guard` runs once before the first real (not dry-run) patch and may raise to stop it:
+    the confinement check of `apply` and `prune`.
+    """
     for _ in range(attempts):
         node = api.get()
         decided = decide(node)
         body = decided.patch(resource_version(node))
         if body is None or not send:
             return decided, body, node
+        if guard is not None and not dry_run:
+            guard()
+            guard = None
         try:
             api.patch(body, dry_run=dry_run)
         except KubeError as error:
@@ -517,18 +788,22 @@ def write_once(api: NodeApi, decide: Callable[[dict[str, Any]], Plan], *, send: 
 
 
 def reconcile_once(api: NodeApi, evidence: Evidence, prefixes: Sequence[str], take_over: bool,
-                   *, send: bool = True, dry_run: bool = False
+                   *, send: bool = True, dry_run: bool = False,
+                   guard: Callable[[], None] | None = None
                    ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
     """One `apply` (or `diff` with send=False)."""
     return write_once(api, lambda node: plan(evidence, node_labels(node), node_annotations(node),
-                                             prefixes, take_over), send=send, dry_run=dry_run)
+                                             prefixes, take_over), send=send, dry_run=dry_run,
+                      guard=guard)
 
 
 def prune_once(api: NodeApi, prefixes: Sequence[str], sources: Sequence[str], *,
-               dry_run: bool = False) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
+               dry_run: bool = False, guard: Callable[[], None] | None = None
+               ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
     """Remove the labels we own (optionally only those of some sources) and the ledger."""
     return write_once(api, lambda node: prune_plan(node_labels(node), node_annotations(node),
-                                                   prefixes, sources), dry_run=dry_run)
+                                                   prefixes, sources), dry_run=dry_run,
+                      guard=guard)
 
 
 class FileAgent:

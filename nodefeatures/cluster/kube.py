@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import stat
 import sys
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = (5.0, 15.0)
 WATCH_READ_TIMEOUT = 180.0
 FIELD_MANAGER = "nodefeatures"
+# The confinement probe's label: outside every managed prefix, so the own-node policy
+# must refuse it. It is only ever sent with dryRun=All.
+PROBE_LABEL = "probe.nodefeatures.dev/confinement"
+PROBE_VALUE = "must-be-denied"
 EVENT_NAMESPACE = "default"
 
 _DEFERRED = ("kubernetes", "kubernetes.client", "kubernetes.client.models", "kubernetes.config")
@@ -223,12 +228,33 @@ def _status_message(body: Any) -> str:
     return str(data.get("message", "")) if isinstance(data, dict) else str(data)[:300]
 
 
+# Bounds on a server's Retry-After: below 1 s a 429 would be retried in a tight loop, and
+# a day-long value would stop every write; past 10 min the normal backoff knows better.
+RETRY_AFTER_MIN = 1.0
+RETRY_AFTER_MAX = 600.0
+
+
+def clamp_retry_after(value: Any) -> float | None:
+    """Seconds to wait from a Retry-After value, within [1 s, 10 min]; None if unusable.
+
+    NaN, infinities and anything that is not a number of seconds (including the HTTP-date
+    form, which the API server does not send) count as no header at all.
+    """
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(RETRY_AFTER_MAX, max(RETRY_AFTER_MIN, seconds))
+
+
 def _retry_after(headers: Any) -> float | None:
     try:
         value = headers.get("Retry-After") if headers is not None else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         return None
+    return clamp_retry_after(value) if value is not None else None
 
 
 class NodeApi:
@@ -283,8 +309,9 @@ class NodeApi:
         return f"/api/v1/nodes/{quote(self.node, safe='')}"
 
     def get(self) -> dict[str, Any]:
-        node = self._json("get", self._path, "GET")
-        self._uid = node.get("metadata", {}).get("uid")
+        node = check_node(self._json("get", self._path, "GET"), self.node)
+        uid = node["metadata"].get("uid")
+        self._uid = uid if isinstance(uid, str) else None
         return node
 
     def patch(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
@@ -292,7 +319,18 @@ class NodeApi:
         query = [("fieldManager", FIELD_MANAGER)]
         if dry_run:
             query.append(("dryRun", "All"))
-        return self._json("patch", self._path, "PATCH", query=query, body=body,
+        return check_node(self._json("patch", self._path, "PATCH", query=query, body=body,
+                                     content_type=MERGE_PATCH), self.node)
+
+    def probe(self) -> dict[str, Any]:
+        """The confinement probe: a dry-run patch that the own-node policy must deny.
+
+        It sets a label outside every managed prefix, which the policy forbids; dryRun=All
+        means that nothing changes even when the server accepts it. Counted as verb "probe".
+        """
+        query = [("fieldManager", FIELD_MANAGER), ("dryRun", "All")]
+        body = {"metadata": {"labels": {PROBE_LABEL: PROBE_VALUE}}}
+        return self._json("probe", self._path, "PATCH", query=query, body=body,
                           content_type=MERGE_PATCH)
 
     def watch(self, resource_version: str, timeout_seconds: int) -> NodeWatch:
@@ -373,6 +411,58 @@ def _transport_error(exc: BaseException) -> KubeError:
     lowered = text.lower()
     reason = "timeout" if "timeout" in lowered or "timed out" in lowered else "connection"
     return KubeError(None, reason, text[:300])
+
+
+def check_node(node: Any, name: str | None = None) -> dict[str, Any]:
+    """`node` if it has the shape the agent relies on, else KubeError(reason "invalid").
+
+    Whatever the agent keeps as its copy of the Node, or decides on, passes through
+    here first: a dict `metadata` with a string resourceVersion, string-to-string labels
+    and annotations, and (when given) our Node's name.
+    """
+    problem = _node_problem(node, name)
+    if problem:
+        raise KubeError(None, "invalid", f"malformed Node object: {problem}")
+    return node  # type: ignore[no-any-return]
+
+
+def _node_problem(node: Any, name: str | None) -> str | None:
+    if not isinstance(node, dict):
+        return f"a {type(node).__name__}, not an object"
+    meta = node.get("metadata")
+    if not isinstance(meta, dict):
+        return f"metadata is a {type(meta).__name__}, not an object"
+    if not isinstance(meta.get("resourceVersion"), str) or not meta["resourceVersion"]:
+        return "metadata.resourceVersion is not a non-empty string"
+    if name is not None and meta.get("name") != name:
+        return f"metadata.name is {str(meta.get('name'))[:64]!r}, not {name!r}"
+    for field in ("labels", "annotations"):
+        values = meta.get(field)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            return f"metadata.{field} is a {type(values).__name__}, not an object"
+        for key, value in values.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                return (f"metadata.{field}[{str(key)[:64]!r}] is a {type(value).__name__}, "
+                        "not a string")
+    return None
+
+
+def version_order(a: str | None, b: str | None) -> int | None:
+    """-1, 0 or 1 as resourceVersion `a` is older than, equal to or newer than `b`.
+
+    None when either is not a decimal integer. The API contract calls resourceVersions
+    opaque, but a kube-apiserver backed by etcd sends etcd's revision, a decimal integer
+    that only grows (the watch cache itself compares them as such). The agent relies on
+    that only to keep an older copy of its Node from replacing a newer one, and falls
+    back to treating versions as opaque when they do not parse.
+    """
+    if not (isinstance(a, str) and isinstance(b, str) and a.isascii() and b.isascii()
+            and a.isdigit() and b.isdigit()):
+        return None
+    x, y = int(a), int(b)
+    return (x > y) - (x < y)
 
 
 def resource_version(node: dict[str, Any] | None) -> str | None:

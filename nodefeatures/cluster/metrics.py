@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Any
 
 from nodefeatures import __version__
@@ -59,6 +63,16 @@ class Metrics:
             "nodefeatures_ledger_restores",
             "Times another writer deleted or changed the ledger annotation and the agent "
             "restored ownership from what it had written", registry=r)
+        self.confined = Gauge(
+            "nodefeatures_confined",
+            "1 while writes are allowed: the own-node admission policy denied the last "
+            "confinement probe (or --allow-unconfined); 0 while the agent refuses to write",
+            registry=r)
+        self.confinement_checks = Counter(
+            "nodefeatures_confinement_checks",
+            "Confinement probes by outcome: confined (denied by the policy), unconfined "
+            "(accepted), refused (denied by something else), unanswered (no answer)",
+            ["result"], registry=r)
         self._nvml: Any = None
         self._gauge = Gauge
 
@@ -85,54 +99,211 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class StatusServer:
-    """Serves /metrics, /healthz (the loop is alive) and /readyz (first pass succeeded)."""
+Check = Callable[[], bool | str]
 
-    def __init__(self, metrics: Metrics, alive: Callable[[], bool], ready: Callable[[], bool],
-                 port: int, address: str = "") -> None:
-        handler = _handler(metrics, alive, ready)
-        self.server = ThreadingHTTPServer((address, port), handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        name="status-server", daemon=True)
+
+class StatusServer:
+    """Serves /metrics, /healthz (the loop is alive) and /readyz (first pass succeeded).
+
+    `alive` and `ready` return True when all is well, else False or a string saying what
+    is wrong, which becomes the 503 body.
+
+    One thread serves every connection through a selector, so idle or slow clients cost
+    a socket and a small buffer each, never a thread. At most `max_connections` are open
+    at once: a new one past the cap closes the oldest, so a client holding many idle
+    connections cannot lock out the kubelet's probes. A connection gets `timeout`
+    seconds to send its request and read the answer, then it is closed. Every response
+    closes its connection (HTTP/1.1 `Connection: close`).
+    """
+
+    def __init__(self, metrics: Metrics, alive: Check, ready: Check, port: int,
+                 address: str = "", *, max_connections: int = 64,
+                 timeout: float = 10.0) -> None:
+        self.metrics = metrics
+        self.alive = alive
+        self.ready = ready
+        self.max_connections = max(1, max_connections)
+        self.timeout = timeout
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._listener.bind((address, port))
+            self._listener.listen(128)
+        except OSError:
+            self._listener.close()
+            raise
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        # Insertion order is accept order: the first entry is the oldest connection.
+        self._connections: dict[socket.socket, _Connection] = {}
+        self._waker_r, self._waker_w = socket.socketpair()
+        self._waker_r.setblocking(False)
+        self._selector.register(self._waker_r, selectors.EVENT_READ, "wake")
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="status-server", daemon=True)
 
     def start(self) -> StatusServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._waker_w.send(b"x")
+        if self._thread.is_alive():
+            self._thread.join(5)
+        for connection in list(self._connections):
+            self._close(connection)
+        for sock in (self._listener, self._waker_r, self._waker_w):
+            with contextlib.suppress(Exception):
+                self._selector.unregister(sock)
+            sock.close()
+        self._selector.close()
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
 
-def _handler(metrics: Metrics, alive: Callable[[], bool],
-             ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
-            elif path == "/healthz":
-                ok = alive()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
-            elif path == "/readyz":
-                ok = ready()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"no successful pass yet\n")
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._round()
+            except Exception:  # never let one bad connection end the server
+                logging.getLogger(__name__).exception("status server error")
+                time.sleep(0.1)
+
+    def _round(self) -> None:
+        now = time.monotonic()
+        wait = min((c.deadline for c in self._connections.values()), default=now + 1.0) - now
+        for key, mask in self._selector.select(max(0.0, min(wait, 1.0))):
+            if key.data == "wake":
+                with contextlib.suppress(OSError):
+                    self._waker_r.recv(64)
+            elif key.data is None:
+                self._accept()
             else:
-                self._send(404, b"not found\n")
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if mask & selectors.EVENT_READ:
+                    self._read(sock)
+                elif mask & selectors.EVENT_WRITE:
+                    self._write(sock)
+        now = time.monotonic()
+        for sock, connection in list(self._connections.items()):
+            if connection.deadline <= now:
+                self._close(sock)
 
-        def _send(self, status: int, body: bytes, kind: str = "text/plain") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def _accept(self) -> None:
+        for _ in range(self.max_connections):  # a burst is taken in turns with the rest
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of descriptors, say: shed the oldest and try later
+                if self._connections:
+                    self._close(next(iter(self._connections)))
+                return
+            while len(self._connections) >= self.max_connections:
+                self._close(next(iter(self._connections)))
+            sock.setblocking(False)
+            self._connections[sock] = _Connection(time.monotonic() + self.timeout)
+            self._selector.register(sock, selectors.EVENT_READ, "conn")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # probes every few seconds would drown the log
+    def _read(self, sock: socket.socket) -> None:
+        connection = self._connections[sock]
+        try:
+            chunk = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(sock)
+            return
+        connection.inbox += chunk
+        head, found, _ = connection.inbox.partition(b"\r\n\r\n")
+        if not found:
+            head, found, _ = connection.inbox.partition(b"\n\n")
+        if not found:
+            if len(connection.inbox) > _MAX_REQUEST:
+                self._respond(sock, 431, b"request header too large\n")
+            return
+        try:
+            answer = self._answer(head)
+        except Exception:  # a failing check or render: say so, keep serving
+            logging.getLogger(__name__).exception("status request failed")
+            answer = (500, b"internal error\n", "text/plain")
+        self._respond(sock, *answer)
 
-    return Handler
+    def _answer(self, head: bytes) -> tuple[int, bytes, str]:
+        parts = head.split(b"\n", 1)[0].strip().split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            return 400, b"bad request\n", "text/plain"
+        method, target = parts[0], parts[1].decode("latin-1")
+        if method not in (b"GET", b"HEAD"):
+            return 405, b"method not allowed\n", "text/plain"
+        path = target.split("?", 1)[0]
+        if path == "/metrics":
+            return 200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
+        if path == "/healthz":
+            return _verdict(self.alive(), b"loop stalled\n")
+        if path == "/readyz":
+            return _verdict(self.ready(), b"no successful pass yet\n")
+        return 404, b"not found\n", "text/plain"
+
+    def _respond(self, sock: socket.socket, status: int, body: bytes,
+                 kind: str = "text/plain") -> None:
+        connection = self._connections[sock]
+        head_only = connection.inbox.startswith(b"HEAD ")
+        reason = HTTPStatus(status).phrase
+        header = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
+                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        connection.outbox = header.encode("latin-1") + (b"" if head_only else body)
+        connection.inbox = b""
+        self._selector.modify(sock, selectors.EVENT_WRITE, "conn")
+        self._write(sock)
+
+    def _write(self, sock: socket.socket) -> None:
+        connection = self._connections[sock]
+        try:
+            sent = sock.send(connection.outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(sock)
+            return
+        connection.outbox = connection.outbox[sent:]
+        if not connection.outbox:
+            self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        self._connections.pop(sock, None)
+        with contextlib.suppress(Exception):
+            self._selector.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+_MAX_REQUEST = 8192
+
+
+class _Connection:
+    __slots__ = ("deadline", "inbox", "outbox")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.inbox = b""
+        self.outbox = b""
+
+
+def _verdict(result: bool | str, default: bytes) -> tuple[int, bytes, str]:
+    if result is True:
+        return 200, b"ok\n", "text/plain"
+    body = result.encode("utf-8", "replace") if isinstance(result, str) and result else default
+    return 503, body, "text/plain; charset=utf-8"
 
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

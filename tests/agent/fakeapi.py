@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from nodefeatures.cluster.kube import KubeError
@@ -26,7 +26,10 @@ class FakeNodeApi:
             "annotations": {}}}
         self.history: list[dict[str, Any]] = [copy.deepcopy(self.obj)]
         self.cond = threading.Condition()
-        self.fail: dict[str, list[KubeError]] = {"get": [], "patch": [], "watch": []}
+        self.fail: dict[str, list[KubeError]] = {"get": [], "patch": [], "watch": [],
+                                                 "probe": []}
+        # Whether the own-node policy is in force: the confinement probe is then denied.
+        self.confined = True
         self.calls: list[tuple[str, float]] = []
         self.events: list[tuple[str, str, str]] = []
         self.patch_gate: threading.Event | None = None
@@ -34,6 +37,9 @@ class FakeNodeApi:
         # Reply to a patch only after the watch delivered its event (a real-world race).
         self.watch_first = False
         self.expire_watches = 0  # this many watches answer 410 Gone at once
+        # Called once a patch is applied, before its reply: another writer racing us.
+        self.after_patch: Callable[[], None] | None = None
+        self.injected: list[dict[str, Any]] = []  # raw events the next watch read yields
 
     def _enter(self, verb: str) -> None:
         self.calls.append((verb, time.monotonic()))
@@ -61,6 +67,9 @@ class FakeNodeApi:
                 self.on_request("patch", "409")
                 raise KubeError(409, "Conflict", "the object has been modified")
             updated = self._apply(meta)
+        if self.after_patch is not None:
+            hook, self.after_patch = self.after_patch, None
+            hook()
         if self.watch_first:
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline and not any(
@@ -68,6 +77,16 @@ class FakeNodeApi:
                 time.sleep(0.001)
             time.sleep(0.02)  # let the agent handle that event before it sees the reply
         return updated
+
+    def probe(self) -> dict[str, Any]:
+        """The dry-run patch the own-node policy must deny (see NodeApi.probe)."""
+        self._enter("probe")
+        if self.confined:
+            raise KubeError(403, "Forbidden", f'nodes "{self.node}" is forbidden: '
+                            "ValidatingAdmissionPolicy 'nodefeatures-own-node' with binding "
+                            "'nodefeatures-own-node' denied request: not a managed label")
+        with self.cond:
+            return copy.deepcopy(self.obj)
 
     def external(self, labels: dict[str, str | None]) -> None:
         """Another writer (or a human) changing labels."""
@@ -87,6 +106,12 @@ class FakeNodeApi:
         self.history.append(copy.deepcopy(self.obj))
         self.cond.notify_all()
         return copy.deepcopy(self.obj)
+
+    def inject(self, event: dict[str, Any]) -> None:
+        """Deliver `event` as is on the running watch (a malformed one, say)."""
+        with self.cond:
+            self.injected.append(event)
+            self.cond.notify_all()
 
     def watch(self, resource_version: str, timeout_seconds: int) -> FakeWatch:
         self._enter("watch")
@@ -119,10 +144,14 @@ class FakeWatch:
             return
         while True:
             with self.api.cond:
-                while not self.closed and self.api.version <= self.since:
+                while (not self.closed and self.api.version <= self.since
+                       and not self.api.injected):
                     self.api.cond.wait(0.5)
                 if self.closed:
                     raise KubeError(None, "connection", "watch closed")
+                injected, self.api.injected = self.api.injected, []
+            yield from injected
+            with self.api.cond:
                 fresh = [o for o in self.api.history
                          if int(o["metadata"]["resourceVersion"]) > self.since]
             for obj in fresh:

@@ -326,3 +326,271 @@ def test_output_file_mode_reports_a_failing_source_once(
     failures = [r for r in caplog.records if "source cpu failed: RuntimeError" in r.getMessage()]
     assert len(failures) == 1
     assert runner.metrics.passes.labels("ok")._value.get() >= 3
+
+
+# -- Retry-After is clamped -------------------------------------------------------------
+
+
+def test_a_negative_retry_after_does_not_hammer_the_server(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["patch"] = [KubeError(429, "TooManyRequests", retry_after=-30.0)] * 50
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: len(api.times("patch")) >= 2, timeout=3)
+        time.sleep(0.5)
+    finally:
+        loop.stop()
+    attempts = api.times("patch")
+    assert len(attempts) <= 3, len(attempts)
+    assert all(gap >= 1.0 for gap in gaps(attempts))  # at least 1 s between attempts
+
+
+@pytest.mark.parametrize("header", [1e9, float("inf"), float("nan"), -float("inf")])
+def test_a_huge_or_invalid_retry_after_cannot_stop_writes(tmp_path: Path, header: float) -> None:
+    agent = agent_for(FakeNodeApi(), tmp_path)
+    delay = agent._retry_delay(KubeError(429, "TooManyRequests", retry_after=header), 1)
+    assert 0 < delay <= 601  # at most the 10 min ceiling (plus up to 1 s of jitter)
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("5", 5.0), ("0.5", 1.0), ("-30", 1.0), ("1e9", 600.0), ("nan", None), ("inf", None),
+    ("-inf", None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("", None)])
+def test_retry_after_headers_are_clamped(header: str, seconds: float | None) -> None:
+    from nodefeatures.cluster.kube import _retry_after
+
+    assert _retry_after({"Retry-After": header}) == seconds
+
+
+@pytest.mark.parametrize(("a", "b", "order"), [
+    ("9", "10", -1), ("10", "10", 0), ("11", "10", 1), ("x1", "10", None), (None, "1", None),
+    ("\u00b2", "1", None)])
+def test_resource_versions_compare_as_integers_when_both_parse(
+        a: str | None, b: str | None, order: int | None) -> None:
+    from nodefeatures.cluster.kube import version_order
+
+    assert version_order(a, b) == order
+
+
+# -- an older resourceVersion never replaces a newer one ---------------------------------
+
+
+SSE = "feature.node.kubernetes.io/cpu-cpuid.SSE4"
+
+
+def test_a_late_patch_reply_does_not_hide_another_writers_newer_change(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.watch_first = True  # the watch shows our write, and the next change, before the reply
+    labels = {AVX: "true"}
+    agent = agent_for(api, tmp_path, labels=labels)
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: agent.ready)
+        # Our next write races another writer that deletes a label we own.
+        api.after_patch = lambda: api.external({AVX: None})
+        agent.discover = _with_label(agent.discover, SSE)  # type: ignore[method-assign]
+        loop.agent.poke()
+        wait_for(lambda: api.labels.get(SSE) == "true")
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=2)
+    finally:
+        loop.stop()
+
+
+def test_a_late_reply_to_the_first_write_does_not_hide_a_newer_change(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.watch_first = True
+    api.after_patch = lambda: api.external({AVX: None})
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: len(api.times("patch")) >= 1)
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=2)
+    finally:
+        loop.stop()
+
+
+def _with_label(discover: Any, key: str) -> Any:
+    def discover_more() -> Any:
+        discovery = discover()
+        discovery.results[0].labels[key] = Label(key, "true", "test", "cpu")
+        return discovery
+
+    return discover_more
+
+
+# -- malformed watch events and a failing watch -----------------------------------------
+
+
+@pytest.mark.parametrize("obj", [
+    {"metadata": []},
+    {"metadata": {"name": "n1", "resourceVersion": "99", "labels": {},
+                  "annotations": {"nodefeatures.dev/labels": 5}}},
+    {"metadata": {"name": "n1", "resourceVersion": "99", "labels": {AVX: ["true"]}}},
+    {"metadata": {"name": "n1", "resourceVersion": 99, "labels": {}}},
+], ids=["metadata-list", "annotation-int", "label-list", "version-int"])
+def test_a_malformed_watch_event_does_not_end_drift_repair(tmp_path: Path,
+                                                          obj: dict[str, Any]) -> None:
+    api = FakeNodeApi()
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: loop.agent.ready)
+        api.inject({"type": "MODIFIED", "object": obj})
+        time.sleep(0.2)
+        loop.agent.sync()  # a pass decides on the live copy: never on the malformed one
+        api.external({AVX: None})
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=3)
+        assert loop.thread.is_alive() and loop.agent._watch_thread.is_alive()
+        loop.agent.poke()  # a whole pass on the live copy works too
+        api.external({AVX: None})  # and the watch still follows the Node
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=3)
+    finally:
+        loop.stop()
+
+
+def test_a_failing_watch_shows_on_health(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    agent = agent_for(api, tmp_path, watch_grace=0.3)
+    api.fail["watch"] = [KubeError(None, "decode", "watch event is not JSON")] * 10_000
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: agent.health() is not True, timeout=3)
+        assert "watch" in str(agent.health()) and "not JSON" in str(agent.health())
+        assert not agent.alive()
+        api.fail["watch"] = []
+        wait_for(lambda: len(api.watches) >= 1, timeout=3)
+        api.external({"other.io/x": "1"})  # an event on the new watch
+        wait_for(lambda: agent.alive(), timeout=3)
+    finally:
+        loop.stop()
+
+
+def test_a_dead_watch_thread_shows_on_health(tmp_path: Path) -> None:
+    agent = agent_for(FakeNodeApi(), tmp_path)
+    agent._watch_loop = lambda: None  # type: ignore[method-assign]
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: agent.health() is not True, timeout=3)
+        assert "watch" in str(agent.health())
+        assert not agent.alive()
+    finally:
+        loop.stop()
+
+
+def test_an_unexpected_error_in_the_watch_thread_is_survived(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["watch"] = [RuntimeError("bug")] * 3  # type: ignore[list-item]
+    loop = Loop(agent_for(api, tmp_path))
+    try:
+        wait_for(lambda: loop.agent.ready and len(api.watches) >= 1, timeout=5)
+        api.external({AVX: None})
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=3)
+    finally:
+        loop.stop()
+
+
+# -- no confinement, no writes ----------------------------------------------------------
+
+
+def test_no_write_without_proof_of_confinement_then_resume(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.confined = False  # the policy, its binding or the admission plugin is missing
+    agent = agent_for(api, tmp_path, unconfined_retry=0.2)
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: len(api.times("probe")) >= 3, timeout=5)
+        assert api.times("patch") == []
+        assert AVX not in api.labels
+        assert not agent.ready
+        why = agent.readiness()
+        assert isinstance(why, str) and "deploy/base/admission-policy.yaml" in why
+        assert "--allow-unconfined" in why
+        unconfined = [e for e in api.events if e[1] == "Unconfined"]
+        assert unconfined and unconfined[0][0] == "Warning"
+        assert "accepted a dry-run patch" in unconfined[0][2]
+        assert agent.metrics.confined._value.get() == 0
+        assert agent.metrics.confinement_checks.labels("unconfined")._value.get() >= 3
+        api.confined = True  # the binding is back
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=3)
+        wait_for(lambda: agent.ready)
+        assert agent.readiness() is True
+        assert agent.metrics.confined._value.get() == 1
+    finally:
+        loop.stop()
+
+
+def test_confinement_lost_while_running_stops_writes(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    agent = agent_for(api, tmp_path, confinement_every=0.3, unconfined_retry=0.2)
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: agent.ready)
+        probes = len(api.times("probe"))
+        wait_for(lambda: len(api.times("probe")) >= probes + 2, timeout=3)  # re-proved
+        api.confined = False
+        wait_for(lambda: not agent.ready, timeout=3)
+        writes = len(api.times("patch"))
+        api.external({AVX: None})  # drift that would be repaired at once if confined
+        time.sleep(0.8)
+        assert len(api.times("patch")) == writes
+        assert AVX not in api.labels
+        api.confined = True
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=3)
+        assert [e for e in api.events if e[1] == "Confined"]
+    finally:
+        loop.stop()
+
+
+def test_a_refusal_that_does_not_name_the_policy_is_no_proof(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.fail["probe"] = [KubeError(403, "Forbidden", 'nodes "n1" is forbidden: User '
+                                   '"x" cannot patch resource "nodes"')] * 1000
+    agent = agent_for(api, tmp_path, unconfined_retry=0.1)
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: len(api.times("probe")) >= 2, timeout=3)
+        assert api.times("patch") == []
+        assert "not by ValidatingAdmissionPolicy 'nodefeatures-own-node'" in str(
+            agent.readiness())
+    finally:
+        loop.stop()
+
+
+def test_an_unanswered_probe_keeps_a_recent_proof(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    agent = agent_for(api, tmp_path, confinement_every=0.5)
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: agent.ready)
+        api.fail["probe"] = [KubeError(503, "ServiceUnavailable")]
+        wait_for(lambda: agent.metrics.confinement_checks.labels("unanswered")._value.get(),
+                 timeout=3)
+        assert agent.ready  # one failed re-check does not stop writes
+        api.external({AVX: None})
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=3)
+    finally:
+        loop.stop()
+
+
+def test_allow_unconfined_writes_without_a_probe(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    api.confined = False
+    agent = agent_for(api, tmp_path, allow_unconfined=True)
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true")
+        assert agent.ready
+    finally:
+        loop.stop()
+    assert api.times("probe") == []
+
+
+def test_a_stable_node_costs_one_probe_per_period(tmp_path: Path) -> None:
+    api = FakeNodeApi()
+    agent = agent_for(api, tmp_path, interval=0.05, confinement_every=0.5)
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: agent.ready)
+        time.sleep(2.0)
+    finally:
+        loop.stop()
+    # 2 s / 0.5 s (± 10 %), plus the first: passes every 50 ms add none.
+    assert 4 <= len(api.times("probe")) <= 6, len(api.times("probe"))
+    assert len(api.times("patch")) == 1

@@ -244,6 +244,15 @@ def test_output_file_mode_runs_without_a_cluster(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "feature.node.kubernetes.io/system-os_release.ID=debian\n" in target.read_text()
     assert "# source: system\n" in target.read_text()
+    # The start-up line names the sources that run, not every installed one.
+    assert "(sources: system)" in err, err
+
+
+@pytest.mark.parametrize("command", [["apply"], ["prune"], ["run", "--output-file", "x"]])
+def test_writing_commands_take_the_confinement_flags(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "--allow-unconfined" in result.output and "--confinement-policy" in result.output
 
 
 def test_in_cluster_credentials_are_used_inside_a_pod(tmp_path: Path,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -44,6 +47,16 @@ def test_status_server_endpoints() -> None:
         server.stop()
 
 
+def test_a_check_can_say_what_is_wrong() -> None:
+    server = StatusServer(Metrics(), lambda: "the watch has failed\n",
+                          lambda: "not confined: fix it\n", 0, "127.0.0.1").start()
+    try:
+        assert fetch(server.port, "/healthz") == (503, "the watch has failed\n")
+        assert fetch(server.port, "/readyz") == (503, "not confined: fix it\n")
+    finally:
+        server.stop()
+
+
 def test_nvml_gauge_is_absent_until_a_source_reports_it() -> None:
     metrics = Metrics()
     metrics.nvml_initialized(None)
@@ -61,3 +74,60 @@ def test_json_log_lines_carry_extra_fields() -> None:
     assert data["node"] == "n1"
     assert data["changes"] == {"a": [None, "1"]}
     assert data["time"].endswith("+00:00")
+
+
+def _idle_sockets(port: int, count: int) -> list[socket.socket]:
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.append(sock)
+    return held
+
+
+def test_idle_connections_neither_block_probes_nor_cost_threads() -> None:
+    metrics = Metrics()
+    server = StatusServer(metrics, lambda: True, lambda: False, 0, "127.0.0.1").start()
+    threads = threading.active_count()
+    held: list[socket.socket] = []
+    try:
+        held = _idle_sockets(server.port, 500)  # an attacker holding idle connections
+        for path, expected in (("/healthz", (200, "ok\n")),
+                               ("/readyz", (503, "no successful pass yet\n"))):
+            started = time.monotonic()
+            assert fetch(server.port, path) == expected
+            assert time.monotonic() - started < 1.0
+        assert threading.active_count() <= threads + 1, threading.active_count() - threads
+        assert server.open_connections <= server.max_connections
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
+def test_an_idle_connection_is_closed_after_the_timeout() -> None:
+    server = StatusServer(Metrics(), lambda: True, lambda: True, 0, "127.0.0.1",
+                          timeout=0.3).start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # never finishes its request
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed by the server
+        assert 0.2 <= time.monotonic() - started < 2.0
+        sock.close()
+        assert fetch(server.port, "/healthz") == (200, "ok\n")
+    finally:
+        server.stop()
+
+
+def test_malformed_requests_get_an_answer_and_the_server_keeps_serving() -> None:
+    server = StatusServer(Metrics(), lambda: True, lambda: True, 0, "127.0.0.1").start()
+    try:
+        for request, status in ((b"garbage\r\n\r\n", b"400"),
+                                (b"POST /healthz HTTP/1.1\r\n\r\n", b"405"),
+                                (b"GET /" + b"x" * 9000, b"431")):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(request)
+                assert sock.recv(100).split(b" ")[1] == status
+        assert fetch(server.port, "/healthz") == (200, "ok\n")
+    finally:
+        server.stop()

@@ -39,6 +39,8 @@ EXPECTED = {OS_ID: "debian", VERSION: "12", MAJOR: "12"}
 # The ledger: keys grouped by source and by the prefix they share.
 EXPECTED_LEDGER = ('{"system":{"feature.node.kubernetes.io/system-":'
                    '["os_release.ID","os_release.VERSION_ID","os_release.VERSION_ID.major"]}}')
+# These tests run without the own-node policy (test_agent_confinement.py covers it).
+UNCONFINED = "--allow-unconfined"
 
 
 def environment() -> dict[str, str]:
@@ -113,7 +115,7 @@ def test_apply_dry_run_prints_the_patch_and_changes_nothing(
 def test_apply_then_diff_is_clean_then_prune_removes_only_ours(
         apiserver: Any, node: str, common: list[str]) -> None:
     patch_node(apiserver, node, {"metadata": {"labels": {F + "pci-10de.present": "true"}}})
-    applied = cli("apply", *common)
+    applied = cli("apply", UNCONFINED, *common)
     assert applied.returncode == 0, applied.stderr
     assert f"node {node} updated" in applied.stdout
     labels = labels_of(apiserver, node)
@@ -123,12 +125,12 @@ def test_apply_then_diff_is_clean_then_prune_removes_only_ours(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout.rstrip().endswith("nothing to send: the node already matches")
 
-    again = cli("apply", *common)  # idempotent: no second write
+    again = cli("apply", UNCONFINED, *common)  # idempotent: no second write
     assert again.returncode == 0
     assert len(writes_to(apiserver, node, SA_USER)) == 1
 
     node_args = common[:4]
-    pruned = cli("prune", *node_args)
+    pruned = cli("prune", UNCONFINED, *node_args)
     assert pruned.returncode == 0, pruned.stderr
     labels = labels_of(apiserver, node)
     assert not set(EXPECTED) & set(labels)
@@ -161,7 +163,7 @@ def wait_http(port: int, path: str, timeout: float = 15) -> tuple[int, str]:
 def start_run(common: list[str], port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "nodefeatures", "run", *common, "--interval", "1s",
-         "--metrics-port", str(port), "--metrics-address", "127.0.0.1", *extra],
+         "--metrics-port", str(port), "--metrics-address", "127.0.0.1", UNCONFINED, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
 
 

@@ -56,13 +56,16 @@ POLICED = "nodefeatures.test/own-node-policy"
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 FEATURES_D = "etc/kubernetes/node-feature-discovery/features.d"
 OS_ID = F + "system-os_release.ID"
+# The shipped policy under another name, bound to POLICED Nodes only; the agents here
+# take its denials as their proof of confinement.
+LEDGER_POLICY = "nodefeatures-own-node-ledger-test"
 
 
 @pytest.fixture(scope="module")
 def policy(apiserver: Any, rbac: str) -> Iterator[str]:
     """The shipped policy, renamed and bound to POLICED Nodes only; returns its name."""
     shipped = list(yaml.safe_load_all(POLICY_FILE.read_text()))
-    name = f"ledger-test-{uuid.uuid4().hex[:6]}"
+    name = LEDGER_POLICY
     documents = []
     for document in copy.deepcopy(shipped):
         document["metadata"]["name"] = name
@@ -122,7 +125,8 @@ def real_agent(apiserver: Any, node: str, root: Path, **options: Any) -> Agent:
     """The shipped system and local sources reading `root`, acting as the agent."""
     sources = [SystemSource(), LocalSource()]
     return Agent(NodeApi(agent_client(apiserver, node), node), discoverer(sources, root),
-                 ["system", "local"], Options(node=node, **{**FAST, **options}))
+                 ["system", "local"],
+                 Options(node=node, **{**FAST, "confinement_policy": LEDGER_POLICY, **options}))
 
 
 def test_5000_feature_file_labels_cost_only_their_own_surplus(
@@ -177,7 +181,7 @@ def test_an_incomplete_feature_file_source_keeps_its_correction_without_a_write(
     local.priority = 20  # type: ignore[misc]  # as the shipped local source
     agent = Agent(NodeApi(agent_client(apiserver, policed), policed),
                   discoverer([kernel, local], tmp_path), ["kernel", "local"],
-                  Options(node=policed, **FAST))
+                  Options(node=policed, confinement_policy=LEDGER_POLICY, **FAST))
     running = start(agent)
     try:
         wait_until(lambda: labels_of(apiserver, policed).get(key) == "6.1.0-vendor",
