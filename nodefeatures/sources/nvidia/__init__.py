@@ -21,6 +21,7 @@ from nodefeatures.discovery.labels import Label
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
 
 from .pci import PciScan, PciScanner
+from .platform import TEGRA, TEGRA_RELEASE, Platform, cuda_name, detect, is_integrated_name
 
 if TYPE_CHECKING:
     from .discover import Snapshot
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("none", "single", "mixed")
 VIRTUALIZATION_VGPU = 2  # NVML_GPU_VIRTUALIZATION_MODE_VGPU: a vGPU inside a VM
+TEGRA_DRIVER = "unknown.unknown.unknown"  # GFD's driver version on Tegra, where CUDA answers
 # Feature names in Features.attributes
 _NODE = "node"
 _NVML = "nvml"
@@ -250,34 +252,78 @@ class NvidiaSource(Source):
             features.instance("pci", {"address": gpu.address, "class": f"0x{gpu.class_code:06x}",
                                       "device": gpu.device},
                               f"/sys/bus/pci/devices/{gpu.address}")
-        if scan.listed and not scan.gpus:
+        # a GPU that is no PCI function of this node (Tegra, WSL2) shows in host files
+        platform = None if scan.gpus else detect(ctx.root)
+        if scan.listed and not scan.gpus and platform is None:
             self._note(f"no NVIDIA GPU on the PCI bus ({scan.listed} devices under "
                        "/sys/bus/pci/devices, none NVIDIA display class): no nvidia.com labels")
             features.attribute(_NVML, "status", "skipped", "no NVIDIA GPU on the PCI bus")
             return features
+        if platform is not None:
+            self._add_platform(features, platform)
         session = self.session
         session.recorder = None
         try:
             outcome = session.open(ctx.host, float(ctx.options["nvmlTimeout"]))
             features.attribute(_NVML, "status", outcome.status, outcome.message or "nvmlInit")
             if outcome.status != "ok":
-                self._unavailable(ctx, scan, outcome, features)
+                self._unavailable(ctx, scan, outcome, features, platform)
                 return features
             self._note("")
             try:
-                snapshot = self._query(ctx, scan)
+                snapshot = self._query(ctx, scan, platform)
             finally:
                 session.close()
             if snapshot is not None:
-                self._facts(ctx, scan, snapshot, features)
+                self._facts(ctx, scan, snapshot, features, platform)
             elif scan.gpus:
                 self._present_on_bus(ctx, scan, features)
+            elif platform is not None and platform.kind == TEGRA:
+                self._soc_facts(ctx, scan, features, platform)
         finally:
             self._write_capture(ctx)
         return features
 
+    def _add_platform(self, features: Features, platform: Platform) -> None:
+        features.attribute(_NODE, "platform", platform.kind, platform.evidence)
+        if platform.kind != TEGRA:
+            return
+        for name, value, origin in (
+                ("chip", platform.chip, "nvidia,tegra<N> in the device tree's compatible, or "
+                                        "/sys/devices/soc0/soc_id"),
+                ("release", platform.release, TEGRA_RELEASE),
+                ("machine", platform.machine, "the device tree's model")):
+            if value:
+                features.attribute("tegra", name, value, origin)
+
+    def _soc_facts(self, ctx: Context, scan: PciScan, features: Features,
+                   platform: Platform) -> None:
+        """A Tegra node without a usable NVML: the SoC's one GPU, as CUDA describes it."""
+        from .discover import Gpu, Snapshot
+
+        snapshot = Snapshot()
+        snapshot.driver = TEGRA_DRIVER
+        soc = platform.soc_gpu
+        if soc is None:
+            ctx.warn(f"Tegra SoC {platform.chip or platform.soc_id or '(unknown)'} is not one "
+                     "this agent knows: only gpu.present and the tegra labels")
+            features.attribute(_NODE, "gpu.present", "true", platform.evidence)
+            return
+        snapshot.gpus.append(Gpu(0, soc.name, compute=soc.compute, mig="unsupported"))
+        self._facts(ctx, scan, snapshot, features, platform,
+                    origin=f"Tegra SoC {platform.chip} ({platform.evidence})")
+
     def _unavailable(self, ctx: Context, scan: PciScan, outcome: Outcome,
-                     features: Features) -> None:
+                     features: Features, platform: Platform | None = None) -> None:
+        if platform is not None and platform.kind == TEGRA:
+            # NVML is optional on Tegra (most Jetson releases have none): the SoC speaks
+            self._soc_facts(ctx, scan, features, platform)
+            if not (self.session.last_failure.status == "absent"
+                    and outcome.status in ("absent", "waiting")):
+                ctx.warn(f"Tegra GPU: NVML cannot be used: {outcome.message}; only the "
+                         "labels the SoC gives")
+                ctx.complete = False
+            return
         if scan.gpus:
             self._present_on_bus(ctx, scan, features)
             ctx.warn(f"NVIDIA GPU on the PCI bus ({scan.addresses}) but NVML cannot be used: "
@@ -300,13 +346,15 @@ class NvidiaSource(Source):
         self._add_vgpu(ctx, features, [])
         self._add_timestamp(ctx, features)
 
-    def _query(self, ctx: Context, scan: PciScan) -> Snapshot | None:
+    def _query(self, ctx: Context, scan: PciScan,
+               platform: Platform | None = None) -> Snapshot | None:
         """Run the NVML probes of one pass; None when not even the GPUs could be listed."""
         from .discover import Probe, ProbeFailed
         from .nvml import Unresponsive, describe
 
         session, options = self.session, ctx.options
         probe = Probe(session.nv, None if ctx.host.capture_dir else self._profiles)
+        probe.partial = platform is not None and platform.kind == TEGRA
         try:
             count = session.call(probe.devices)
         except Unresponsive as exc:
@@ -346,15 +394,33 @@ class NvidiaSource(Source):
                     snapshot.probes[name] = describe(exc)
         if count == 0 and not scan.gpus:
             return None  # NVML works and there is no GPU: nothing to say
+        if platform is not None and platform.kind == TEGRA or any(
+                is_integrated_name(g.name) for g in snapshot.gpus):
+            self._as_gfd_on_tegra(snapshot, platform)
         return snapshot
 
+    @staticmethod
+    def _as_gfd_on_tegra(snapshot: Snapshot, platform: Platform | None) -> None:
+        """GFD labels an integrated GPU from CUDA, not NVML: CUDA's name, no MIG, no
+        driver version; what NVML does not answer the SoC may."""
+        snapshot.driver = TEGRA_DRIVER
+        soc = platform.soc_gpu if platform is not None else None
+        for gpu in snapshot.gpus:
+            if not gpu.healthy:
+                continue
+            gpu.name = cuda_name(gpu.name)
+            gpu.mig = "unsupported"
+            if gpu.compute is None and soc is not None and soc.compute is not None \
+                    and "compute capability" not in gpu.failed:
+                gpu.compute = soc.compute
+
     def _facts(self, ctx: Context, scan: PciScan, snapshot: Snapshot,
-               features: Features) -> None:
+               features: Features, platform: Platform | None = None, origin: str = "") -> None:
         from .discover import add_gpus, add_mig_devices
 
         options = ctx.options
-        origin = (f"NVML lists {len(snapshot.gpus)} GPU(s)" if snapshot.gpus
-                  else f"NVIDIA GPU on the PCI bus: {scan.addresses}")
+        origin = origin or (f"NVML lists {len(snapshot.gpus)} GPU(s)" if snapshot.gpus
+                            else f"NVIDIA GPU on the PCI bus: {scan.addresses}")
         features.attribute(_NODE, "gpu.present", "true", origin)
         self._add_timestamp(ctx, features)
         if snapshot.driver is not None:
@@ -371,7 +437,7 @@ class NvidiaSource(Source):
         machine = ctx.root.read_line(machine_file, limit=4096)
         features.attribute(_NODE, "machine", machine if machine else "unknown",
                            f"{ctx.root.display(machine_file)}={machine!r}")
-        self._add_vgpu(ctx, features, snapshot.gpus)
+        self._add_vgpu(ctx, features, snapshot.gpus, platform)
         for warning in snapshot.warnings:
             ctx.warn(warning)
         self._check(ctx, features, snapshot)
@@ -420,10 +486,16 @@ class NvidiaSource(Source):
 
     # -- pieces -----------------------------------------------------------------------
 
-    def _add_vgpu(self, ctx: Context, features: Features, gpus: list) -> None:
+    def _add_vgpu(self, ctx: Context, features: Features, gpus: list,
+                  platform: Platform | None = None) -> None:
         """GFD reads vGPU from PCI config space; where that needs privileges this agent
         lacks, NVML's virtualization mode answers whether this is a vGPU guest."""
         records, unreadable = self.pci.vgpu(ctx.root)
+        if platform is not None and not records:
+            # GFD finds no NVIDIA GPU function to carry a vGPU record
+            features.attribute("vgpu", "present", "false",
+                               f"no NVIDIA GPU on the PCI bus ({platform.kind})")
+            return
         if records and not unreadable:
             features.attribute("vgpu", "present",
                                str(any(r.vgpu for r in records.values())).lower(),

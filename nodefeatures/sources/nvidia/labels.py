@@ -104,6 +104,7 @@ def build(features: Features, options: Mapping[str, Any]) -> list[Label]:
     if present is None:
         return []
     out.add("gpu.present", "true", present.origin)
+    _platform(out, features)
     stamp = node.get("timestamp")
     if stamp is not None:
         out.add("gfd.timestamp", stamp.value, stamp.origin)
@@ -117,6 +118,19 @@ def build(features: Features, options: Mapping[str, Any]) -> list[Label]:
     if healthy:
         _devices(out, features, options, healthy)
     return list(out.labels.values())
+
+
+def _platform(out: _Builder, features: Features) -> None:
+    platform = features.attributes.get("node", {}).get("platform")
+    if platform is not None:
+        out.add("gpu.platform", platform.value, platform.origin)
+    tegra = features.attributes.get("tegra", {})
+    for name in ("chip", "release"):
+        if name in tegra:
+            out.add(f"tegra.{name}", tegra[name].value, tegra[name].origin)
+    machine = tegra.get("machine")
+    if machine is not None and gfd_name(machine.value):
+        out.add("tegra.machine", gfd_name(machine.value), machine.origin)
 
 
 def _vgpu(out: _Builder, features: Features) -> None:
