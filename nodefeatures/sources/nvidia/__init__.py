@@ -180,6 +180,32 @@ CATALOGUE = (
     _row("mig-<PROFILE>.replicas", "decimal",
          "replicas of nvidia.com/mig-<profile> in sources.nvidia.sharing"),
     _row("mig-<PROFILE>.sharing-strategy", "none, time-slicing, mps", "sources.nvidia.sharing"),
+    _row("gpu.platform", "tegra, wsl2",
+         "host files, on a node whose GPU is no NVIDIA PCI function: `tegra` for "
+         "/etc/nv_tegra_release, a /sys/devices/soc0/family starting with Tegra, or "
+         "`nvidia,tegra<N>` in the device tree's compatible; `wsl2` for a kernel release "
+         "with `microsoft-standard-WSL2`, /dev/dxg or /usr/lib/wsl/lib/libdxcore.so; "
+         "absent on PCI GPU nodes",
+         "not in GFD. On Tegra the GFD labels follow GFD's CUDA manager: gpu.product is "
+         "CUDA's name (NVML's `Orin (nvgpu)` is `Orin`), cuda.driver-version.* is "
+         "`unknown`, mig.capable `false`, gpu.mode `unknown`, vgpu.present `false`. "
+         "Without NVML (most Jetson releases) the SoC's one GPU gives gpu.count, product "
+         "and, where the chip fixes it, compute capability and family (Orin 8.7; Thor's "
+         "depends on the CUDA version, so only NVML gives it); gpu.memory and "
+         "cuda.runtime-version.* need NVML (GFD reads them from CUDA). An NVML that "
+         "fails costs only its labels (the pass is incomplete)"),
+    _row("tegra.chip", "`tegra<N>`",
+         "`nvidia,tegra<N>` in the device tree root's compatible "
+         "(/sys/firmware/devicetree/base or /proc/device-tree), else the chip id in "
+         "/sys/devices/soc0/soc_id (0x23 tegra234 Orin, 0x26 tegra264 Thor)",
+         "not in GFD"),
+    _row("tegra.release", "`<major>.<revision>`",
+         "the Jetson Linux (L4T) release in /etc/nv_tegra_release: `# R36 (release), "
+         "REVISION: 4.3` gives `36.4.3`",
+         "not in GFD"),
+    _row("tegra.machine", "string",
+         "the device tree's model (else /sys/devices/soc0/machine) in GFD's name form",
+         "not in GFD, whose gpu.machine reads DMI, which Jetson boards often lack"),
     _row("vgpu.present", "true, false",
          "the vendor-specific capability of a GPU's PCI config space carries the vGPU "
          "signature `VF`",
@@ -394,7 +420,7 @@ class NvidiaSource(Source):
                     snapshot.probes[name] = describe(exc)
         if count == 0 and not scan.gpus:
             return None  # NVML works and there is no GPU: nothing to say
-        if platform is not None and platform.kind == TEGRA or any(
+        if (platform is not None and platform.kind == TEGRA) or any(
                 is_integrated_name(g.name) for g in snapshot.gpus):
             self._as_gfd_on_tegra(snapshot, platform)
         return snapshot
