@@ -43,8 +43,9 @@ def _row(name: str, values: str, origin: str, deviation: str = "") -> LabelDoc:
 
 _PER_GPU_ERRORS = (
     "per-GPU errors (GFD fails the whole pass on any): a GPU whose {call} query fails "
-    "is skipped with a warning and another GPU of the model gives the value; absent only "
-    "when none answered")
+    "is skipped with a warning and another GPU of the model gives the value; when none "
+    "answered the label is left out and the pass is incomplete, so the last value stays "
+    "on the Node (NOT_SUPPORTED from every GPU is an answer: the label is absent)")
 
 CATALOGUE = (
     _row("gpu.present", "true",
@@ -487,6 +488,14 @@ class NvidiaSource(Source):
         if snapshot.driver is not None and gfd.driver_parts(snapshot.driver) is None:
             ctx.warn(f"driver version {snapshot.driver!r} does not have two or three parts: "
                      "no driver version labels")
+        for model in gfd.models(healthy):
+            for what, labels in (("memory", "memory"),
+                                 ("compute capability", "family and compute capability")):
+                if all(what in g.failed for g in model.gpus):
+                    # unknown is not absent: the agent keeps the last labels
+                    ctx.warn(f"{model.name!r}: no GPU of the model answered its {what} query; "
+                             f"its {labels} labels are left out and the pass is incomplete")
+                    ctx.complete = False
         for model in sorted({g.name for g in healthy}):
             lost = gfd.dropped_characters(model)
             if lost:

@@ -337,6 +337,44 @@ def test_a_gpu_that_fails_a_query_leaves_the_model_labels_to_the_others(
                               if k.removeprefix("nvidia.com/") not in labels}
 
 
+@pytest.mark.parametrize(("call", "labels"), [
+    ("nvmlDeviceGetCudaComputeCapability",
+     ("gpu.family", "gpu.compute.major", "gpu.compute.minor")),
+    ("nvmlDeviceGetMemoryInfo", ("gpu.memory",)),
+])
+def test_a_model_whose_every_gpu_fails_a_query_makes_the_pass_incomplete(
+        tmp_path: Path, call: str, labels: tuple[str, ...]) -> None:
+    # No GPU of the model answered: the value is unknown, not gone, so the agent must
+    # keep the last one rather than remove it from the Node.
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    for index in (0, 1):
+        gpu_node(data, index)[call] = {"error": "UNKNOWN"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert not any(f"nvidia.com/{name}" in result.labels for name in labels)
+    assert not result.complete
+    assert any("Tesla T4" in w and "no GPU of the model answered" in w
+               for w in result.warnings)
+    # one GPU answering is enough: complete again
+    gpu_node(data, 1)[call] = fixture_data("seed-t4-ubuntu2204")[
+        "nvmlDeviceGetHandleByIndex_v2"]["1"][call]
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert result.complete and values(result) == T4_LABELS
+
+
+def test_a_query_the_gpu_does_not_support_leaves_the_pass_complete(tmp_path: Path) -> None:
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    for index in (0, 1):
+        gpu_node(data, index)["nvmlDeviceGetMemoryInfo"] = {"error": "NOT_SUPPORTED"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert "nvidia.com/gpu.memory" not in result.labels
+    assert result.complete  # NOT_SUPPORTED is an answer: there is no memory label
+
+
 def test_mig_capable_is_left_out_while_a_gpu_does_not_answer(tmp_path: Path) -> None:
     fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
     data = fixture_data("seed-t4-ubuntu2204")
