@@ -88,6 +88,31 @@ CATALOGUE = (
     _row("gpu.count.<PRODUCT>", "decimal",
          "healthy GPUs of each model, keyed by its product name as in gpu.product",
          "not in GFD: tells every model of a mixed node apart"),
+    *(
+        _row(f"{name}.<PRODUCT>", values,
+             f"each model's {what}, keyed by its product name as in gpu.product and "
+             "gpu.count.<PRODUCT>: the rule of the node's label, applied to the model's own "
+             "GPUs (MIG devices play no part, so under the single MIG strategy it stays the "
+             "physical GPU's)",
+             "not in GFD: a selector can ask for a model whatever model is the most common "
+             "(`gpu.family.NVIDIA-H100-80GB-HBM3`); absent for a model none of whose GPUs "
+             "answered (then the pass is incomplete)")
+        for name, values, what in (
+            ("gpu.memory", "MiB", "memory, as gpu.memory"),
+            ("gpu.family", "string", "architecture family, as gpu.family"),
+            ("gpu.compute.major", "decimal", "CUDA compute capability major, as gpu.compute.major"),
+            ("gpu.compute.minor", "decimal", "CUDA compute capability minor, as gpu.compute.minor"),
+        )
+    ),
+    _row("gpu.whole-count", "decimal",
+         "healthy GPUs of every model whose current MIG mode is not enabled (disabled, or "
+         "no MIG support); absent while a GPU's MIG mode query fails",
+         "not in GFD, whose gpu.count counts MIG-enabled GPUs alike (unchanged here); a "
+         "pending MIG mode change counts once the GPU has applied it"),
+    _row("gpu.mig-partitioned-count", "decimal",
+         "healthy GPUs of every model whose current MIG mode is enabled (nvmlDeviceGetMigMode); "
+         "absent while a GPU's MIG mode query fails",
+         "not in GFD; with gpu.whole-count it adds up to gpu.healthy"),
     _row("gpu.product", "string",
          "nvmlDeviceGetName of the most common model, each character outside "
          "`[A-Za-z0-9-_. ]` removed and spaces made `-` as GFD does; `-SHARED` when the "
@@ -144,7 +169,7 @@ CATALOGUE = (
          "answers NOT_SUPPORTED on every one",
          "per-GPU errors (GFD fails the whole pass): lost GPUs do not count; a GPU whose "
          "MIG mode query fails otherwise makes the label absent unless another GPU gives "
-         "`true`, since `false` is then unknown"),
+         "`true`, since `false` is then unknown, and the pass incomplete"),
     _row("mps.capable", "true, false",
          "sharing.mps replicates a resource and no GPU has MIG enabled",
          "MPS with MIG enabled gives `false` and a warning (GFD fails the pass)"),
@@ -496,6 +521,12 @@ class NvidiaSource(Source):
                     ctx.warn(f"{model.name!r}: no GPU of the model answered its {what} query; "
                              f"its {labels} labels are left out and the pass is incomplete")
                     ctx.complete = False
+        unknown = [g.index for g in healthy if "MIG mode" in g.failed]
+        if unknown:
+            ctx.warn(f"MIG mode of GPU {', '.join(map(str, unknown))} unknown: mig.capable, "
+                     "gpu.whole-count and gpu.mig-partitioned-count are left out and the pass "
+                     "is incomplete")
+            ctx.complete = False
         for model in sorted({g.name for g in healthy}):
             lost = gfd.dropped_characters(model)
             if lost:

@@ -309,7 +309,10 @@ def test_a_failed_query_that_is_not_a_loss_costs_one_label(tmp_path: Path) -> No
         gpu_node(data, index)["nvmlDeviceGetMemoryInfo"] = {"error": "UNKNOWN"}
     write_nvml(fixture, data)
     result = run(NvidiaSource(Clock()), replay_host(fixture))
-    assert values(result) == {k: v for k, v in T4_LABELS.items() if k != "nvidia.com/gpu.memory"}
+    # the node's and the model's memory label: both said the same thing
+    assert values(result) == {k: v for k, v in T4_LABELS.items()
+                              if k not in ("nvidia.com/gpu.memory",
+                                           "nvidia.com/gpu.memory.Tesla-T4")}
     assert "GPU 0: nvmlDeviceGetMemoryInfo failed: NVML_ERROR_UNKNOWN" in result.warnings
 
 
@@ -334,7 +337,8 @@ def test_a_gpu_that_fails_a_query_leaves_the_model_labels_to_the_others(
     write_nvml(fixture, data)
     result = run(NvidiaSource(Clock()), replay_host(fixture))
     assert values(result) == {k: v for k, v in T4_LABELS.items()
-                              if k.removeprefix("nvidia.com/") not in labels}
+                              if k.removeprefix("nvidia.com/").removesuffix(".Tesla-T4")
+                              not in labels}
 
 
 @pytest.mark.parametrize(("call", "labels"), [
@@ -381,9 +385,12 @@ def test_mig_capable_is_left_out_while_a_gpu_does_not_answer(tmp_path: Path) -> 
     gpu_node(data, 1)["nvmlDeviceGetMigMode"] = {"error": "UNKNOWN"}
     write_nvml(fixture, data)
     result = run(NvidiaSource(Clock()), replay_host(fixture))
-    # GPU 0 cannot do MIG, but GPU 1 did not say: neither true nor false is known
+    # GPU 0 cannot do MIG, but GPU 1 did not say: neither true nor false is known, nor
+    # whether GPU 1 is whole or partitioned
     assert values(result) == {k: v for k, v in T4_LABELS.items()
-                              if k != "nvidia.com/mig.capable"}
+                              if k not in ("nvidia.com/mig.capable", "nvidia.com/gpu.whole-count",
+                                           "nvidia.com/gpu.mig-partitioned-count")}
+    assert not result.complete  # unknown, not gone: the Node keeps the last values
 
 
 # -- one failing probe ---------------------------------------------------------------------
