@@ -2,9 +2,11 @@
 
 The source instance lives as long as the agent: it keeps the retry backoff, the MIG
 profile tables and the PCI scan between passes, and NVML runs on one process-wide
-worker thread (nvml.py). Nodes without an NVIDIA GPU on the PCI bus never import pynvml.
+worker thread (nvml.py). Nodes without an NVIDIA GPU on the PCI bus never import pynvml,
+unless host files show a GPU that is no PCI function: a Tegra SoC or WSL2.
 
-Layout: pci.py (the bus and vGPU config space), nvml.py (pynvml, the worker, sessions,
+Layout: pci.py (the bus and vGPU config space), platform.py (Tegra and WSL2 from host
+files), nvml.py (pynvml, the worker, sessions,
 backoff), replay.py (nvml.json, the replayed library, the capture recorder),
 discover.py (NVML facts), mig.py and sharing.py (GFD's MIG and sharing rules),
 labels.py (facts into labels).
@@ -49,8 +51,8 @@ _PER_GPU_ERRORS = (
 
 CATALOGUE = (
     _row("gpu.present", "true",
-         "an NVIDIA (vendor 0x10de) display-class function under /sys/bus/pci/devices, or "
-         "a GPU that NVML enumerates",
+         "an NVIDIA (vendor 0x10de) display-class function under /sys/bus/pci/devices, "
+         "a GPU that NVML enumerates, or a Tegra SoC (see gpu.platform)",
          "GFD only reads this label, but the GPU Operator writes it too: `true` where NFD's "
          "`pci-10de`, `pci-0300_10de` or `pci-0302_10de` label shows an NVIDIA device, "
          "`false` on a node it labelled that no longer has one (the pci source's default "
