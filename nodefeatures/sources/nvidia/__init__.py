@@ -424,6 +424,10 @@ class NvidiaSource(Source):
             ctx.complete = False
             return None
         snapshot = probe.snapshot
+        if (platform is not None and platform.kind == TEGRA) or any(
+                is_integrated_name(g.name) for g in snapshot.gpus):
+            # before the MIG probe: GFD sees no MIG on an integrated GPU
+            self._as_gfd_on_tegra(snapshot, platform)
         _, unreadable = self.pci.vgpu(ctx.root)
         wanted = {"mig": options["migStrategy"] != "none" or ctx.host.capture_dir is not None,
                   "fabric": True,
@@ -448,9 +452,6 @@ class NvidiaSource(Source):
                     snapshot.probes[name] = describe(exc)
         if count == 0 and not scan.gpus:
             return None  # NVML works and there is no GPU: nothing to say
-        if (platform is not None and platform.kind == TEGRA) or any(
-                is_integrated_name(g.name) for g in snapshot.gpus):
-            self._as_gfd_on_tegra(snapshot, platform)
         return snapshot
 
     @staticmethod

@@ -206,3 +206,16 @@ def test_capture_of_a_replayed_platform_node_replays_to_its_labels(name: str, fa
     assert "proc/sys/kernel/osrelease" in recorded
     assert os.path.getsize(target / "labels.json") > 2
     json.loads((target / "labels.json").read_text())
+
+
+def test_mig_enabled_on_thor_is_not_probed_as_gfd_sees_no_mig_there(tmp_path: Path) -> None:
+    data = fixture_data("jetson-agx-thor")
+    data["nvmlDeviceGetHandleByIndex_v2"]["0"]["nvmlDeviceGetMigMode"] = [1, 1]
+    source = NvidiaSource()
+    result = run(source, replay_host(with_nvml(tmp_path, "jetson-agx-thor", data)),
+                 migStrategy="mixed")
+    got = values(result)
+    assert result.complete, result.warnings
+    assert got[P + "mig.capable"] == "false" and got[P + "gpu.whole-count"] == "1"
+    assert not [k for k in got if k.startswith(P + "mig-")]
+    assert source.session.fake.unanswered == []  # no MIG device was asked for
