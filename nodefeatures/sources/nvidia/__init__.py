@@ -466,6 +466,7 @@ class NvidiaSource(Source):
                 continue
             gpu.name = cuda_name(gpu.name)
             gpu.mig = "unsupported"
+            gpu.failed -= {"MIG mode"}
             if gpu.compute is None and soc is not None and soc.compute is not None \
                     and "compute capability" not in gpu.failed:
                 gpu.compute = soc.compute

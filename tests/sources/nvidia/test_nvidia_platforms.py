@@ -219,3 +219,12 @@ def test_mig_enabled_on_thor_is_not_probed_as_gfd_sees_no_mig_there(tmp_path: Pa
     assert got[P + "mig.capable"] == "false" and got[P + "gpu.whole-count"] == "1"
     assert not [k for k in got if k.startswith(P + "mig-")]
     assert source.session.fake.unanswered == []  # no MIG device was asked for
+
+
+def test_a_failing_mig_mode_on_tegra_costs_nothing(tmp_path: Path) -> None:
+    # GFD asks no MIG mode of an integrated GPU: NVML's error there says nothing
+    data = fixture_data("jetson-agx-thor")
+    data["nvmlDeviceGetHandleByIndex_v2"]["0"]["nvmlDeviceGetMigMode"] = {"error": "UNKNOWN"}
+    result = run(NvidiaSource(), replay_host(with_nvml(tmp_path, "jetson-agx-thor", data)))
+    assert values(result) == expected_nvidia(FIXTURES / "jetson-agx-thor")
+    assert result.complete, result.warnings
