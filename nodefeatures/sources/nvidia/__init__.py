@@ -151,7 +151,8 @@ CATALOGUE = (
     _row("gpu.mode", "graphics, compute, unknown",
          "PCI class of every GPU: all 0x030000 graphics, all 0x030200 compute"),
     _row("gpu.healthy", "decimal",
-         "GPUs NVML enumerates that answer normally",
+         "GPUs NVML enumerates that answer normally (on a Tegra node without NVML, the "
+         "SoC's one GPU)",
          "not in GFD: GPU health on the node"),
     _row("gpu.unhealthy", "decimal",
          "GPUs NVML enumerates but reports lost or inaccessible (GPU_IS_LOST, "
