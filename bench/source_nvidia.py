@@ -1,4 +1,4 @@
-"""Cost of the nvidia source: one warm pass over 8-GPU fixtures, and cold `dump --fixture`.
+"""Cost of the nvidia source: one warm pass per GPU fixture, and cold `dump --fixture`.
 
     .venv/bin/python bench/source_nvidia.py [--passes 300] [--runs 15]
 
@@ -27,8 +27,13 @@ from nodefeatures.sources.nvidia import NvidiaSource
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 WARM = [("dgx-h100", "none"), ("dgx-b200", "none"), ("dgx-a100-mig-mixed", "none"),
         ("dgx-a100-mig-mixed", "mixed"), ("dgx-a100-mig-single", "single"),
+        ("mixed-gpu-models", "none"),
+        # no NVIDIA PCI function: Tegra from host files (Orin without NVML, Thor with a
+        # partial one) and WSL2 through NVML
+        ("jetson-agx-orin", "none"), ("jetson-agx-thor", "none"), ("wsl2-rtx4090", "none"),
         ("cpu-only-rocky9", "none")]
 COLD = [("dgx-h100", "none"), ("dgx-a100-mig-mixed", "mixed"), ("dgx-b200", "none"),
+        ("jetson-agx-orin", "none"), ("jetson-agx-thor", "none"), ("wsl2-rtx4090", "none"),
         ("cpu-only-rocky9", "none")]
 
 

@@ -2,9 +2,11 @@
 
 The source instance lives as long as the agent: it keeps the retry backoff, the MIG
 profile tables and the PCI scan between passes, and NVML runs on one process-wide
-worker thread (nvml.py). Nodes without an NVIDIA GPU on the PCI bus never import pynvml.
+worker thread (nvml.py). Nodes without an NVIDIA GPU on the PCI bus never import pynvml,
+unless host files show a GPU that is no PCI function: a Tegra SoC or WSL2.
 
-Layout: pci.py (the bus and vGPU config space), nvml.py (pynvml, the worker, sessions,
+Layout: pci.py (the bus and vGPU config space), platform.py (Tegra and WSL2 from host
+files), nvml.py (pynvml, the worker, sessions,
 backoff), replay.py (nvml.json, the replayed library, the capture recorder),
 discover.py (NVML facts), mig.py and sharing.py (GFD's MIG and sharing rules),
 labels.py (facts into labels).
@@ -21,6 +23,7 @@ from nodefeatures.discovery.labels import Label
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
 
 from .pci import PciScan, PciScanner
+from .platform import TEGRA, TEGRA_RELEASE, Platform, cuda_name, detect, is_integrated_name
 
 if TYPE_CHECKING:
     from .discover import Snapshot
@@ -32,6 +35,7 @@ STRATEGIES = ("none", "single", "mixed")
 # Seconds; NVML answers in well under a minute even on the largest machines.
 NVML_TIMEOUT_MAX = 3600
 VIRTUALIZATION_VGPU = 2  # NVML_GPU_VIRTUALIZATION_MODE_VGPU: a vGPU inside a VM
+TEGRA_DRIVER = "unknown.unknown.unknown"  # GFD's driver version on Tegra, where CUDA answers
 # Feature names in Features.attributes
 _NODE = "node"
 _NVML = "nvml"
@@ -43,13 +47,14 @@ def _row(name: str, values: str, origin: str, deviation: str = "") -> LabelDoc:
 
 _PER_GPU_ERRORS = (
     "per-GPU errors (GFD fails the whole pass on any): a GPU whose {call} query fails "
-    "is skipped with a warning and another GPU of the model gives the value; absent only "
-    "when none answered")
+    "is skipped with a warning and another GPU of the model gives the value; when none "
+    "answered the label is left out and the pass is incomplete, so the last value stays "
+    "on the Node (NOT_SUPPORTED from every GPU is an answer: the label is absent)")
 
 CATALOGUE = (
     _row("gpu.present", "true",
-         "an NVIDIA (vendor 0x10de) display-class function under /sys/bus/pci/devices, or "
-         "a GPU that NVML enumerates",
+         "an NVIDIA (vendor 0x10de) display-class function under /sys/bus/pci/devices, "
+         "a GPU that NVML enumerates, or a Tegra SoC (see gpu.platform)",
          "GFD only reads this label, but the GPU Operator writes it too: `true` where NFD's "
          "`pci-10de`, `pci-0300_10de` or `pci-0302_10de` label shows an NVIDIA device, "
          "`false` on a node it labelled that no longer has one (the pci source's default "
@@ -87,6 +92,31 @@ CATALOGUE = (
     _row("gpu.count.<PRODUCT>", "decimal",
          "healthy GPUs of each model, keyed by its product name as in gpu.product",
          "not in GFD: tells every model of a mixed node apart"),
+    *(
+        _row(f"{name}.<PRODUCT>", values,
+             f"each model's {what}, keyed by its product name as in gpu.product and "
+             "gpu.count.<PRODUCT>: the rule of the node's label, applied to the model's own "
+             "GPUs (MIG devices play no part, so under the single MIG strategy it stays the "
+             "physical GPU's)",
+             "not in GFD: a selector can ask for a model whatever model is the most common "
+             "(`gpu.family.NVIDIA-H100-80GB-HBM3`); absent for a model none of whose GPUs "
+             "answered (then the pass is incomplete)")
+        for name, values, what in (
+            ("gpu.memory", "MiB", "memory, as gpu.memory"),
+            ("gpu.family", "string", "architecture family, as gpu.family"),
+            ("gpu.compute.major", "decimal", "CUDA compute capability major, as gpu.compute.major"),
+            ("gpu.compute.minor", "decimal", "CUDA compute capability minor, as gpu.compute.minor"),
+        )
+    ),
+    _row("gpu.whole-count", "decimal",
+         "healthy GPUs of every model whose current MIG mode is not enabled (disabled, or "
+         "no MIG support); absent while a GPU's MIG mode query fails",
+         "not in GFD, whose gpu.count counts MIG-enabled GPUs alike (unchanged here); a "
+         "pending MIG mode change counts once the GPU has applied it"),
+    _row("gpu.mig-partitioned-count", "decimal",
+         "healthy GPUs of every model whose current MIG mode is enabled (nvmlDeviceGetMigMode); "
+         "absent while a GPU's MIG mode query fails",
+         "not in GFD; with gpu.whole-count it adds up to gpu.healthy"),
     _row("gpu.product", "string",
          "nvmlDeviceGetName of the most common model, each character outside "
          "`[A-Za-z0-9-_. ]` removed and spaces made `-` as GFD does; `-SHARED` when the "
@@ -123,7 +153,8 @@ CATALOGUE = (
     _row("gpu.mode", "graphics, compute, unknown",
          "PCI class of every GPU: all 0x030000 graphics, all 0x030200 compute"),
     _row("gpu.healthy", "decimal",
-         "GPUs NVML enumerates that answer normally",
+         "GPUs NVML enumerates that answer normally (on a Tegra node without NVML, the "
+         "SoC's one GPU)",
          "not in GFD: GPU health on the node"),
     _row("gpu.unhealthy", "decimal",
          "GPUs NVML enumerates but reports lost or inaccessible (GPU_IS_LOST, "
@@ -143,7 +174,7 @@ CATALOGUE = (
          "answers NOT_SUPPORTED on every one",
          "per-GPU errors (GFD fails the whole pass): lost GPUs do not count; a GPU whose "
          "MIG mode query fails otherwise makes the label absent unless another GPU gives "
-         "`true`, since `false` is then unknown"),
+         "`true`, since `false` is then unknown, and the pass incomplete"),
     _row("mps.capable", "true, false",
          "sharing.mps replicates a resource and no GPU has MIG enabled",
          "MPS with MIG enabled gives `false` and a warning (GFD fails the pass)"),
@@ -180,6 +211,33 @@ CATALOGUE = (
     _row("mig-<PROFILE>.replicas", "decimal",
          "replicas of nvidia.com/mig-<profile> in sources.nvidia.sharing"),
     _row("mig-<PROFILE>.sharing-strategy", "none, time-slicing, mps", "sources.nvidia.sharing"),
+    _row("gpu.platform", "tegra, wsl2",
+         "host files, on a node whose GPU is no NVIDIA PCI function: `tegra` for "
+         "/etc/nv_tegra_release, a /sys/devices/soc0/family starting with Tegra, or "
+         "`nvidia,tegra<N>` in the device tree's compatible; `wsl2` for a kernel release "
+         "with `microsoft-standard-WSL2`, /dev/dxg or /usr/lib/wsl/lib/libdxcore.so; "
+         "absent on PCI GPU nodes",
+         "not in GFD. On Tegra the GFD labels follow GFD's CUDA manager: gpu.product is "
+         "CUDA's name (NVML's `Orin (nvgpu)` is `Orin`), cuda.driver-version.* is "
+         "`unknown`, mig.capable `false`, gpu.mode `unknown`, vgpu.present `false`. "
+         "Without NVML (most Jetson releases) the SoC's one GPU gives gpu.count, product "
+         "and, where the chip fixes it, compute capability and family (Orin 8.7; Thor's "
+         "depends on the CUDA version, so only NVML gives it); gpu.memory and "
+         "cuda.runtime-version.* need NVML (GFD reads them from CUDA). An NVML that "
+         "fails costs only its labels (the pass is incomplete)"),
+    _row("tegra.chip", "`tegra<N>`",
+         "`nvidia,tegra<N>` in the device tree root's compatible "
+         "(/sys/firmware/devicetree/base or /proc/device-tree), else the chip id in "
+         "/sys/devices/soc0/soc_id (0x23 tegra234 Orin, 0x26 tegra264 Thor)",
+         "not in GFD"),
+    _row("tegra.release", "`<major>.<revision>`",
+         "the Jetson Linux (L4T) release in /etc/nv_tegra_release: `# R36 (release), "
+         "REVISION: 4.3` gives `36.4.3`",
+         "not in GFD; the deployed pod mounts /etc/nv_tegra_release only where an overlay "
+         "adds it (docs/install.md, Jetson and WSL2 nodes)"),
+    _row("tegra.machine", "string",
+         "the device tree's model (else /sys/devices/soc0/machine) in GFD's name form",
+         "not in GFD, whose gpu.machine reads DMI, which Jetson boards often lack"),
     _row("vgpu.present", "true, false",
          "the vendor-specific capability of a GPU's PCI config space carries the vGPU "
          "signature `VF`",
@@ -255,34 +313,78 @@ class NvidiaSource(Source):
             features.instance("pci", {"address": gpu.address, "class": f"0x{gpu.class_code:06x}",
                                       "device": gpu.device},
                               f"/sys/bus/pci/devices/{gpu.address}")
-        if scan.listed and not scan.gpus:
+        # a GPU that is no PCI function of this node (Tegra, WSL2) shows in host files
+        platform = None if scan.gpus else detect(ctx.root)
+        if scan.listed and not scan.gpus and platform is None:
             self._note(f"no NVIDIA GPU on the PCI bus ({scan.listed} devices under "
                        "/sys/bus/pci/devices, none NVIDIA display class): no nvidia.com labels")
             features.attribute(_NVML, "status", "skipped", "no NVIDIA GPU on the PCI bus")
             return features
+        if platform is not None:
+            self._add_platform(features, platform)
         session = self.session
         session.recorder = None
         try:
             outcome = session.open(ctx.host, float(ctx.options["nvmlTimeout"]))
             features.attribute(_NVML, "status", outcome.status, outcome.message or "nvmlInit")
             if outcome.status != "ok":
-                self._unavailable(ctx, scan, outcome, features)
+                self._unavailable(ctx, scan, outcome, features, platform)
                 return features
             self._note("")
             try:
-                snapshot = self._query(ctx, scan)
+                snapshot = self._query(ctx, scan, platform)
             finally:
                 session.close()
             if snapshot is not None:
-                self._facts(ctx, scan, snapshot, features)
+                self._facts(ctx, scan, snapshot, features, platform)
             elif scan.gpus:
                 self._present_on_bus(ctx, scan, features)
+            elif platform is not None and platform.kind == TEGRA:
+                self._soc_facts(ctx, scan, features, platform)
         finally:
             self._write_capture(ctx)
         return features
 
+    def _add_platform(self, features: Features, platform: Platform) -> None:
+        features.attribute(_NODE, "platform", platform.kind, platform.evidence)
+        if platform.kind != TEGRA:
+            return
+        for name, value, origin in (
+                ("chip", platform.chip, "nvidia,tegra<N> in the device tree's compatible, or "
+                                        "/sys/devices/soc0/soc_id"),
+                ("release", platform.release, TEGRA_RELEASE),
+                ("machine", platform.machine, "the device tree's model")):
+            if value:
+                features.attribute("tegra", name, value, origin)
+
+    def _soc_facts(self, ctx: Context, scan: PciScan, features: Features,
+                   platform: Platform) -> None:
+        """A Tegra node without a usable NVML: the SoC's one GPU, as CUDA describes it."""
+        from .discover import Gpu, Snapshot
+
+        snapshot = Snapshot()
+        snapshot.driver = TEGRA_DRIVER
+        soc = platform.soc_gpu
+        if soc is None:
+            ctx.warn(f"Tegra SoC {platform.chip or platform.soc_id or '(unknown)'} is not one "
+                     "this agent knows: only gpu.present and the tegra labels")
+            features.attribute(_NODE, "gpu.present", "true", platform.evidence)
+            return
+        snapshot.gpus.append(Gpu(0, soc.name, compute=soc.compute, mig="unsupported"))
+        self._facts(ctx, scan, snapshot, features, platform,
+                    origin=f"Tegra SoC {platform.chip} ({platform.evidence})")
+
     def _unavailable(self, ctx: Context, scan: PciScan, outcome: Outcome,
-                     features: Features) -> None:
+                     features: Features, platform: Platform | None = None) -> None:
+        if platform is not None and platform.kind == TEGRA:
+            # NVML is optional on Tegra (most Jetson releases have none): the SoC speaks
+            self._soc_facts(ctx, scan, features, platform)
+            if not (self.session.last_failure.status == "absent"
+                    and outcome.status in ("absent", "waiting")):
+                ctx.warn(f"Tegra GPU: NVML cannot be used: {outcome.message}; only the "
+                         "labels the SoC gives")
+                ctx.complete = False
+            return
         if scan.gpus:
             self._present_on_bus(ctx, scan, features)
             ctx.warn(f"NVIDIA GPU on the PCI bus ({scan.addresses}) but NVML cannot be used: "
@@ -305,13 +407,15 @@ class NvidiaSource(Source):
         self._add_vgpu(ctx, features, [])
         self._add_timestamp(ctx, features)
 
-    def _query(self, ctx: Context, scan: PciScan) -> Snapshot | None:
+    def _query(self, ctx: Context, scan: PciScan,
+               platform: Platform | None = None) -> Snapshot | None:
         """Run the NVML probes of one pass; None when not even the GPUs could be listed."""
         from .discover import Probe, ProbeFailed
         from .nvml import Unresponsive, describe
 
         session, options = self.session, ctx.options
         probe = Probe(session.nv, None if ctx.host.capture_dir else self._profiles)
+        probe.partial = platform is not None and platform.kind == TEGRA
         try:
             count = session.call(probe.devices)
         except Unresponsive as exc:
@@ -327,6 +431,10 @@ class NvidiaSource(Source):
             ctx.complete = False
             return None
         snapshot = probe.snapshot
+        if (platform is not None and platform.kind == TEGRA) or any(
+                is_integrated_name(g.name) for g in snapshot.gpus):
+            # before the MIG probe: GFD sees no MIG on an integrated GPU
+            self._as_gfd_on_tegra(snapshot, platform)
         _, unreadable = self.pci.vgpu(ctx.root)
         wanted = {"mig": options["migStrategy"] != "none" or ctx.host.capture_dir is not None,
                   "fabric": True,
@@ -353,13 +461,29 @@ class NvidiaSource(Source):
             return None  # NVML works and there is no GPU: nothing to say
         return snapshot
 
+    @staticmethod
+    def _as_gfd_on_tegra(snapshot: Snapshot, platform: Platform | None) -> None:
+        """GFD labels an integrated GPU from CUDA, not NVML: CUDA's name, no MIG, no
+        driver version; what NVML does not answer the SoC may."""
+        snapshot.driver = TEGRA_DRIVER
+        soc = platform.soc_gpu if platform is not None else None
+        for gpu in snapshot.gpus:
+            if not gpu.healthy:
+                continue
+            gpu.name = cuda_name(gpu.name)
+            gpu.mig = "unsupported"
+            gpu.failed -= {"MIG mode"}
+            if gpu.compute is None and soc is not None and soc.compute is not None \
+                    and "compute capability" not in gpu.failed:
+                gpu.compute = soc.compute
+
     def _facts(self, ctx: Context, scan: PciScan, snapshot: Snapshot,
-               features: Features) -> None:
+               features: Features, platform: Platform | None = None, origin: str = "") -> None:
         from .discover import add_gpus, add_mig_devices
 
         options = ctx.options
-        origin = (f"NVML lists {len(snapshot.gpus)} GPU(s)" if snapshot.gpus
-                  else f"NVIDIA GPU on the PCI bus: {scan.addresses}")
+        origin = origin or (f"NVML lists {len(snapshot.gpus)} GPU(s)" if snapshot.gpus
+                            else f"NVIDIA GPU on the PCI bus: {scan.addresses}")
         features.attribute(_NODE, "gpu.present", "true", origin)
         self._add_timestamp(ctx, features)
         if snapshot.driver is not None:
@@ -376,7 +500,7 @@ class NvidiaSource(Source):
         machine = ctx.root.read_line(machine_file, limit=4096)
         features.attribute(_NODE, "machine", machine if machine else "unknown",
                            f"{ctx.root.display(machine_file)}={machine!r}")
-        self._add_vgpu(ctx, features, snapshot.gpus)
+        self._add_vgpu(ctx, features, snapshot.gpus, platform)
         for warning in snapshot.warnings:
             ctx.warn(warning)
         self._check(ctx, features, snapshot)
@@ -400,6 +524,20 @@ class NvidiaSource(Source):
         if snapshot.driver is not None and gfd.driver_parts(snapshot.driver) is None:
             ctx.warn(f"driver version {snapshot.driver!r} does not have two or three parts: "
                      "no driver version labels")
+        for model in gfd.models(healthy):
+            for what, labels in (("memory", "memory"),
+                                 ("compute capability", "family and compute capability")):
+                if all(what in g.failed for g in model.gpus):
+                    # unknown is not absent: the agent keeps the last labels
+                    ctx.warn(f"{model.name!r}: no GPU of the model answered its {what} query; "
+                             f"its {labels} labels are left out and the pass is incomplete")
+                    ctx.complete = False
+        unknown = [g.index for g in healthy if "MIG mode" in g.failed]
+        if unknown:
+            ctx.warn(f"MIG mode of GPU {', '.join(map(str, unknown))} unknown: mig.capable, "
+                     "gpu.whole-count and gpu.mig-partitioned-count are left out and the pass "
+                     "is incomplete")
+            ctx.complete = False
         for model in sorted({g.name for g in healthy}):
             lost = gfd.dropped_characters(model)
             if lost:
@@ -425,10 +563,16 @@ class NvidiaSource(Source):
 
     # -- pieces -----------------------------------------------------------------------
 
-    def _add_vgpu(self, ctx: Context, features: Features, gpus: list) -> None:
+    def _add_vgpu(self, ctx: Context, features: Features, gpus: list,
+                  platform: Platform | None = None) -> None:
         """GFD reads vGPU from PCI config space; where that needs privileges this agent
         lacks, NVML's virtualization mode answers whether this is a vGPU guest."""
         records, unreadable = self.pci.vgpu(ctx.root)
+        if platform is not None and not records:
+            # GFD finds no NVIDIA GPU function to carry a vGPU record
+            features.attribute("vgpu", "present", "false",
+                               f"no NVIDIA GPU on the PCI bus ({platform.kind})")
+            return
         if records and not unreadable:
             features.attribute("vgpu", "present",
                                str(any(r.vgpu for r in records.values())).lower(),

@@ -36,13 +36,14 @@ MAX_GPUS = 64
 class Gpu:
     """One NVML device (display devices excluded) and what NVML said about it."""
 
-    __slots__ = ("bus_id", "clique", "compute", "index", "memory_bytes", "mig", "name",
-                 "problem", "virtualization")
+    __slots__ = ("bus_id", "clique", "compute", "failed", "index", "memory_bytes", "mig",
+                 "name", "problem", "virtualization")
 
     def __init__(self, index: int, name: str = "", problem: str = "",
                  memory_bytes: int | None = None, compute: tuple[int, int] | None = None,
                  bus_id: str = "", mig: str = "unknown", clique: str = "",
-                 virtualization: int | None = None) -> None:
+                 virtualization: int | None = None, failed: frozenset[str] = frozenset(),
+                 ) -> None:
         self.index = index
         self.name = name
         self.problem = problem  # why NVML cannot use this GPU now; "" when healthy
@@ -52,6 +53,9 @@ class Gpu:
         self.mig = mig  # enabled, disabled, unsupported or unknown
         self.clique = clique  # "<cluster uuid>.<clique id>" when on an NVLink fabric
         self.virtualization = virtualization
+        # queries that failed with an error other than "not supported" or "lost": their
+        # answer is unknown this pass, not absent (a NOT_SUPPORTED memory is absent)
+        self.failed = failed
 
     def __repr__(self) -> str:
         return f"Gpu({self.to_attributes()})"
@@ -71,6 +75,7 @@ class Gpu:
             "mig": self.mig,
             "clique": self.clique,
             "virtualization": "" if self.virtualization is None else str(self.virtualization),
+            "failed": ",".join(sorted(self.failed)),
         }
 
     @classmethod
@@ -90,6 +95,7 @@ class Gpu:
             mig=attributes.get("mig", "unknown"),
             clique=attributes.get("clique", ""),
             virtualization=int(virtualization) if virtualization else None,
+            failed=frozenset(f for f in attributes.get("failed", "").split(",") if f),
         )
 
 
@@ -129,6 +135,9 @@ class Probe:
         # profile id -> profile index tables, which depend only on the GPU model and the
         # driver: kept across passes by the caller, so a MIG node pays for them once
         self.profiles = profiles if profiles is not None else {}
+        # an integrated (Tegra) GPU answers NOT_SUPPORTED to much of NVML by design:
+        # that costs the labels, not a warning every pass
+        self.partial = False
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -255,6 +264,10 @@ class Probe:
                 return _UNSUPPORTED
             if self._lost(gpu, what, exc):
                 raise _GpuLost from exc
+            if code_of(exc) not in UNSUPPORTED:
+                gpu.failed |= {what}
+            elif self.partial:
+                return None
             self.snapshot.warnings.append(f"GPU {gpu.index}: {call} failed: {describe(exc)}")
             return None
 

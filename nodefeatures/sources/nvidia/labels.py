@@ -104,6 +104,7 @@ def build(features: Features, options: Mapping[str, Any]) -> list[Label]:
     if present is None:
         return []
     out.add("gpu.present", "true", present.origin)
+    _platform(out, features)
     stamp = node.get("timestamp")
     if stamp is not None:
         out.add("gfd.timestamp", stamp.value, stamp.origin)
@@ -117,6 +118,19 @@ def build(features: Features, options: Mapping[str, Any]) -> list[Label]:
     if healthy:
         _devices(out, features, options, healthy)
     return list(out.labels.values())
+
+
+def _platform(out: _Builder, features: Features) -> None:
+    platform = features.attributes.get("node", {}).get("platform")
+    if platform is not None:
+        out.add("gpu.platform", platform.value, platform.origin)
+    tegra = features.attributes.get("tegra", {})
+    for name in ("chip", "release"):
+        if name in tegra:
+            out.add(f"tegra.{name}", tegra[name].value, tegra[name].origin)
+    machine = tegra.get("machine")
+    if machine is not None and gfd_name(machine.value):
+        out.add("tegra.machine", gfd_name(machine.value), machine.origin)
 
 
 def _vgpu(out: _Builder, features: Features) -> None:
@@ -175,8 +189,11 @@ def _devices(out: _Builder, features: Features, options: Mapping[str, Any],
     ranked = models(healthy)
     _full_gpu(out, ranked, options)
     for model in ranked:
-        out.add(f"gpu.count.{gfd_name(model.name)}", len(model.gpus),
+        product = gfd_name(model.name)
+        out.add(f"gpu.count.{product}", len(model.gpus),
                 f"nvmlDeviceGetName={model.name!r} on NVML GPUs {_indices(model.gpus)}")
+        _model_facts(out, f".{product}", _answering(model))
+    _mig_aware_counts(out, healthy)
     _mode(out, features, healthy)
     probes = features.attributes.get("nvml", {})
     if _probe_ok(probes, "fabric"):
@@ -234,19 +251,46 @@ def _full_gpu(out: _Builder, ranked: list[Model], options: Mapping[str, Any]) ->
     product = gfd_name(model.name, share.suffix())
     if product:
         out.add("gpu.product", product, f"nvmlDeviceGetName={model.name!r} on {where}")
+    _model_facts(out, "", pool)
+
+
+def _answering(model: Model) -> list[Gpu]:
+    """The model's GPUs, the one that speaks for it last (full GPUs after MIG-enabled
+    ones, as for the node's own labels)."""
+    full = [g for g in model.gpus if g.mig != "enabled"]
+    return [g for g in model.gpus if g not in full] + full
+
+
+def _model_facts(out: _Builder, suffix: str, pool: list[Gpu]) -> None:
+    """Memory, family and compute capability of a model from the last GPU of `pool` that
+    answered each: gpu.memory etc. for the node's model (suffix ""), gpu.memory.<PRODUCT>
+    etc. for each model."""
     memory = next(((g.memory_bytes, g.index) for g in reversed(pool)
                    if g.memory_bytes is not None), None)
     if memory and memory[0]:
-        out.add("gpu.memory", memory[0] // MIB,
+        out.add(f"gpu.memory{suffix}", memory[0] // MIB,
                 f"nvmlDeviceGetMemoryInfo.total={memory[0]} B on NVML GPU {memory[1]}")
     compute = next(((g.compute, g.index) for g in reversed(pool) if g.compute is not None),
                    None)
     if compute and compute[0][0] != 0:
         (major, minor), index = compute
         origin = f"nvmlDeviceGetCudaComputeCapability={major}.{minor} on NVML GPU {index}"
-        out.add("gpu.family", family(major, minor), origin)
-        out.add("gpu.compute.major", major, origin)
-        out.add("gpu.compute.minor", minor, origin)
+        out.add(f"gpu.family{suffix}", family(major, minor), origin)
+        out.add(f"gpu.compute.major{suffix}", major, origin)
+        out.add(f"gpu.compute.minor{suffix}", minor, origin)
+
+
+def _mig_aware_counts(out: _Builder, healthy: list[Gpu]) -> None:
+    """Healthy GPUs whose current MIG mode is enabled, and the rest: gpu.count counts
+    both alike, as GFD does."""
+    if any(g.mig == "unknown" for g in healthy):
+        return  # a GPU whose MIG mode did not answer could be either
+    partitioned = [g for g in healthy if g.mig == "enabled"]
+    whole = [g for g in healthy if g.mig != "enabled"]
+    out.add("gpu.whole-count", len(whole),
+            f"NVML GPUs with MIG disabled or unsupported: {_indices(whole) or 'none'}")
+    out.add("gpu.mig-partitioned-count", len(partitioned),
+            f"NVML GPUs whose current MIG mode is enabled: {_indices(partitioned) or 'none'}")
 
 
 def _sharing_origin(share: sharing.Sharing) -> str:

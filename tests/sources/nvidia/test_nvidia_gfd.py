@@ -84,12 +84,15 @@ def options(strategy: str = "none", ts: list | None = None, mps: list | None = N
 
 def gpu_labels(features: Features, opts: Mapping[str, Any]) -> dict[str, str]:
     """The labels of GFD's resource and MIG labelers (nvidia.com/gpu.* and mig-*)."""
-    ours = {"gpu.present", "gpu.healthy", "gpu.mode", "gpu.machine"}
+    ours = {"gpu.present", "gpu.healthy", "gpu.mode", "gpu.machine", "gpu.whole-count",
+            "gpu.mig-partitioned-count"}
+    per_model = tuple(f"gpu.{name}." for name in ("count", "memory", "family",
+                                                   "compute.major", "compute.minor"))
     labels = {label.key.removeprefix("nvidia.com/"): label.value
               for label in gfd.build(features, opts)}
     return {k: v for k, v in labels.items()
             if (k.startswith(("gpu.", "mig-", "mig.strategy")) and k not in ours
-                and not k.startswith("gpu.count."))}
+                and not k.startswith(per_model))}
 
 
 def entry(name: str, replicas: int, rename: str = "") -> dict[str, Any]:
@@ -324,7 +327,10 @@ def test_full_label_set_of_a_run() -> None:
         "vgpu.present": "true", "vgpu.host-driver-version": "460.16",
         "vgpu.host-driver-branch": "r460_00",
     }
-    ours = {"gpu.present": "true", "gpu.healthy": "1", "gpu.count.MOCKMODEL": "1"}
+    ours = {"gpu.present": "true", "gpu.healthy": "1", "gpu.count.MOCKMODEL": "1",
+            "gpu.memory.MOCKMODEL": "300", "gpu.family.MOCKMODEL": "ampere",
+            "gpu.compute.major.MOCKMODEL": "8", "gpu.compute.minor.MOCKMODEL": "0",
+            "gpu.whole-count": "1", "gpu.mig-partitioned-count": "0"}
     assert labels == {**gfd_labels, **ours}
 
 
@@ -604,3 +610,63 @@ def test_a_long_mig_product_is_dropped_not_cut_into_its_shared_twin() -> None:
         assert fixed is None
         assert message is not None and excerpt(product) in message
         assert "longer than 63 characters" in message
+
+
+# -- per-model facts and MIG-aware counts (not in GFD) ----------------------------------
+
+def test_every_model_of_a_mixed_node_has_its_memory_family_and_compute() -> None:
+    # the majority model describes the node; a selector for "at least one H100" needs
+    # the minority's facts too
+    gpus = (model("NVIDIA H100 80GB HBM3", 1, 0, 81559, (9, 0))
+            + model("NVIDIA A100-SXM4-40GB", 3, 1, 40960, (8, 0)))
+    labels = {label.key.removeprefix("nvidia.com/"): label.value
+              for label in gfd.build(node(gpus), options())}
+    assert labels["gpu.product"] == "NVIDIA-A100-SXM4-40GB"
+    for product, memory, family, major, minor in (
+            ("NVIDIA-H100-80GB-HBM3", "81559", "hopper", "9", "0"),
+            ("NVIDIA-A100-SXM4-40GB", "40960", "ampere", "8", "0")):
+        assert labels[f"gpu.memory.{product}"] == memory
+        assert labels[f"gpu.family.{product}"] == family
+        assert labels[f"gpu.compute.major.{product}"] == major
+        assert labels[f"gpu.compute.minor.{product}"] == minor
+
+
+def test_a_model_that_did_not_answer_lacks_only_its_own_facts() -> None:
+    gpus = (model("NVIDIA H100 80GB HBM3", 1, 0, 81559, (9, 0))
+            + model("NVIDIA A100-SXM4-40GB", 2, 1, 40960, (8, 0)))
+    gpus[0].memory_bytes = None
+    gpus[0].compute = None
+    labels = {label.key.removeprefix("nvidia.com/"): label.value
+              for label in gfd.build(node(gpus), options())}
+    h100 = [k for k in labels if k.endswith(".NVIDIA-H100-80GB-HBM3")]
+    assert h100 == ["gpu.count.NVIDIA-H100-80GB-HBM3"]
+    assert labels["gpu.memory.NVIDIA-A100-SXM4-40GB"] == "40960"
+
+
+def test_per_model_facts_ignore_the_single_mig_strategy() -> None:
+    # gpu.memory describes the MIG device under single; the model's facts stay physical
+    labels = {label.key.removeprefix("nvidia.com/"): label.value for label in
+              gfd.build(node([mig_enabled()], [mig_device(0, 0, 1, 2, 100)]),
+                        options("single"))}
+    assert labels["gpu.memory"] == "100"
+    assert labels["gpu.memory.MOCKMODEL"] == "300"
+
+
+def test_whole_and_mig_partitioned_gpus_are_counted_apart() -> None:
+    lost = Gpu(4, "MOCKMODEL", problem="handle: NVML_ERROR_GPU_IS_LOST")
+    disabled = Gpu(3, "MOCKMODEL", memory_bytes=300 * MIB, compute=(8, 0), mig="disabled")
+    gpus = [mig_enabled(0), full_gpu(1), full_gpu(2), disabled, lost]
+    for strategy in ("none", "single", "mixed"):
+        labels = {label.key.removeprefix("nvidia.com/"): label.value
+                  for label in gfd.build(node(gpus), options(strategy))}
+        assert labels["gpu.whole-count"] == "3"
+        assert labels["gpu.mig-partitioned-count"] == "1"
+    # gpu.count keeps GFD's meaning: every GPU of the model, partitioned or not
+    assert {label.key: label.value for label in gfd.build(node(gpus), options())}[
+        "nvidia.com/gpu.count"] == "4"
+
+
+def test_mig_aware_counts_are_left_out_while_a_mig_mode_is_unknown() -> None:
+    unknown = Gpu(1, "MOCKMODEL", memory_bytes=300 * MIB, compute=(8, 0), mig="unknown")
+    keys = {label.key for label in gfd.build(node([full_gpu(0), unknown]), options())}
+    assert not {"nvidia.com/gpu.whole-count", "nvidia.com/gpu.mig-partitioned-count"} & keys

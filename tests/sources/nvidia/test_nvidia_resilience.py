@@ -309,7 +309,10 @@ def test_a_failed_query_that_is_not_a_loss_costs_one_label(tmp_path: Path) -> No
         gpu_node(data, index)["nvmlDeviceGetMemoryInfo"] = {"error": "UNKNOWN"}
     write_nvml(fixture, data)
     result = run(NvidiaSource(Clock()), replay_host(fixture))
-    assert values(result) == {k: v for k, v in T4_LABELS.items() if k != "nvidia.com/gpu.memory"}
+    # the node's and the model's memory label: both said the same thing
+    assert values(result) == {k: v for k, v in T4_LABELS.items()
+                              if k not in ("nvidia.com/gpu.memory",
+                                           "nvidia.com/gpu.memory.Tesla-T4")}
     assert "GPU 0: nvmlDeviceGetMemoryInfo failed: NVML_ERROR_UNKNOWN" in result.warnings
 
 
@@ -334,7 +337,46 @@ def test_a_gpu_that_fails_a_query_leaves_the_model_labels_to_the_others(
     write_nvml(fixture, data)
     result = run(NvidiaSource(Clock()), replay_host(fixture))
     assert values(result) == {k: v for k, v in T4_LABELS.items()
-                              if k.removeprefix("nvidia.com/") not in labels}
+                              if k.removeprefix("nvidia.com/").removesuffix(".Tesla-T4")
+                              not in labels}
+
+
+@pytest.mark.parametrize(("call", "labels"), [
+    ("nvmlDeviceGetCudaComputeCapability",
+     ("gpu.family", "gpu.compute.major", "gpu.compute.minor")),
+    ("nvmlDeviceGetMemoryInfo", ("gpu.memory",)),
+])
+def test_a_model_whose_every_gpu_fails_a_query_makes_the_pass_incomplete(
+        tmp_path: Path, call: str, labels: tuple[str, ...]) -> None:
+    # No GPU of the model answered: the value is unknown, not gone, so the agent must
+    # keep the last one rather than remove it from the Node.
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    for index in (0, 1):
+        gpu_node(data, index)[call] = {"error": "UNKNOWN"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert not any(f"nvidia.com/{name}" in result.labels for name in labels)
+    assert not result.complete
+    assert any("Tesla T4" in w and "no GPU of the model answered" in w
+               for w in result.warnings)
+    # one GPU answering is enough: complete again
+    gpu_node(data, 1)[call] = fixture_data("seed-t4-ubuntu2204")[
+        "nvmlDeviceGetHandleByIndex_v2"]["1"][call]
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert result.complete and values(result) == T4_LABELS
+
+
+def test_a_query_the_gpu_does_not_support_leaves_the_pass_complete(tmp_path: Path) -> None:
+    fixture = copy_fixture("seed-t4-ubuntu2204", tmp_path)
+    data = fixture_data("seed-t4-ubuntu2204")
+    for index in (0, 1):
+        gpu_node(data, index)["nvmlDeviceGetMemoryInfo"] = {"error": "NOT_SUPPORTED"}
+    write_nvml(fixture, data)
+    result = run(NvidiaSource(Clock()), replay_host(fixture))
+    assert "nvidia.com/gpu.memory" not in result.labels
+    assert result.complete  # NOT_SUPPORTED is an answer: there is no memory label
 
 
 def test_mig_capable_is_left_out_while_a_gpu_does_not_answer(tmp_path: Path) -> None:
@@ -343,9 +385,12 @@ def test_mig_capable_is_left_out_while_a_gpu_does_not_answer(tmp_path: Path) -> 
     gpu_node(data, 1)["nvmlDeviceGetMigMode"] = {"error": "UNKNOWN"}
     write_nvml(fixture, data)
     result = run(NvidiaSource(Clock()), replay_host(fixture))
-    # GPU 0 cannot do MIG, but GPU 1 did not say: neither true nor false is known
+    # GPU 0 cannot do MIG, but GPU 1 did not say: neither true nor false is known, nor
+    # whether GPU 1 is whole or partitioned
     assert values(result) == {k: v for k, v in T4_LABELS.items()
-                              if k != "nvidia.com/mig.capable"}
+                              if k not in ("nvidia.com/mig.capable", "nvidia.com/gpu.whole-count",
+                                           "nvidia.com/gpu.mig-partitioned-count")}
+    assert not result.complete  # unknown, not gone: the Node keeps the last values
 
 
 # -- one failing probe ---------------------------------------------------------------------
