@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nodefeatures.discovery.rules.expressions import (
@@ -32,6 +32,22 @@ NAME, VALUE = "Name", "Value"  # keys of a matched flag or attribute element, as
 Element = Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class Miss:
+    """Why one list of terms did not match: the first thing that failed in it.
+
+    Built only when asked (`rules test`, explain.py), never in an agent's pass.
+    """
+
+    where: str  # the failing term's path in the rule: "matchFeatures[1]"
+    feature: str
+    reason: str  # one sentence, with the element and value it looked at
+    expression: str = ""  # the failing expression as written: "vendor In [1002]"
+    element: str | None = None  # the element it looked at, None for the feature itself
+    value: str | None = None  # that element's value; None when absent or a flag
+    present: bool = False  # whether that element was there
+
+
 @dataclass
 class Outcome:
     """What one rule did in one pass."""
@@ -45,14 +61,26 @@ class Outcome:
     error: str | None = None  # set when the rule could not be evaluated
     # Labels whose `@feature.element` value could not be resolved, with the reason.
     dropped: dict[str, str] = field(default_factory=dict)
+    # Why a rule that could be evaluated did not match; filled only by `run(on_miss=...)`.
+    misses: tuple[Miss, ...] = ()
 
 
-def run(rules: Iterable[Rule], features: FeatureSet) -> list[Outcome]:
-    """Evaluate rules in order; each sees the labels and vars of the rules before it."""
+MissExplainer = Callable[[Rule, FeatureSet], tuple[Miss, ...]]
+
+
+def run(rules: Iterable[Rule], features: FeatureSet,
+        on_miss: MissExplainer | None = None) -> list[Outcome]:
+    """Evaluate rules in order; each sees the labels and vars of the rules before it.
+
+    `on_miss` explains a rule that did not match, against the features as that rule saw
+    them (before `rule.matched` changes); an agent's pass never pays for it.
+    """
     outcomes = []
     for rule in rules:
         outcome = evaluate(rule, features)
         outcomes.append(outcome)
+        if on_miss is not None and not outcome.matched and outcome.error is None:
+            outcome.misses = on_miss(rule, features)
         if outcome.error is None:
             # Written as the rule wrote them (unresolved, unprefixed), as NFD does.
             features.update_attributes(RULE_MATCHED, {**rule.labels, **rule.vars}
