@@ -87,7 +87,11 @@ class CustomSource(Source):
                     ctx.warn(f"rule {rule.name!r}: label {key} dropped: the kubernetes.io "
                              "namespaces are refused (as nfd-master refuses them)")
                     continue
-                result.attribute(LABELS, key, value, why)
+                written = rule.labels.get(key, "")
+                # A value copied from a feature says which one: the elements alone
+                # would not tell a reader where `5` came from.
+                result.attribute(LABELS, key, value, f"{why}; value from {written}"
+                                 if written.startswith("@") else why)
         return result
 
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
