@@ -199,8 +199,8 @@ def outcome_data(outcome: Outcome) -> dict[str, Any]:
         data["labels"] = labels
         data["vars"] = dict(outcome.vars)
         data["dropped"] = dropped
-        data["elements"] = [{"feature": f, "element": text, "count": count}
-                            for f, text, count in explain.matched_elements(outcome)]
+        data["elements"] = [{"feature": f, "element": text, "count": times}
+                            for f, text, times in explain.matched_elements(outcome)]
     else:
         data["misses"] = [{"where": m.where, "feature": m.feature, "expression": m.expression,
                            "element": m.element, "value": m.value, "present": m.present,
@@ -212,9 +212,13 @@ def test_text(target: str, before: int, outcomes: list[Outcome],
               problems: list[tuple[str, Located]]) -> str:
     from nodefeatures.cli.render import printable
     from nodefeatures.discovery.rules import explain
+    from nodefeatures.sources.custom.builtin import BUILTIN_RULES
 
-    lines = [f"{len(outcomes)} rules against {target} "
-             f"(after {before} rules of the node: built-in and --config)"]
+    configured = before - len(BUILTIN_RULES)
+    first = f"{len(BUILTIN_RULES)} built-in rules"
+    if configured:
+        first += f" and {configured} --config rules"
+    lines = [f"{len(outcomes)} rules against {target} (NFD's {first} ran first)"]
     for outcome in outcomes:
         head = f"{outcome.rule.origin}  {outcome.rule.name!r}"
         if outcome.error is not None:
@@ -237,8 +241,8 @@ def test_text(target: str, before: int, outcomes: list[Outcome],
         for key, reason in dropped.items():
             lines.append(f"  dropped {key}: {reason}")
         elements = explain.matched_elements(outcome)
-        for feature, text, count in elements[:20]:
-            lines.append(f"  from  {feature} {text}" + (f" (x{count})" if count > 1 else ""))
+        for feature, text, times in elements[:20]:
+            lines.append(f"  from  {feature} {text}" + (f" (x{times})" if times > 1 else ""))
         if len(elements) > 20:
             lines.append(f"  from  (+{len(elements) - 20} more)")
         if not elements:
@@ -251,7 +255,8 @@ def test_text(target: str, before: int, outcomes: list[Outcome],
     matched = sum(o.matched for o in outcomes)
     errors = sum(o.error is not None for o in outcomes)
     lines.append(f"{matched} matched, {len(outcomes) - matched - errors} did not, "
-                 f"{errors} cannot be evaluated, {len(problems)} problems in the files")
+                 f"{errors} cannot be evaluated, {count(len(problems), 'problem')} in the "
+                 "files")
     return "\n".join(printable(line) for line in lines)
 
 
@@ -286,15 +291,19 @@ def validate(fmt: str, files: tuple[str, ...]) -> None:
         for path, located in found:
             click.echo(printable(problem_text(path, located)))
         for entry in summary:
-            state = "valid" if not entry["problems"] else f"{entry['problems']} problems"
+            state = "valid" if not entry["problems"] else count(entry["problems"], "problem")
             notes = []
             if entry["templates"] and not entry["templates_checked"]:
                 notes.append(f"{entry['templates']} with templates: templates not checked")
             note = f"; {', '.join(notes)}" if notes else ""
-            click.echo(printable(f"{entry['file']}: {state} ({entry['rules']} rules"
+            click.echo(printable(f"{entry['file']}: {state} ({count(entry['rules'], 'rule')}"
                                  f"{note})"))
     if found:
         raise SystemExit(1)
+
+
+def count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def template_parser() -> Any:

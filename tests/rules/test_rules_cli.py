@@ -383,7 +383,7 @@ def test_validate_passes_good_files_and_says_templates_are_not_checked(
     assert f"{rules}: valid (4 rules)" in result.stdout
     if not (Path(__file__).parents[2]
             / "nodefeatures/discovery/rules/gotemplate.py").exists():
-        assert f"{templated}: valid (1 rules; 1 with templates: templates not checked)" \
+        assert f"{templated}: valid (1 rule; 1 with templates: templates not checked)" \
             in result.stdout
     data = json.loads(cli("rules", "validate", "--format", "json", rules).stdout)
     assert data["ok"] is True and data["files"][0]["kinds"] == ["NodeFeatureRule"] * 2
