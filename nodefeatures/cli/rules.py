@@ -181,7 +181,7 @@ def published(outcome: Outcome) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def outcome_data(outcome: Outcome) -> dict[str, Any]:
-    from nodefeatures.discovery.rules import explain
+    from nodefeatures.discovery.rules import engine
 
     rule = outcome.rule
     origin, _, line = rule.origin.rpartition(":")
@@ -200,7 +200,7 @@ def outcome_data(outcome: Outcome) -> dict[str, Any]:
         data["vars"] = dict(outcome.vars)
         data["dropped"] = dropped
         data["elements"] = [{"feature": f, "element": text, "count": times}
-                            for f, text, times in explain.matched_elements(outcome)]
+                            for f, text, times in engine.matched_elements(outcome)]
     else:
         data["misses"] = [{"where": m.where, "feature": m.feature, "expression": m.expression,
                            "element": m.element, "value": m.value, "present": m.present,
@@ -211,7 +211,7 @@ def outcome_data(outcome: Outcome) -> dict[str, Any]:
 def test_text(target: str, before: int, outcomes: list[Outcome],
               problems: list[tuple[str, Located]]) -> str:
     from nodefeatures.cli.render import printable
-    from nodefeatures.discovery.rules import explain
+    from nodefeatures.discovery.rules import engine
     from nodefeatures.sources.custom.builtin import BUILTIN_RULES
 
     configured = before - len(BUILTIN_RULES)
@@ -240,7 +240,7 @@ def test_text(target: str, before: int, outcomes: list[Outcome],
             lines.append(f"  var   {key}={value}")
         for key, reason in dropped.items():
             lines.append(f"  dropped {key}: {reason}")
-        elements = explain.matched_elements(outcome)
+        elements = engine.matched_elements(outcome)
         for feature, text, times in elements[:20]:
             lines.append(f"  from  {feature} {text}" + (f" (x{times})" if times > 1 else ""))
         if len(elements) > 20:

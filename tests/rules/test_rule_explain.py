@@ -176,7 +176,7 @@ def test_matched_elements_show_what_the_expressions_named_counted() -> None:
     features.set_instances("pci.device", [{"vendor": "15b3", "class": "0207", "device": d}
                                           for d in ("1", "2", "3")])
     (outcome,) = explain.run([rule(one("pci.device", {"vendor": ["15b3"]}))], features)
-    assert explain.matched_elements(outcome) == [("pci.device", "vendor=15b3", 3)]
+    assert engine.matched_elements(outcome) == [("pci.device", "vendor=15b3", 3)]
 
 
 # The explanation must agree with the engine: a missed rule always gets a miss naming a

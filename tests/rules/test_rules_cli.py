@@ -406,4 +406,5 @@ def test_dump_does_not_load_the_rules_commands() -> None:
     assert result.returncode == 0, result.stderr
     loaded = set(result.stderr.split())
     assert "nodefeatures.cli.host" in loaded
-    assert not loaded & {"nodefeatures.cli.rules", "nodefeatures.discovery.rules.documents"}
+    assert not loaded & {"nodefeatures.cli.rules", "nodefeatures.discovery.rules.explain",
+                         "nodefeatures.discovery.rules.documents"}

@@ -240,3 +240,42 @@ def match_names(
 def _merge(into: dict[str, list[Element]], more: Mapping[str, list[Element]]) -> None:
     for feature, elements in more.items():
         into.setdefault(feature, []).extend(elements)
+
+
+def matched_elements(outcome: Outcome) -> list[tuple[str, str, int]]:
+    """(feature, element as text, how many) for the elements that made a rule match.
+
+    An instance shows only the elements the rule's expressions named (`vendor=15b3`),
+    not its every attribute, so eight matching NICs read as one line counted 8; a term
+    that names none (matchName, no expressions) shows the instance whole.
+    """
+    named = _named_elements(outcome.rule)
+    shown: dict[tuple[str, str], int] = {}
+    for feature, elements in outcome.elements.items():
+        for element in elements:
+            if NAME in element and set(element) <= {NAME, VALUE}:
+                text = element[NAME]
+                if VALUE in element:
+                    text += f"={element[VALUE]}"
+            else:
+                keys = named.get(feature)
+                items = sorted(element.items()) if keys is None else [
+                    (k, element[k]) for k in keys if k in element]
+                text = ",".join(f"{k}={v}" for k, v in items)
+            shown[feature, text] = shown.get((feature, text), 0) + 1
+    return [(feature, text, count) for (feature, text), count in shown.items()]
+
+
+def _named_elements(rule: Rule) -> dict[str, list[str] | None]:
+    """Feature -> element names its terms' expressions name; None: show elements whole."""
+    named: dict[str, list[str] | None] = {}
+    for terms in (rule.match_features, *rule.match_any):
+        for term in terms:
+            feature = term.feature.lower()
+            if term.expressions is None or term.match_name is not None:
+                named[feature] = None
+            elif feature not in named or named[feature] is not None:
+                keys = named.setdefault(feature, [])
+                assert keys is not None
+                keys.extend(k for k in term.expressions if k not in keys)
+    return named

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, Label
-from nodefeatures.discovery.rules import engine, explain
+from nodefeatures.discovery.rules import engine
 from nodefeatures.discovery.rules.features import FeatureSet
 from nodefeatures.discovery.rules.model import Rule, parse_rules
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
@@ -154,7 +154,7 @@ def _provide_host_features(ctx: Context, features: FeatureSet) -> None:
 def _explain(outcome: engine.Outcome) -> str:
     """`rule 'name' (origin): pci.device vendor=15b3` - the rule and what it matched."""
     parts = []
-    elements = explain.matched_elements(outcome)
+    elements = engine.matched_elements(outcome)
     for feature, text, count in elements[:_EXPLAINED]:
         parts.append(f"{feature} {text}" + (f" (x{count})" if count > 1 else ""))
     if len(elements) > _EXPLAINED:
