@@ -70,15 +70,22 @@ def parse(data: bytes, origin: str) -> RuleDocument:
     if problem is not None:
         result.problems.append(problem)
         return result
+    loader = _loader(yaml)(text)
+    nodes, documents = [], []
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        documents = list(yaml.safe_load_all(text))
+        # Composed once: the nodes give the lines, the same nodes give the data.
+        while loader.check_node():
+            node = loader.get_node()
+            nodes.append(node)
+            documents.append(loader.construct_document(node))
     except yaml.YAMLError as exc:
         result.problems.append(_yaml_error(exc))
         return result
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:
         result.problems.append(Located(Problem("", f"cannot be read as YAML: {exc}")))
         return result
+    finally:
+        loader.dispose()
     present = [(i, n, d) for i, (n, d) in enumerate(zip(nodes, documents, strict=True))
                if d is not None]
     if not present:
@@ -225,7 +232,7 @@ def _yaml_shape(text: str, yaml: Any) -> Located | None:
     open_anchors: list[tuple[str | None, int]] = []  # (anchor, total when it opened)
     total = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=_loader(yaml)):
             if isinstance(event, yaml.AliasEvent):
                 total += sizes.get(event.anchor, 1)
             elif isinstance(event, yaml.ScalarEvent):
@@ -251,6 +258,12 @@ def _yaml_shape(text: str, yaml: Any) -> Located | None:
     except yaml.YAMLError as exc:
         return _yaml_error(exc)
     return None
+
+
+def _loader(yaml: Any) -> Any:
+    """libyaml's safe loader where PyYAML was built with it: ten times faster on a large
+    file, and the same documents, marks and errors."""
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _yaml_error(exc: Exception) -> Located:
