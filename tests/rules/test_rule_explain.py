@@ -91,6 +91,15 @@ def test_a_miss_names_the_failing_expression_its_element_and_value(
     assert shown in miss.reason
 
 
+def test_of_two_failing_expressions_the_first_written_is_named() -> None:
+    (miss,) = miss_of(one("kernel.version", {"major": {"op": "In", "value": ["6"]},
+                                             "full": {"op": "In", "value": ["6.1"]}}))
+    assert (miss.element, miss.value) == ("major", "5")
+    (miss,) = miss_of(one("pci.device", {"class": {"op": "In", "value": ["0b40"]},
+                                         "vendor": {"op": "In", "value": ["1002"]}}))
+    assert miss.element == "class"
+
+
 def test_a_flag_is_said_to_have_no_value() -> None:
     (miss,) = miss_of(one("kernel.loadedmodule", {"nvidia": {"op": "In", "value": ["x"]}}))
     assert miss.present and "is a flag" in miss.reason
