@@ -218,7 +218,7 @@ def test_text(target: str, before: int, outcomes: list[Outcome],
     first = f"{len(BUILTIN_RULES)} built-in rules"
     if configured:
         first += f" and {configured} --config rules"
-    lines = [f"{len(outcomes)} rules against {target} (NFD's {first} ran first)"]
+    lines = [f"{count(len(outcomes), 'rule')} against {target} (NFD's {first} ran first)"]
     for outcome in outcomes:
         head = f"{outcome.rule.origin}  {outcome.rule.name!r}"
         if outcome.error is not None:

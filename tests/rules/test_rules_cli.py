@@ -125,6 +125,39 @@ def test_json_for_machines(tmp_path: Path, modules_fixture: Path) -> None:
     assert by_name["hopper"]["line"] == 28 and by_name["hopper"]["file"] == str(rules)
 
 
+def test_a_list_as_kubectl_get_writes_it(tmp_path: Path) -> None:
+    rules = write(tmp_path, "got.yaml", """\
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: nfd.k8s-sigs.io/v1alpha1
+    kind: NodeFeatureRule
+    metadata: {name: a}
+    spec:
+      rules:
+        - name: ubuntu
+          labels: {os.ubuntu: "true"}
+          matchFeatures:
+            - feature: system.osrelease
+              matchExpressions: {ID: {op: In, value: [ubuntu]}}
+  - apiVersion: nfd.k8s-sigs.io/v1alpha1
+    kind: NodeFeatureRule
+    metadata: {name: b}
+    spec:
+      rules:
+        - name: broken
+          labels: {x: "1"}
+          matchFeatures:
+            - feature: pci.device
+              matchExpressions: {vendor: {op: Gt, value: [a]}}
+""")
+    result = cli("rules", "test", "--fixture", DGX, rules)
+    assert result.returncode == 1
+    assert f"MATCH    {rules}:9  'ubuntu'" in result.stdout
+    assert (f"INVALID  {rules}:23: items[1].spec.rules[0].matchFeatures[0].matchExpressions"
+            ".vendor.value (rule 'broken'): operator Gt: 'a' is not an integer") in result.stdout
+
+
 def test_builtin_rules_run_first_so_later_rules_see_them(tmp_path: Path) -> None:
     rules = write(tmp_path, "r.yaml", """\
 - name: on rdma

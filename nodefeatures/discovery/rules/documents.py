@@ -3,7 +3,8 @@
 One file holds one of:
 
 - NodeFeatureRule objects (`apiVersion: nfd.k8s-sigs.io/v1alpha1`, `kind:
-  NodeFeatureRule`, rules under `spec.rules`), possibly several YAML documents;
+  NodeFeatureRule`, rules under `spec.rules`), possibly several YAML documents, or a
+  `List` of them as `kubectl get nodefeaturerules -o yaml` writes it;
 - a plain list of rules (a `custom.d` file);
 - an nfd-worker (or nodefeatures) config file, whose `sources.custom` holds the rules.
 
@@ -136,28 +137,41 @@ def _document(document: Any, index: int, count: int, marks: dict[str, int], orig
 
 
 def _object(document: Mapping[str, Any], index: int, marks: dict[str, int], origin: str,
-            result: RuleDocument, problem: Any) -> None:
+            result: RuleDocument, problem: Any, at: str = "") -> None:
+    """A NodeFeatureRule, or a list of them as `kubectl get -o yaml` writes it."""
     kind, version = document.get("kind"), document.get("apiVersion")
+    if kind in ("List", f"{KIND}List") and "items" in document:
+        items = document["items"]
+        if not isinstance(items, list):
+            problem(f"{at}items", f"must be a list of {KIND} objects, not {_kind(items)}")
+            return
+        for position, item in enumerate(items):
+            where = f"{at}items[{position}]"
+            if not isinstance(item, Mapping):
+                problem(where, f"must be a {KIND}, not {_kind(item)}")
+                continue
+            _object(item, index, marks, origin, result, problem, f"{where}.")
+        return
     if kind != KIND:
-        problem("kind", f"kind must be {KIND}, not {kind!r}")
+        problem(f"{at}kind", f"kind must be {KIND}, not {kind!r}")
         return
     if version != API_VERSION:
-        problem("apiVersion", f"apiVersion must be {API_VERSION}, not {version!r}")
+        problem(f"{at}apiVersion", f"apiVersion must be {API_VERSION}, not {version!r}")
     for key in document:
         if key not in OBJECT_FIELDS:
-            problem(f"{key}", f"unknown field (expected {', '.join(OBJECT_FIELDS)})")
+            problem(f"{at}{key}", f"unknown field (expected {', '.join(OBJECT_FIELDS)})")
     spec = document.get("spec")
     if not isinstance(spec, Mapping):
-        problem("spec", f"required, a mapping with rules, not {_kind(spec)}")
+        problem(f"{at}spec", f"required, a mapping with rules, not {_kind(spec)}")
         return
     for key in spec:
         if key != "rules":
-            problem(f"spec.{key}", "unknown field (expected rules)")
+            problem(f"{at}spec.{key}", "unknown field (expected rules)")
     if "rules" not in spec:
-        problem("spec.rules", "required, a list of rules")
+        problem(f"{at}spec.rules", "required, a list of rules")
         return
     result.kinds.append(NFD_OBJECT)
-    _rules(spec["rules"], "spec.rules", index, marks, origin, result)
+    _rules(spec["rules"], f"{at}spec.rules", index, marks, origin, result)
 
 
 def _rules(data: Any, path: str, index: int, marks: dict[str, int], origin: str,
