@@ -1,7 +1,8 @@
 """The `nodefeatures` command line: thin wrappers around discovery and the agent.
 
-This module only gathers the commands of cli/host.py and cli/cluster.py into one group,
-so `nodefeatures.cli:main` is the single entry point and nothing below imports it. A
+This module only gathers the commands of cli/host.py, cli/cluster.py and cli/rules.py
+into one group, so `nodefeatures.cli:main` is the single entry point and nothing below
+imports it. A
 command's module is imported only when that command runs (or help lists it): `dump`
 never pays for the cluster commands' imports.
 """
@@ -30,6 +31,7 @@ COMMANDS: Mapping[str, str] = {
     "apply": "nodefeatures.cli.cluster:apply",
     "diff": "nodefeatures.cli.cluster:diff",
     "prune": "nodefeatures.cli.cluster:prune",
+    "rules": "nodefeatures.cli.rules:rules",
 }
 
 

@@ -205,6 +205,39 @@ def test_explain_names_the_rule_and_the_matched_element(tmp_path: Path) -> None:
     assert "RDMA capable static rule" in origin and "vendor=15b3" in origin
 
 
+def test_explain_shows_the_named_elements_of_every_matching_device_counted(
+        tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    for index in range(6):
+        pci_device(tree, f"0000:0{index}:00.0", "0x15b3", "0x020700")
+    origin = custom_of(run(tree)).labels[CAPABLE].origin
+    # Only the element the rule named, once, counted: not six devices' every attribute.
+    assert origin == "rule 'RDMA capable static rule' (built-in): pci.device vendor=15b3 (x6)"
+
+
+def test_explain_names_rule_origin_elements_and_copied_values(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file("proc/modules", "nvidia 1 0 - Live 0x0\nnvidia_uvm 1 0 - Live 0x0\n")
+    tree.file(f"{CUSTOM_D}/site.yaml", """\
+- name: modules by name
+  labels: {nv: "yes", count: "@kernel.loadedmodule.nvidia"}
+  matchFeatures:
+    - feature: kernel.loadedmodule
+      matchName: {op: InRegexp, value: ["^nvidia"]}
+- name: always
+  labels: {always: "yes", copied: "@rule.matched.nv"}
+""")
+    labels = custom_of(run(tree)).labels
+    where = "/" + CUSTOM_D + "/site.yaml"
+    assert labels[NS + "nv"].origin == (
+        f"rule 'modules by name' ({where}): kernel.loadedmodule nvidia; "
+        "kernel.loadedmodule nvidia_uvm")
+    assert labels[NS + "always"].origin == (
+        f"rule 'always' ({where}): no match terms (always matches)")
+    assert labels[NS + "copied"].origin.endswith("; value from @rule.matched.nv")
+    assert labels[NS + "copied"].value == "yes"
+
+
 def test_dump_with_only_the_built_in_rules_loads_no_yaml_and_compiles_no_pattern() -> None:
     import subprocess
     import sys

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nodefeatures.discovery.rules.expressions import (
@@ -32,6 +32,22 @@ NAME, VALUE = "Name", "Value"  # keys of a matched flag or attribute element, as
 Element = Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class Miss:
+    """Why one list of terms did not match: the first thing that failed in it.
+
+    Built only when asked (`rules test`, explain.py), never in an agent's pass.
+    """
+
+    where: str  # the failing term's path in the rule: "matchFeatures[1]"
+    feature: str
+    reason: str  # one sentence, with the element and value it looked at
+    expression: str = ""  # the failing expression as written: "vendor In [1002]"
+    element: str | None = None  # the element it looked at, None for the feature itself
+    value: str | None = None  # that element's value; None when absent or a flag
+    present: bool = False  # whether that element was there
+
+
 @dataclass
 class Outcome:
     """What one rule did in one pass."""
@@ -45,14 +61,26 @@ class Outcome:
     error: str | None = None  # set when the rule could not be evaluated
     # Labels whose `@feature.element` value could not be resolved, with the reason.
     dropped: dict[str, str] = field(default_factory=dict)
+    # Why a rule that could be evaluated did not match; filled only by `run(on_miss=...)`.
+    misses: tuple[Miss, ...] = ()
 
 
-def run(rules: Iterable[Rule], features: FeatureSet) -> list[Outcome]:
-    """Evaluate rules in order; each sees the labels and vars of the rules before it."""
+MissExplainer = Callable[[Rule, FeatureSet], tuple[Miss, ...]]
+
+
+def run(rules: Iterable[Rule], features: FeatureSet,
+        on_miss: MissExplainer | None = None) -> list[Outcome]:
+    """Evaluate rules in order; each sees the labels and vars of the rules before it.
+
+    `on_miss` explains a rule that did not match, against the features as that rule saw
+    them (before `rule.matched` changes); an agent's pass never pays for it.
+    """
     outcomes = []
     for rule in rules:
         outcome = evaluate(rule, features)
         outcomes.append(outcome)
+        if on_miss is not None and not outcome.matched and outcome.error is None:
+            outcome.misses = on_miss(rule, features)
         if outcome.error is None:
             # Written as the rule wrote them (unresolved, unprefixed), as NFD does.
             features.update_attributes(RULE_MATCHED, {**rule.labels, **rule.vars}
@@ -212,3 +240,42 @@ def match_names(
 def _merge(into: dict[str, list[Element]], more: Mapping[str, list[Element]]) -> None:
     for feature, elements in more.items():
         into.setdefault(feature, []).extend(elements)
+
+
+def matched_elements(outcome: Outcome) -> list[tuple[str, str, int]]:
+    """(feature, element as text, how many) for the elements that made a rule match.
+
+    An instance shows only the elements the rule's expressions named (`vendor=15b3`),
+    not its every attribute, so eight matching NICs read as one line counted 8; a term
+    that names none (matchName, no expressions) shows the instance whole.
+    """
+    named = _named_elements(outcome.rule)
+    shown: dict[tuple[str, str], int] = {}
+    for feature, elements in outcome.elements.items():
+        for element in elements:
+            if NAME in element and set(element) <= {NAME, VALUE}:
+                text = element[NAME]
+                if VALUE in element:
+                    text += f"={element[VALUE]}"
+            else:
+                keys = named.get(feature)
+                items = sorted(element.items()) if keys is None else [
+                    (k, element[k]) for k in keys if k in element]
+                text = ",".join(f"{k}={v}" for k, v in items)
+            shown[feature, text] = shown.get((feature, text), 0) + 1
+    return [(feature, text, count) for (feature, text), count in shown.items()]
+
+
+def _named_elements(rule: Rule) -> dict[str, list[str] | None]:
+    """Feature -> element names its terms' expressions name; None: show elements whole."""
+    named: dict[str, list[str] | None] = {}
+    for terms in (rule.match_features, *rule.match_any):
+        for term in terms:
+            feature = term.feature.lower()
+            if term.expressions is None or term.match_name is not None:
+                named[feature] = None
+            elif feature not in named or named[feature] is not None:
+                keys = named.setdefault(feature, [])
+                assert keys is not None
+                keys.extend(k for k in term.expressions if k not in keys)
+    return named

@@ -54,8 +54,7 @@ class CustomSource(Source):
         return {"rules": rules}, [str(p) if p.path else f": {p.message}" for p in problems]
 
     def discover(self, ctx: Context) -> Features:
-        features = FeatureSet.from_results(ctx.others)
-        _provide_host_features(ctx, features)
+        features = rule_features(ctx)
         rules: list[Rule] = [*BUILTIN_RULES, *ctx.options.get("rules", ())]
         loaded = files.load(ctx)
         for shown, problem in loaded.problems:
@@ -88,7 +87,11 @@ class CustomSource(Source):
                     ctx.warn(f"rule {rule.name!r}: label {key} dropped: the kubernetes.io "
                              "namespaces are refused (as nfd-master refuses them)")
                     continue
-                result.attribute(LABELS, key, value, why)
+                written = rule.labels.get(key, "")
+                # A value copied from a feature says which one: the elements alone
+                # would not tell a reader where `5` came from.
+                result.attribute(LABELS, key, value, f"{why}; value from {written}"
+                                 if written.startswith("@") else why)
         return result
 
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
@@ -102,6 +105,14 @@ class CustomSource(Source):
 
     def qualify(self, name: str) -> str:
         return name if "/" in name else f"{DEFAULT_PREFIX}/{name}"
+
+
+def rule_features(ctx: Context) -> FeatureSet:
+    """What rules match in this pass: the other sources' features (`ctx.others`) and
+    those this source reads itself, on demand. `rules test` matches the same set."""
+    features = FeatureSet.from_results(ctx.others)
+    _provide_host_features(ctx, features)
+    return features
 
 
 def _provide_host_features(ctx: Context, features: FeatureSet) -> None:
@@ -141,18 +152,20 @@ def _provide_host_features(ctx: Context, features: FeatureSet) -> None:
 
 
 def _explain(outcome: engine.Outcome) -> str:
-    """`rule 'name': pci.device vendor=15b3` - the rule and what it matched."""
+    """`rule 'name' (origin): pci.device vendor=15b3` - the rule and what it matched."""
     parts = []
-    for feature, elements in outcome.elements.items():
-        for element in elements[:3]:
-            if engine.NAME in element:
-                shown = element[engine.NAME]
-                if engine.VALUE in element:
-                    shown += f"={element[engine.VALUE]}"
-            else:
-                shown = ",".join(f"{k}={v}" for k, v in sorted(element.items()))
-            parts.append(f"{feature} {shown}")
-        if len(elements) > 3:
-            parts.append(f"{feature} (+{len(elements) - 3} more)")
-    matched = "; ".join(parts) if parts else "no match expressions"
+    elements = engine.matched_elements(outcome)
+    for feature, text, count in elements[:_EXPLAINED]:
+        parts.append(f"{feature} {text}" + (f" (x{count})" if count > 1 else ""))
+    if len(elements) > _EXPLAINED:
+        parts.append(f"(+{len(elements) - _EXPLAINED} more)")
+    if parts:
+        matched = "; ".join(parts)
+    elif outcome.rule.match_features or outcome.rule.match_any:
+        matched = "features present (the terms name no elements)"
+    else:
+        matched = "no match terms (always matches)"
     return f"rule {outcome.rule.name!r} ({outcome.rule.origin}): {matched}"
+
+
+_EXPLAINED = 4  # elements shown per label; the rest are counted
