@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fakeapi import FakeNodeApi
 from testpaths import FIXTURES
 
 from nodefeatures.cluster import health
-from nodefeatures.cluster.agent import _nvml_state
+from nodefeatures.cluster.agent import Agent, Options, _nvml_state
+from nodefeatures.cluster.kube import KubeError
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.reconcile import (
     ADD,
@@ -19,7 +21,7 @@ from nodefeatures.cluster.reconcile import (
 )
 from nodefeatures.discovery.config import build
 from nodefeatures.discovery.fixture import replay_host
-from nodefeatures.discovery.run import SourceResult, run_source
+from nodefeatures.discovery.run import SourceResult, run_pass, run_source
 from nodefeatures.discovery.source import Features
 from nodefeatures.sources.nvidia import NvidiaSource
 
@@ -194,3 +196,35 @@ def test_nvml_is_not_applicable_on_a_jetson_without_it() -> None:
     assert b"nodefeatures_nvml_initialized" not in metrics.render()
     metrics.nvml_initialized(False)
     assert b"nodefeatures_nvml_initialized 0.0" in metrics.render()
+
+
+# -- the agent: a refused status patch costs only the condition ---------------------------
+
+
+class NoStatusRight(FakeNodeApi):
+    """A cluster whose ClusterRole predates nodes/status: every status patch is a 403."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status_patches = 0
+
+    def patch_status(self, body: dict) -> dict:
+        self.status_patches += 1
+        raise KubeError(403, "Forbidden", 'nodes "n1" is forbidden: cannot patch '
+                        'resource "nodes/status"')
+
+
+def test_a_refused_condition_is_reported_and_retried_slowly_and_labels_still_land() -> None:
+    api = NoStatusRight()
+    source = NvidiaSource()
+    sources = {"nvidia": source}
+    host = replay_host(FIXTURES / "gpu-lost-a10g")
+    agent = Agent(api, lambda: run_pass(host, sources, build({}, sources)), ["nvidia"],
+                  Options(node="n1", allow_unconfined=True, rejected_retry=300.0))
+    agent.sync()
+    assert api.labels["nvidia.com/gpu.unhealthy"] == "1"
+    assert api.status_patches == 1
+    assert "ConditionRejected" in [e[1] for e in api.events if e[0] == "Warning"]
+    agent.discover_now()
+    agent.sync()  # within the slow retry period: not asked again
+    assert api.status_patches == 1
