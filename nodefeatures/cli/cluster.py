@@ -146,7 +146,11 @@ def _discoverer(host: HostChoice):
     sources, cfg = host.prepare()
     read = host.live_host()
     running = cfg.enabled(list(sources))
-    return (lambda: run_pass(read, sources, cfg)), list(registry.installed()), cfg, running
+    def discover(paused: frozenset[str] = frozenset()) -> Any:
+        # A paused source (the GPU Operator's pause labels) does not run at all.
+        return run_pass(read, {n: s for n, s in sources.items() if n not in paused}, cfg)
+
+    return discover, list(registry.installed()), cfg, running
 
 
 def _evidence(host: HostChoice):

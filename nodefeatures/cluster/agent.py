@@ -18,8 +18,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from nodefeatures.cluster import health as gpuhealth
 from nodefeatures.cluster.kube import (
     KubeError,
     NodeApi,
@@ -43,6 +45,7 @@ from nodefeatures.cluster.reconcile import (
     Evidence,
     Plan,
     evidence_from,
+    paused_sources,
     plan,
     prune_plan,
 )
@@ -140,7 +143,7 @@ def prove_confinement(api: Any, policy: str = DEFAULT_POLICY) -> Proof:
 class Agent:
     """One Node's labeler. `run()` blocks until `stop()`; `sync()` is one reconcile."""
 
-    def __init__(self, api: NodeApi, discover: Callable[[], Discovery], installed: Iterable[str],
+    def __init__(self, api: NodeApi, discover: Callable[..., Discovery], installed: Iterable[str],
                  options: Options, metrics: Metrics | None = None,
                  rng: random.Random | None = None) -> None:
         self.api = api
@@ -188,6 +191,13 @@ class Agent:
         self._reported: tuple[str, float] | None = None  # (state, when) last logged loudly
         self._watch_failing_since: float | None = None
         self._watch_error = ""
+        # Sources the Node's labels paused in the last discovery (GPU Operator, MIG manager).
+        self._paused: dict[str, str] = {}
+        # The GPU health condition: what the last discovery showed, and the last one sent
+        # with the resourceVersion of its reply (a copy older than that predates it).
+        self._health: gpuhealth.GpuHealth | None = None
+        self._health_sent: tuple[tuple[str | None, str, str], str | None] | None = None
+        self._health_not_before = 0.0  # after a rejected status patch
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -310,11 +320,24 @@ class Agent:
     # -- one pass ---------------------------------------------------------------------
 
     def discover_now(self) -> Evidence:
-        """Run discovery, log what changed about the sources, and keep the evidence."""
+        """Run discovery, log what changed about the sources, and keep the evidence.
+
+        A source that the Node's labels pause (reconcile.paused_sources) is left out: the
+        MIG manager pauses GFD's labels while it repartitions the GPUs, and NVML is not
+        touched meanwhile. `discover` is then called with the names to leave out.
+        """
+        if self._watch_thread is not None and not self._synced.is_set():
+            # The first pass needs the Node to know what is paused; it reads it anyway.
+            self._synced.wait(self.options.startup_wait)
+        with self._lock:
+            live = self._live
+        paused = paused_sources(node_labels(live)) if live is not None else {}
+        self._report_paused(paused)
         started = time.perf_counter()
-        discovery = self.discover()
+        discovery = self.discover(frozenset(paused)) if paused else self.discover()
         evidence = evidence_from(discovery, self.installed)
         self._report_sources(discovery, evidence)
+        self._health = gpuhealth.gpu_health(discovery.results)
         log.debug("discovery took %.1f ms", (time.perf_counter() - started) * 1000)
         self.evidence = evidence
         return evidence
@@ -335,6 +358,7 @@ class Agent:
             if body is None:
                 self._written = decided.written(node_labels(node))
                 self._settled(decided)
+                self._sync_condition(node)
                 return decided
             self._require_confinement()
             try:
@@ -349,8 +373,79 @@ class Agent:
                 continue
             self._written = decided.written(node_labels(node))
             self._wrote(decided, updated, drift)
+            self._sync_condition(updated)
             return decided
         raise KubeError(409, "Conflict", f"the Node kept changing under {attempt + 1} attempts")
+
+    # -- the GPU health condition -------------------------------------------------------
+
+    def _condition_patch(self, node: dict[str, Any]) -> dict[str, Any] | None:
+        """The status patch the condition needs on `node`, or None (also while it is
+        paused, and while `node` predates our own last write of the same condition)."""
+        health = self._health
+        if health is None or "nvidia" in paused_sources(node_labels(node)):
+            return None
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = gpuhealth.patch(health, node, now)
+        sent = self._health_sent
+        if body is not None and sent is not None and sent[0] == health.shown and \
+                version_order(resource_version(node), sent[1]) == -1:
+            return None  # the watch has yet to show what we sent
+        return body
+
+    def _sync_condition(self, node: dict[str, Any]) -> None:
+        """Make the Node's NVIDIAGPUHealthy condition say what the last pass saw.
+
+        One status patch when it differs, none otherwise; one Event per change of status.
+        A rejected patch (an older ClusterRole without nodes/status, say) is reported and
+        retried slowly; it never holds up the labels.
+        """
+        body = self._condition_patch(node)
+        if body is None or time.monotonic() < self._health_not_before:
+            return
+        health = self._health
+        assert health is not None
+        self._require_confinement()
+        sent = self._health_sent
+        event = gpuhealth.transition(health, sent[0][0] if sent is not None
+                                     else gpuhealth.shown(gpuhealth.current(node))[0])
+        try:
+            updated = self.api.patch_status(body)
+        except KubeError as error:
+            if error.code not in REJECTED:
+                raise
+            message = (f"the API server rejected the {gpuhealth.CONDITION} condition "
+                       f"({error.code}): {error.message}")
+            log.error("%s; retrying in about %.0f s", message, self.options.rejected_retry,
+                      extra={"node": self.options.node, "code": error.code})
+            self._event("Warning", "ConditionRejected", message)
+            self._health_not_before = time.monotonic() + self._jittered(
+                self.options.rejected_retry)
+            return
+        self.writes += 1
+        self._health_sent = (health.shown, resource_version(updated))
+        log.info("node %s: condition %s=%s (%s)", self.options.node, gpuhealth.CONDITION,
+                 health.status if health.status is not None else "removed",
+                 health.message or "no NVIDIA GPU", extra={"node": self.options.node})
+        if event is not None:
+            kind, reason, message = event
+            try:  # each transition is worth its Event, however soon the last one was
+                self.api.event(kind, reason, message)
+            except KubeError as error:
+                log.debug("cannot post Event %s: %s", reason, error)
+
+    def _report_paused(self, paused: dict[str, str]) -> None:
+        if paused == self._paused:
+            return
+        for source, why in sorted(paused.items()):
+            if self._paused.get(source) != why:
+                log.info("source %s paused by %s: it does not run, and its labels stay as "
+                         "they are", source, why, extra={"node": self.options.node,
+                                                         "source": source})
+        for source in sorted(set(self._paused) - set(paused)):
+            log.info("source %s resumed", source, extra={"node": self.options.node,
+                                                         "source": source})
+        self._paused = dict(paused)
 
     def _current_node(self) -> dict[str, Any]:
         if self._watch_thread is not None and not self._synced.is_set():
@@ -675,12 +770,14 @@ class Agent:
         self._check_drift(node)
 
     def _check_drift(self, node: dict[str, Any]) -> None:
+        if set(self._paused) - set(paused_sources(node_labels(node))):
+            self.poke()  # resumed: the paused source runs again at once, not next interval
         evidence = self.evidence
         if evidence is None or not self._passed:
             return
         decided = plan(evidence, node_labels(node), node_annotations(node),
                        self.options.prefixes, self._take_over, self._written)
-        if decided.needs_write:
+        if decided.needs_write or self._condition_patch(node) is not None:
             self._drift = True
             self._wake.set()
 
@@ -745,13 +842,18 @@ def _summary(changes: Sequence[Any]) -> str:
 def _nvml_state(result: Any) -> bool | None:
     """NVML init state from the nvidia source's `nvml.status` attribute.
 
-    None when NVML was not tried (no NVIDIA GPU on the PCI bus) or not reported.
+    None when NVML does not apply: not tried (no NVIDIA GPU on the PCI bus), not
+    reported, or a Tegra SoC without the library (most Jetson releases ship none, and
+    the SoC's labels come from host files), which is a normal node and no failure.
     """
     if result.error:
         return False
     features = result.features
     fact = features.attributes.get("nvml", {}).get("status") if features else None
     if fact is None or fact.value == "skipped":
+        return None
+    platform = features.attributes.get("node", {}).get("platform")
+    if fact.value == "absent" and platform is not None and platform.value == "tegra":
         return None
     return fact.value == "ok"
 

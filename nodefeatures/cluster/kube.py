@@ -322,6 +322,15 @@ class NodeApi:
         return check_node(self._json("patch", self._path, "PATCH", query=query, body=body,
                                      content_type=MERGE_PATCH), self.node)
 
+    def patch_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A strategic merge patch of nodes/status: conditions merge by type, so only the
+        condition in `body` changes. Counted as verb "status"."""
+        from nodefeatures.cluster.health import STRATEGIC_MERGE_PATCH
+
+        return check_node(self._json("status", f"{self._path}/status", "PATCH",
+                                     query=[("fieldManager", FIELD_MANAGER)], body=body,
+                                     content_type=STRATEGIC_MERGE_PATCH), self.node)
+
     def probe(self) -> dict[str, Any]:
         """The confinement probe: a dry-run patch that the own-node policy must deny.
 

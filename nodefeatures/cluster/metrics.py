@@ -86,6 +86,11 @@ class Metrics:
     def nvml_initialized(self, state: bool | None) -> None:
         """Exported only once a source reports NVML's state (the nvidia source may be absent)."""
         if state is None:
+            if self._nvml is not None:
+                # No longer applies (the node's NVML went away on a Jetson): not 0, which
+                # would read as a failure, and not the last value, which would be stale.
+                self.registry.unregister(self._nvml)
+                self._nvml = None
             return
         if self._nvml is None:
             self._nvml = self._gauge("nodefeatures_nvml_initialized",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,28 @@ SKIP = "skip"  # discovered outside the managed prefixes: never published
 RELEASE = "release"  # ledger entry outside the managed prefixes: forgotten, label untouched
 FORGET = "forget"  # ledger entry whose label is already gone and no longer reported
 DROP = "drop"  # over its source's budget, or no room left in the ledger: not published
+
+
+# The GPU Operator's per-node switch for GPU Feature Discovery, whose labels the nvidia
+# source publishes. The Operator sets it to "true" on GPU nodes; an admin sets "false" to
+# keep GFD off a node; the MIG manager (mig-parted) sets "paused-for-mig-change" while it
+# repartitions the GPUs, and the driver manager "paused-for-driver-upgrade" while the
+# driver is replaced. Both put back what was there before, and leave a "false" alone.
+PAUSE_LABELS = {"nvidia.com/gpu.deploy.gpu-feature-discovery": "nvidia"}
+
+
+def paused_sources(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """{source: why} for each source the Node's labels pause: "false" or "paused-*".
+
+    A paused source does not run, and the labels it owns are neither changed nor removed
+    until the label says otherwise (docs/design.md, rule 11).
+    """
+    paused: dict[str, str] = {}
+    for key, source in PAUSE_LABELS.items():
+        value = (labels or {}).get(key)
+        if value is not None and (value == "false" or value.startswith("paused-")):
+            paused[source] = f"{key}={value}"
+    return paused
 
 
 def check_prefix(prefix: str) -> str | None:
@@ -322,6 +344,8 @@ def plan(
     7. Nothing changes -> no patch at all.
     8. Each source publishes at most its budget (its sorted-first labels that fit), and
        the ledger never grows past LEDGER_MAX_BYTES.
+    9. A source the Node's labels pause (`paused_sources`) changes nothing: the keys it
+       owns stay as they are, whatever any source reports, and it adds none.
 
     `written` is what this agent itself last left on the Node ({key: (value, source)});
     owned labels the ledger no longer lists but that still hold that value are taken
@@ -331,6 +355,12 @@ def plan(
     prefixes = tuple(prefixes)
     problems: dict[str, str] = {}
     ledger = _ledger_of(annotations, labels, written or {}, problems)
+    frozen = paused_sources(labels)
+    if frozen:
+        # What a paused source reported before the pause is not used either, and no key
+        # whose source is not recorded may go: it could be the paused source's.
+        evidence = replace(evidence, complete=False, reports=tuple(
+            r for r in evidence.reports if r.name not in frozen))
     reports, dropped = _within_budget(evidence, ledger, labels, problems)
     rank = {report.name: i for i, report in enumerate(reports)}
     by_name = {report.name: report for report in reports}
@@ -355,6 +385,13 @@ def plan(
         if key not in desired and not ours:
             value, source, why = dropped[key]
             record(Change(key, DROP, now, now, source, why, value))
+            continue
+        if ours and ledger.owners[key] in frozen and managed(key, prefixes):
+            owner = ledger.owners[key]
+            found = desired.get(key, (None, None))[0]
+            record(Change(key, KEEP, now, now, owner,
+                          f"source {owner} is paused by {frozen[owner]}: kept as it is",
+                          found), owner, True)
             continue
         if not managed(key, prefixes):
             if ours:

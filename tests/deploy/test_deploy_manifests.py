@@ -276,6 +276,7 @@ def test_rbac_grants_exactly_the_agent_contract(base) -> None:
              for r in find(base, "ClusterRole", "nodefeatures")["rules"]}
     assert rules == {
         (("",), ("nodes",)): ["get", "patch", "watch"],
+        (("",), ("nodes/status",)): ["patch"],  # the GPU condition, and nothing else
         (("",), ("events",)): ["create"],
     }
     binding = find(base, "ClusterRoleBinding", "nodefeatures")
@@ -294,6 +295,10 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
     assert yaml.safe_load(variables["prefixes"]) == MANAGED_PREFIXES
     assert yaml.safe_load(variables["ledgers"]) == LEDGERS
+    # The one condition the policy lets the agent write is the one it writes.
+    from nodefeatures.cluster.health import CONDITION
+
+    assert yaml.safe_load(variables["ownCondition"]) == CONDITION
     binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")["spec"]
     assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
 

@@ -58,7 +58,8 @@ def test_rbac_file_declares_exactly_the_agents_objects() -> None:
     ("update", "nodes", "", "", False),
     ("delete", "nodes", "", "", False),
     ("create", "nodes", "", "", False),
-    ("patch", "nodes", "status", "", False),
+    ("patch", "nodes", "status", "", True),  # its GPU condition; the policy allows no more
+    ("update", "nodes", "status", "", False),
     ("get", "nodes", "proxy", "", False),
     ("get", "secrets", "", "nodefeatures", False),
     ("list", "pods", "", "", False),

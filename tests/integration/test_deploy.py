@@ -386,12 +386,85 @@ def test_agent_may_not_change_the_rest_of_the_node(cluster, change: dict[str, An
         cluster.a, change, _content_type="application/merge-patch+json"))
 
 
-def test_agent_may_not_patch_node_status(cluster) -> None:
-    with pytest.raises(ApiException) as caught:
-        cluster.agent(cluster.a).patch_node_status(
-            cluster.a, {"status": {"capacity": {"example.com/widgets": "9"}}},
-            _content_type="application/merge-patch+json")
-    assert caught.value.status == 403  # RBAC grants no nodes/status, and the policy agrees
+GPU_CONDITION = "NVIDIAGPUHealthy"
+STRATEGIC = "application/strategic-merge-patch+json"
+
+
+def condition(kind: str, status: str = "False", reason: str = "GPUUnhealthy") -> dict[str, str]:
+    return {"type": kind, "status": status, "reason": reason, "message": "test",
+            "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}
+
+
+def status_patch(api: client.CoreV1Api, node: str, body: dict[str, Any]) -> None:
+    """A strategic merge patch of nodes/status, as the agent sends its condition."""
+    api.patch_node_status(node, body, _content_type=STRATEGIC)
+
+
+def conditions_of(cluster: Cluster, node: str) -> dict[str, dict[str, Any]]:
+    node_obj = client.CoreV1Api(cluster.admin).read_node(node)
+    found = node_obj.status.conditions if node_obj.status else None
+    return {c.type: c.to_dict() for c in found or []}
+
+
+@pytest.fixture
+def kubelet_ready(cluster) -> Callable[[str], None]:
+    """Give a node the kubelet's Ready condition and some capacity, as admin."""
+    def give(node: str) -> None:
+        status_patch(client.CoreV1Api(cluster.admin), node, {"status": {
+            "conditions": [condition("Ready", "True", "KubeletReady")],
+            "capacity": {"cpu": "8"}}})
+    return give
+
+
+def test_agent_may_set_change_and_remove_its_gpu_condition(cluster, kubelet_ready) -> None:
+    kubelet_ready(cluster.a)
+    agent = cluster.agent(cluster.a)
+    status_patch(agent, cluster.a, {"status": {"conditions": [condition(GPU_CONDITION)]}})
+    found = conditions_of(cluster, cluster.a)
+    assert found[GPU_CONDITION]["status"] == "False"
+    assert found["Ready"]["status"] == "True"  # merged by type: the kubelet's stays
+    status_patch(agent, cluster.a, {"status": {"conditions": [
+        condition(GPU_CONDITION, "True", "AllGPUsHealthy")]}})
+    assert conditions_of(cluster, cluster.a)[GPU_CONDITION]["reason"] == "AllGPUsHealthy"
+    status_patch(agent, cluster.a, {"status": {"conditions": [
+        {"$patch": "delete", "type": GPU_CONDITION}]}})
+    assert set(conditions_of(cluster, cluster.a)) == {"Ready"}
+
+
+@pytest.mark.parametrize("body", [
+    {"status": {"conditions": [condition("MemoryPressure")]}},  # another condition type
+    {"status": {"conditions": [condition("NVIDIAGPUHealthyX")]}},
+    {"status": {"conditions": [condition("Ready", "False", "KubeletNotReady")]}},
+    {"status": {"conditions": [{"$patch": "delete", "type": "Ready"}]}},
+    # Ours is fine, but it does not carry anything else with it.
+    {"status": {"conditions": [condition(GPU_CONDITION)], "capacity": {"nvidia.com/gpu": "9"}}},
+    {"status": {"conditions": [condition(GPU_CONDITION)], "allocatable": {"cpu": "64"}}},
+    {"status": {"capacity": {"example.com/widgets": "9"}}},
+    {"status": {"addresses": [{"type": "InternalIP", "address": "10.6.6.6"}]}},
+    {"status": {"conditions": [condition(GPU_CONDITION)]},
+     "metadata": {"labels": {"feature.node.kubernetes.io/x": "1"}}},
+    {"status": {"conditions": [condition(GPU_CONDITION)]},
+     "metadata": {"annotations": {LEDGER: "{\"changed\":{}}"}}},
+], ids=["other-type", "look-alike", "ready-changed", "ready-deleted", "with-capacity",
+        "with-allocatable", "capacity", "addresses", "with-label", "with-ledger"])
+def test_agent_may_change_no_other_status(cluster, kubelet_ready, body: dict[str, Any]) -> None:
+    kubelet_ready(cluster.a)
+    before = client.CoreV1Api(cluster.admin).read_node(cluster.a)
+    message = denied_by_policy(lambda: status_patch(cluster.agent(cluster.a), cluster.a, body))
+    assert "may change only its condition" in message
+    after = client.CoreV1Api(cluster.admin).read_node(cluster.a)
+    assert after.metadata.resource_version == before.metadata.resource_version
+
+
+def test_agent_may_not_set_its_gpu_condition_on_another_node(cluster, kubelet_ready) -> None:
+    kubelet_ready(cluster.b)
+    ours = {"status": {"conditions": [condition(GPU_CONDITION)]}}
+    message = denied_by_policy(lambda: status_patch(cluster.agent(cluster.a), cluster.b, ours))
+    assert f"belongs to node {cluster.a}" in message
+    assert GPU_CONDITION not in conditions_of(cluster, cluster.b)
+    # nor with a token bound to no node
+    denied_by_policy(lambda: status_patch(cluster.agent(None), cluster.a, ours))
 
 
 def test_a_token_without_a_node_is_refused(cluster) -> None:
