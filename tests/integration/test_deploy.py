@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kustomize_lite import DEPLOY, find, render
+from manifests import DEPLOY, find, render
 
 pytestmark = pytest.mark.integration
 
