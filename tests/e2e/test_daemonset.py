@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from e2ekit import NAMESPACE, Install, agent_pods, wait_for
 from nodecluster import NODE_NAME, NodeCluster
 
+from nodefeatures.cluster.kube import FIELD_MANAGER
 from nodefeatures.cluster.reconcile import DEFAULT_MANAGED_PREFIXES
 
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -150,12 +153,21 @@ def agent_token(cluster: NodeCluster, install: Install) -> str:
     return token
 
 
-@pytest.fixture(scope="module")
-def other_node(cluster: NodeCluster) -> str:
+@pytest.fixture
+def other_node(cluster: NodeCluster) -> Iterator[str]:
+    """A second Node (no kubelet behind it), gone again after the test.
+
+    The DaemonSet tolerates everything, so it gives this Node a pod too; that pod can
+    never run, and left behind it would stall the rollouts of later tests.
+    """
     node = {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": OTHER_NODE, "labels": {"kubernetes.io/hostname": OTHER_NODE}}}
     cluster.kubectl("create", "-f", "-", input=json.dumps(node))
-    return OTHER_NODE
+    yield OTHER_NODE
+    cluster.kubectl("delete", "node", OTHER_NODE, "--wait=true")
+    cluster.kubectl("-n", NAMESPACE, "delete", "pods",
+                    f"--field-selector=spec.nodeName={OTHER_NODE}", "--force", "--grace-period=0",
+                    check=False)
 
 
 def patch_as_agent(cluster: NodeCluster, token: str, node: str,
@@ -171,23 +183,55 @@ def test_policy_admits_the_agents_own_node_patch(cluster, agent_token) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize(("what", "node", "patch", "message"), [
-    ("another node", OTHER_NODE,
-     {"metadata": {"labels": {"feature.node.kubernetes.io/e2e": "1"}}},
-     "only the Node its pod runs on"),
-    ("a foreign label", NODE_NAME, {"metadata": {"labels": {"team": "blue"}}},
-     "only labels under"),
-    ("a taint", NODE_NAME,
-     {"spec": {"taints": [{"key": "e2e", "value": "x", "effect": "NoSchedule"}]}},
+def test_policy_denies_patching_another_node(cluster, agent_token, other_node) -> None:
+    result = patch_as_agent(cluster, agent_token, other_node,
+                            {"metadata": {"labels": {"feature.node.kubernetes.io/e2e": "1"}}})
+    assert result.returncode != 0, "a patch of another Node was admitted"
+    assert "nodefeatures-own-node" in result.stderr, result.stderr
+    assert "only the Node its pod runs on" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("what", "patch", "message"), [
+    ("a foreign label", {"metadata": {"labels": {"team": "blue"}}}, "only labels under"),
+    ("a taint", {"spec": {"taints": [{"key": "e2e", "value": "x", "effect": "NoSchedule"}]}},
      "not the Node's"),
-    ("an annotation outside the ledger", NODE_NAME,
-     {"metadata": {"annotations": {"example.com/e2e": "1"}}}, "only its ledger annotations"),
+    ("an annotation outside the ledger", {"metadata": {"annotations": {"example.com/e2e": "1"}}},
+     "only its ledger annotations"),
 ])
-def test_policy_denies_the_agent(cluster, agent_token, other_node, what, node, patch,
-                                 message) -> None:
-    result = patch_as_agent(cluster, agent_token, node, patch)
+def test_policy_denies_the_agent_on_its_own_node(cluster, agent_token, what, patch,
+                                                 message) -> None:
+    result = patch_as_agent(cluster, agent_token, NODE_NAME, patch)
     assert result.returncode != 0, f"{what} was admitted"
     assert "nodefeatures-own-node" in result.stderr and message in result.stderr, result.stderr
+
+
+def agent_field_entries(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Node's managedFields entries of the agent: they change only when it writes."""
+    return [e for e in node["metadata"].get("managedFields", [])
+            if e.get("manager") == FIELD_MANAGER]
+
+
+def test_a_rolling_update_to_a_new_image_changes_nothing_on_the_node(cluster, install,
+                                                                     published) -> None:
+    new_image = f"{install.image}-next"
+    cluster.ctr("images", "tag", install.image, new_image)
+    before = cluster.get_json("node", NODE_NAME, "--show-managed-fields")
+    assert agent_field_entries(before), "the agent's writes carry its field manager"
+    old_pod = install.pod
+    cluster.kubectl("-n", NAMESPACE, "set", "image", "daemonset/nodefeatures",
+                    f"agent={new_image}")
+    cluster.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset/nodefeatures",
+                    "--timeout=180s", timeout=210)
+    pods = wait_for(lambda: [p for p in agent_pods(cluster)
+                             if p["metadata"]["name"] != old_pod
+                             and p["spec"]["containers"][0]["image"] == new_image],
+                    60, "the new agent pod")
+    install.pod = pods[0]["metadata"]["name"]
+    # Readiness means the new agent finished its first pass; give it one more.
+    time.sleep(2)
+    after = cluster.get_json("node", NODE_NAME, "--show-managed-fields")
+    assert managed(after["metadata"]["labels"]) == managed(before["metadata"]["labels"])
+    assert agent_field_entries(after) == agent_field_entries(before), "the new agent wrote"
 
 
 def test_uninstall_leaves_the_labels(cluster, install, published) -> None:
