@@ -161,10 +161,18 @@ def pause_archive(bin_dir: Path) -> Path:
     return out
 
 
+def _base_rootfs_path() -> Path:
+    key = hashlib.sha256(f"{SUITE} {' '.join(PACKAGES)} v1".encode()).hexdigest()[:16]
+    return cache_dir() / f"debian-{SUITE}-{key}.tar"
+
+
+def base_rootfs_cached() -> bool:
+    return _base_rootfs_path().exists()
+
+
 def _base_rootfs() -> Path:
     """The Debian layer: a minimal rootfs with Python, cached by what it contains."""
-    key = hashlib.sha256(f"{SUITE} {' '.join(PACKAGES)} v1".encode()).hexdigest()[:16]
-    out = cache_dir() / f"debian-{SUITE}-{key}.tar"
+    out = _base_rootfs_path()
     if out.exists():
         return out
     if shutil.which("mmdebstrap") is None:

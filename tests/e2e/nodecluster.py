@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,9 @@ def prerequisites() -> dict[str, Path]:
     if cni is None:
         raise Unavailable("the CNI bridge plugin is missing (apt-get install "
                           "containernetworking-plugins)")
+    if not images.base_rootfs_cached() and shutil.which("mmdebstrap") is None:
+        raise Unavailable("mmdebstrap is needed to build the agent image once "
+                          "(apt-get install mmdebstrap)")
     try:
         control = kubeharness.find_binaries()
     except kubeharness.BinariesUnavailable as exc:
@@ -146,15 +149,21 @@ class _Cgroup:
 
     @classmethod
     def create(cls, name: str) -> _Cgroup:
-        made = []
-        for hierarchy in _hierarchies():
-            path = hierarchy / name
-            path.mkdir()
-            made.append(path)
-            # A new cpuset starts empty and refuses tasks until given its parent's sets.
-            for knob in ("cpuset.cpus", "cpuset.mems"):
-                if (hierarchy / knob).exists():
-                    (path / knob).write_text((hierarchy / knob).read_text())
+        made: list[Path] = []
+        try:
+            for hierarchy in _hierarchies():
+                path = hierarchy / name
+                path.mkdir()
+                made.append(path)
+                # A new cpuset starts empty and refuses tasks until given its parent's sets.
+                for knob in ("cpuset.cpus", "cpuset.mems"):
+                    if (hierarchy / knob).exists():
+                        (path / knob).write_text((hierarchy / knob).read_text())
+        except OSError:
+            for path in made:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
         return cls(name, made)
 
     def join(self) -> None:
@@ -190,6 +199,23 @@ class _Cgroup:
                     path.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
+
+
+class _SandboxProcess(kubeharness._Process):
+    """A server process that starts in the sandbox's cgroup, with its own environment."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path,
+                 preexec: Callable[[], None], env: dict[str, str] | None) -> None:
+        super().__init__(name, argv, log_path)
+        self._preexec = preexec
+        self._env = env
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=self._preexec, env=self._env,
+        )
 
 
 class NodeCluster:
@@ -230,13 +256,9 @@ class NodeCluster:
 
     def _spawn(self, name: str, argv: Sequence[str], mount: bool = False,
                env: dict[str, str] | None = None) -> kubeharness._Process:
-        proc = kubeharness._Process(name, self._in(argv, mount), self.workdir / f"{name}.log")
-        log = proc.log_path.open("ab")
-        proc._log = log
-        proc.popen = subprocess.Popen(
-            proc.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=self._preexec, env=env,
-        )
+        proc = _SandboxProcess(name, self._in(argv, mount), self.workdir / f"{name}.log",
+                               self._preexec, env)
+        proc.start()
         self.procs.append(proc)
         return proc
 
