@@ -7,7 +7,7 @@ outlives :func:`node_cluster`:
   a veth pair whose both ends stay inside (the node's address, 10.201.0.1, and a default
   route that leads nowhere), so the node has a real interface and no way out.  etcd,
   kube-apiserver, the controllers and the node all talk over it; the tests reach it only
-  by running kubectl inside it (``nsenter --net``).
+  by running kubectl (or the agent's CLI) inside it (``nsenter --net``).
 * mounts: the node (containerd, kubelet, kube-proxy) runs in a private mount namespace
   where /run and /var/log are fresh tmpfs, /etc, /var and /opt are overlays whose upper
   layers live in the work directory, and the kernel tunables the kubelet insists on are
@@ -15,7 +15,9 @@ outlives :func:`node_cluster`:
   layers and vanishes with the namespace.
 * processes: every process (and everything they fork: shims, containers) is in the
   cgroup ``nodefeatures-e2e-<id>`` of every hierarchy; teardown kills our own
-  processes by PID, then every PID still listed in that cgroup, then removes it.
+  processes by PID, then every PID still listed in that cgroup, then removes it.  If
+  pytest itself is SIGKILLed, the servers get SIGTERM from the kernel (parent-death
+  signal), but containers and their shims can outlive it in that cgroup.
 
 The binaries come from tests/e2e/build.sh (kubelet & co., containerd 2.x, kubectl,
 kustomize) and tests/apiserver/build.sh (kube-apiserver, etcd); runc, the CNI plugins,
@@ -312,8 +314,10 @@ class NodeCluster:
             ["unshare", "--net", "--mount", "--propagation", "private", "sleep", "infinity"],
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=self._preexec,
         )
-        self._wait_for(lambda: Path(f"/proc/{self.holder.pid}/ns/net").resolve()  # type: ignore[union-attr]
-                       != Path("/proc/self/ns/net").resolve(), 10, "the sandbox namespaces")
+        holder = self.holder.pid
+        # unshare has made the namespaces once its net link differs from ours.
+        self._wait_for(lambda: os.readlink(f"/proc/{holder}/ns/net")
+                       != os.readlink("/proc/self/ns/net"), 10, "the sandbox namespaces")
         self._write_pki()
         self._setup_sandbox()
         self._start_control_plane()
