@@ -191,6 +191,16 @@ def test_policy_denies_patching_another_node(cluster, agent_token, other_node) -
     assert "only the Node its pod runs on" in result.stderr, result.stderr
 
 
+def test_policy_denies_a_token_not_bound_to_a_pod(cluster, install) -> None:
+    # The agent's own ServiceAccount, but a token from the TokenRequest API with no pod
+    # (so no node) behind it: what a copied long-lived token would look like.
+    token = cluster.kubectl("-n", NAMESPACE, "create", "token", "nodefeatures").stdout.strip()
+    result = patch_as_agent(cluster, token, NODE_NAME,
+                            {"metadata": {"labels": {"feature.node.kubernetes.io/e2e": "1"}}})
+    assert result.returncode != 0, "a token without a node was admitted"
+    assert "is not bound to a node" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(("what", "patch", "message"), [
     ("a foreign label", {"metadata": {"labels": {"team": "blue"}}}, "only labels under"),
     ("a taint", {"spec": {"taints": [{"key": "e2e", "value": "x", "effect": "NoSchedule"}]}},
