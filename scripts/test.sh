@@ -11,5 +11,26 @@ python3 -m venv .venv
 KUBEBUILDER_ASSETS=$(bash tests/apiserver/build.sh | tail -n 1)
 export KUBEBUILDER_ASSETS
 
+# The e2e tests (tests/e2e) run a one-node cluster in a sandbox of namespaces, which
+# needs root. They use Debian's runc, CNI plugins, nftables and mmdebstrap, and node
+# binaries (kubelet & co., containerd 2.x, kubectl, kustomize) built from Go modules and
+# cached like the apiserver's. Without root they skip (and fail under CI=true).
+if [[ $(id -u) == 0 ]]; then
+    e2e_packages=(runc containernetworking-plugins nftables mmdebstrap iproute2 util-linux)
+    missing=()
+    for package in "${e2e_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$package")
+    done
+    if ((${#missing[@]})) && command -v apt-get >/dev/null; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+    bash tests/e2e/build.sh >/dev/null
+else
+    # The static manifest tests render deploy/ with the real kustomize.
+    bash tests/e2e/build.sh kustomize >/dev/null
+fi
+
 .venv/bin/ruff check nodefeatures tests bench
 .venv/bin/pytest -q "$@"

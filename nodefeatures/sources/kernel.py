@@ -66,8 +66,8 @@ def kconfig_paths(kver: str | None, kconfig_file: str = "") -> list[str]:
         f"usr/src/linux-rt-{kver}/.config",
         "usr/src/linux/.config",
         f"usr/lib/modules/{kver}/config",
-        # The DaemonSet mounts the host's /lib/modules, not /usr/lib: on merged-/usr
-        # distributions (Arch, Fedora) this is the same file as the line above.
+        # A different file from the line above only where /lib is not merged into /usr;
+        # on merged-/usr distributions (Arch, Fedora) the symlink makes them one.
         f"lib/modules/{kver}/config",
         f"usr/lib/ostree-boot/config-{kver}",
         f"usr/lib/kernel/config-{kver}",
@@ -147,8 +147,8 @@ class KernelSource(Source):
                  "/lib/modules/<kver>/build/.config, /usr/src/linux-rt-headers-<kver>/.config, "
                  "/boot/config-<kver>; only options in `sources.kernel.configOpts` "
                  "(default NO_HZ, NO_HZ_IDLE, NO_HZ_FULL, PREEMPT)",
-                 "/lib/modules/<kver>/config is also tried (the DaemonSet mounts the host's "
-                 "/lib/modules, which holds the config on merged-/usr distributions); "
+                 "/lib/modules/<kver>/config is also tried (it differs from "
+                 "/usr/lib/modules/<kver>/config only where /lib is not merged into /usr); "
                  "every path, /lib/modules/<kver>/build/.config and `kconfigFile` included, "
                  "is read on the host (NFD reads that one in its own container); configs over "
                  "4 MiB, raw or gunzipped, are refused with a warning and the next path is "

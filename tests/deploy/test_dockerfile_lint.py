@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from kustomize_lite import DEPLOY, REPO, find, render
+from manifests import DEPLOY, REPO, find, render
 
 DOCKERFILE = REPO / "Dockerfile"
 

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from kustomize_lite import REPO
+from manifests import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kustomize_lite import DEPLOY, find, render
+from manifests import DEPLOY, find, render
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_every_manifest_is_accepted_strictly_and_created(installed, admin) -> No
     stored_ds = client.AppsV1Api(admin).read_namespaced_daemon_set("nodefeatures", NAMESPACE)
     # Fields the server would drop if it did not know them survived the round trip.
     mounts = stored_ds.spec.template.spec.containers[0].volume_mounts
-    assert {m.name: m.recursive_read_only for m in mounts}["host-sys"] == "IfPossible"
+    assert {m.name: m.recursive_read_only for m in mounts}["host-root"] == "IfPossible"
 
 
 def test_strict_validation_is_really_on(installed, admin) -> None:
