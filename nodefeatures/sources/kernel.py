@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from nodefeatures.discovery.labels import Label
@@ -245,7 +245,7 @@ class KernelSource(Source):
             features.flags["enabledmodule"] = {**(loaded or {}), **builtin}
 
     def _read_modules(self, ctx: Context, path: str,
-                      parse: Any) -> dict[str, Fact] | None:
+                      parse: Callable[[str], list[str]]) -> dict[str, Fact] | None:
         data = ctx.root.read_bytes(path, limit=_MODULES_LIMIT)
         if data is None:
             return None
