@@ -300,3 +300,20 @@ def test_an_empty_feature_exists_for_rules(tmp_path: Path) -> None:
     features = FeatureSet.from_results(discover(replay_host(DGX)).results)
     outcomes = engine.run(rules, features)
     assert [o.matched for o in outcomes] == [True, False]
+
+
+def test_capture_records_what_the_features_read_and_replay_gives_the_same_features(
+        tmp_path: Path) -> None:
+    from nodefeatures.discovery.fixture import capture_host
+
+    node = tmp_path / "node"
+    shutil.copytree(SPR / "root", node, symlinks=True)
+    live = spec(HostTree(node).host())
+    spec(capture_host(tmp_path / "fixture", root=str(node)))
+    replayed = spec(replay_host(tmp_path / "fixture"))
+    for name, kind in NFD_FEATURES.items():
+        if name.startswith("cpu.") or name == "system.name":
+            continue  # CPUID and NODE_NAME come from this machine, not from the tree
+        assert replayed[kind].get(name) == live[kind].get(name), name
+    assert "system.dmiid" in replayed["attributes"]
+    assert "kernel.enabledmodule" in replayed["flags"]
