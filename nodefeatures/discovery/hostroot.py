@@ -312,9 +312,14 @@ class HostRoot:
 
     # -- reads -----------------------------------------------------------------
 
-    def read_bytes(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> bytes | None:
-        """The file's bytes, or None when it is absent, unreadable or over `limit`."""
-        read = self._read(path, limit, regular=False)
+    def read_bytes(self, path: str, limit: int = DEFAULT_READ_LIMIT,
+                   quiet: tuple[int, ...] = ()) -> bytes | None:
+        """The file's bytes, or None when it is absent, unreadable or over `limit`.
+
+        An error whose errno is in `quiet` is an answer, not a problem: a sysfs attribute
+        such as a down interface's `speed` fails with EINVAL by design.
+        """
+        read = self._read(path, limit, regular=False, quiet=quiet)
         return None if read is None else read[0]
 
     def read_regular(self, path: str, limit: int = DEFAULT_READ_LIMIT
@@ -326,12 +331,13 @@ class HostRoot:
         """
         return self._read(path, limit, regular=True)
 
-    def _read(self, path: str, limit: int, regular: bool
+    def _read(self, path: str, limit: int, regular: bool, quiet: tuple[int, ...] = ()
               ) -> tuple[bytes, os.stat_result] | None:
         try:
             fd = self._open(path, _O_READ)
         except OSError as exc:
-            self._report(path, exc)
+            if exc.errno not in quiet:
+                self._report(path, exc)
             return None
         try:
             status = os.fstat(fd)
@@ -339,7 +345,8 @@ class HostRoot:
                 return None
             data = _read_bounded(fd, limit)
         except OSError as exc:
-            self._report(path, exc)
+            if exc.errno not in quiet:
+                self._report(path, exc)
             return None
         finally:
             os.close(fd)

@@ -50,6 +50,17 @@ class Features:
     def instance(self, feature: str, attributes: Mapping[str, str], origin: str) -> None:
         self.instances.setdefault(feature, []).append(Instance(dict(attributes), origin))
 
+    # A feature can exist with no element, as in NFD: `DoesNotExist` then matches on it,
+    # while a term on a feature that is not there fails whatever it asks.
+    def has_flags(self, feature: str) -> dict[str, Fact]:
+        return self.flags.setdefault(feature, {})
+
+    def has_attributes(self, feature: str) -> dict[str, Fact]:
+        return self.attributes.setdefault(feature, {})
+
+    def has_instances(self, feature: str) -> list[Instance]:
+        return self.instances.setdefault(feature, [])
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""
         return {

@@ -2,22 +2,30 @@
 
 The version comes from `/proc/sys/kernel/osrelease`, the kernel config from the first
 readable file of NFD's search list (`/proc/config.gz` first), and SELinux from
-`/sys/fs/selinux/enforce`.
+`/sys/fs/selinux/enforce`. Raw features only, for rules, as NFD names them: every
+kconfig option (`config`), loaded modules from `/proc/modules` (`loadedmodule`), those
+plus the built-in ones of `/lib/modules/<release>/modules.builtin` (`enabledmodule`),
+and whether `/sys/devices/virtual/misc/kvm` exists (`kvm`).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from nodefeatures.discovery.labels import Label
-from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
+from nodefeatures.discovery.source import Context, Fact, Features, LabelDoc, Source
 
 OSRELEASE = "proc/sys/kernel/osrelease"
 PROC_KCONFIG = "proc/config.gz"
 SELINUX_ENFORCE = "sys/fs/selinux/enforce"
+SYSFS_FS = "sys/fs"
+KVM_DEVICE = "sys/devices/virtual/misc/kvm"
+MODULES = "proc/modules"
+BUILTIN_MODULES = "lib/modules/{release}/modules.builtin"
+_MODULES_LIMIT = 1024 * 1024
 DEFAULT_CONFIG_OPTS = ("NO_HZ", "NO_HZ_IDLE", "NO_HZ_FULL", "PREEMPT")
 # Distribution configs are 100-300 KB; anything past this, raw or gunzipped, is not one.
 KCONFIG_LIMIT = 4 * 1024 * 1024
@@ -104,6 +112,21 @@ def parse_kconfig(text: str) -> dict[str, str]:
     return options
 
 
+def parse_modules(text: str) -> list[str]:
+    """The first field of each line of /proc/modules, as NFD reads it."""
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
+def parse_builtin(text: str) -> list[str]:
+    """Module names of modules.builtin: `kernel/fs/ext4/ext4.ko` is `ext4`."""
+    names = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.endswith(".ko"):
+            names.append(line.rpartition("/")[2][:-3])
+    return names
+
+
 def _usable_kver(osrelease: str | None) -> str | None:
     """The raw release for building paths, unless it could name something else."""
     if not osrelease or "/" in osrelease or "\0" in osrelease or osrelease in (".", ".."):
@@ -162,7 +185,9 @@ class KernelSource(Source):
         # The parsed config of the last file read, keyed by its path and bytes: the
         # kernel config does not change while the kernel runs, so parsing it once is
         # enough, yet a changed file is still noticed.
-        self._kconfig_cache: tuple[str, bytes, dict[str, str]] | None = None
+        self._kconfig_cache: tuple[str, bytes, dict[str, Fact]] | None = None
+        # The same for the module lists, by file: (bytes, flags).
+        self._module_cache: dict[str, tuple[bytes, dict[str, Fact]]] = {}
 
     def discover(self, ctx: Context) -> Features:
         features = Features()
@@ -170,8 +195,14 @@ class KernelSource(Source):
         if osrelease is not None:
             osrelease = osrelease.strip()
             self._discover_version(ctx, osrelease, features)
-        self._discover_kconfig(ctx, _usable_kver(osrelease), features)
+        kver = _usable_kver(osrelease)
+        self._discover_kconfig(ctx, kver, features)
+        self._discover_modules(ctx, kver, features)
         self._discover_selinux(ctx, features)
+        kvm = ctx.root.exists(KVM_DEVICE)
+        features.attribute("kvm", "enabled", "true" if kvm else "false",
+                           f"{ctx.root.display(KVM_DEVICE)} "
+                           f"{'exists' if kvm else 'does not exist'}")
         return features
 
     def _discover_version(self, ctx: Context, osrelease: str, features: Features) -> None:
@@ -192,21 +223,42 @@ class KernelSource(Source):
             features.attribute("version", name, value, part_origin)
 
     def _discover_kconfig(self, ctx: Context, kver: str | None, features: Features) -> None:
-        wanted = ctx.options.get("configOpts", DEFAULT_CONFIG_OPTS)
         kconfig_file = ctx.options.get("kconfigFile", "")
         for path in kconfig_paths(kver, kconfig_file):
             options = self._read_kconfig(ctx, path)
             if options is None:
                 continue
-            display = ctx.root.display(path)
-            for name in wanted:
-                if name in options:
-                    value = options[name]
-                    features.attribute("config", name, value,
-                                       f"{display}: CONFIG_{name}={value}")
+            # Every option is a feature (NFD's kernel.config); labels pick configOpts.
+            features.attributes["config"] = dict(options)
             return
 
-    def _read_kconfig(self, ctx: Context, path: str) -> dict[str, str] | None:
+    def _discover_modules(self, ctx: Context, kver: str | None, features: Features) -> None:
+        loaded = self._read_modules(ctx, MODULES, parse_modules)
+        if loaded is not None:
+            features.flags["loadedmodule"] = dict(loaded)
+        builtin = None
+        if kver is not None:
+            builtin = self._read_modules(ctx, BUILTIN_MODULES.format(release=kver),
+                                         parse_builtin)
+        # As NFD: without modules.builtin there is no enabledmodule feature at all.
+        if builtin is not None:
+            features.flags["enabledmodule"] = {**(loaded or {}), **builtin}
+
+    def _read_modules(self, ctx: Context, path: str,
+                      parse: Callable[[str], list[str]]) -> dict[str, Fact] | None:
+        data = ctx.root.read_bytes(path, limit=_MODULES_LIMIT)
+        if data is None:
+            return None
+        cached = self._module_cache.get(path)
+        if cached is not None and cached[0] == data:
+            return cached[1]
+        display = ctx.root.display(path)
+        flags = {name: Fact("true", f"{display}: {name}")
+                 for name in parse(data.decode("utf-8", errors="replace"))}
+        self._module_cache[path] = (data, flags)
+        return flags
+
+    def _read_kconfig(self, ctx: Context, path: str) -> dict[str, Fact] | None:
         data = ctx.root.read_bytes(path, limit=KCONFIG_LIMIT)
         if data is None:
             return None  # absent, or a problem already reported by the host root
@@ -221,13 +273,19 @@ class KernelSource(Source):
                 return None
         else:
             text = data.decode("utf-8", errors="replace")
-        options = parse_kconfig(text)
+        display = ctx.root.display(path)
+        options = {name: Fact(value, f"{display}: CONFIG_{name}={value}")
+                   for name, value in parse_kconfig(text).items()}
         self._kconfig_cache = (path, data, options)
         return options
 
     def _discover_selinux(self, ctx: Context, features: Features) -> None:
         enforce = ctx.root.read_bytes(SELINUX_ENFORCE, limit=64)
         if enforce is None:
+            if ctx.root.is_dir(SYSFS_FS) and not ctx.root.exists(SELINUX_ENFORCE):
+                # NFD: a sysfs without SELinux means SELinux is not enabled.
+                features.attribute("selinux", "enabled", "false",
+                                   f"{ctx.root.display(SELINUX_ENFORCE)} does not exist")
             return
         enforcing = enforce[:1] == b"1"
         shown = enforce[:1].decode("ascii", errors="replace")
@@ -239,9 +297,13 @@ class KernelSource(Source):
             Label(f"version.{name}", fact.value, fact.origin)
             for name, fact in features.attributes.get("version", {}).items()
         ]
-        for name, fact in sorted(features.attributes.get("config", {}).items()):
-            value = "true" if fact.value in ("y", "m") else fact.value
-            labels.append(Label(f"config.{name}", value, fact.origin))
+        config = features.attributes.get("config", {})
+        wanted = options.get("configOpts", DEFAULT_CONFIG_OPTS)
+        for name in sorted(set(wanted)):
+            fact = config.get(name)
+            if fact is not None:
+                value = "true" if fact.value in ("y", "m") else fact.value
+                labels.append(Label(f"config.{name}", value, fact.origin))
         selinux = features.attributes.get("selinux", {}).get("enabled")
         if selinux is not None and selinux.value == "true":
             labels.append(Label("selinux.enabled", "true", selinux.origin))

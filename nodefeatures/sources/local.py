@@ -180,6 +180,9 @@ class LocalSource(Source):
 
     def discover(self, ctx: Context) -> Features:
         features = Features()
+        # As NFD: both features exist even when no file gives them an element.
+        features.has_attributes(LABEL)
+        features.has_attributes(RAW)
         root = ctx.root
         directory = ctx.options.get("directory", DEFAULT_DIRECTORY)
         now = self.clock()

@@ -6,11 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodefeatures.discovery.labels import Label
-from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
+from nodefeatures.discovery.source import Context, Fact, Features, LabelDoc, Source
 
 NODE_DEVICES = "sys/bus/node/devices"
 SWAPS = "proc/swaps"
 ND_DEVICES = "sys/bus/nd/devices"
+HUGEPAGES = "sys/kernel/mm/hugepages"
+_BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _SWAPS_LIMIT = 256 * 1024  # the kernel allows at most 32 swap areas
 _ATTRIBUTE_LIMIT = 4096
 
@@ -41,6 +43,8 @@ class MemorySource(Source):
             areas = sum(1 for line in swaps.splitlines() if line.strip()) - 1
             origin = f"{ctx.root.display(SWAPS)}: {max(areas, 0)} swap areas"
             features.attribute("swap", "enabled", str(areas > 0).lower(), origin)
+        # As NFD: no NVDIMM bus is no device, not an unknown.
+        features.has_instances("nv")
         for name in ctx.root.listdir(ND_DEVICES):
             device = f"{ND_DEVICES}/{name}"
             attributes = {"name": name}
@@ -49,6 +53,7 @@ class MemorySource(Source):
                 if value is not None:
                     attributes[attribute] = value
             features.instance("nv", attributes, ctx.root.display(device))
+        _discover_hugepages(ctx, features)
         return features
 
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
@@ -66,3 +71,38 @@ class MemorySource(Source):
         if dax is not None:
             labels.append(Label("nv.dax", "true", f"{dax.origin}/devtype=nd_dax"))
         return labels
+
+
+def page_size_name(directory: str) -> str | None:
+    """`hugepages-2048kB` -> `hugepages-2Mi`: the size as a Kubernetes quantity, as NFD.
+
+    The largest binary suffix that divides the size exactly, as a resource quantity
+    prints it (`hugepages-1048576kB` -> `hugepages-1Gi`, `hugepages-64kB` -> `hugepages-64Ki`).
+    """
+    digits = directory.removeprefix("hugepages-").rstrip("kB")
+    if not digits.isdigit() or int(digits) == 0:
+        return None
+    size, suffix = int(digits), 0
+    while size % 1024 == 0 and suffix + 1 < len(_BINARY_SUFFIXES):
+        size //= 1024
+        suffix += 1
+    return f"hugepages-{size}{_BINARY_SUFFIXES[suffix]}"
+
+
+def _discover_hugepages(ctx: Context, features: Features) -> None:
+    """`memory.hugepages`: each page size's `nr_hugepages`, and whether any is above 0."""
+    root = ctx.root
+    enabled = ("false", f"{root.display(HUGEPAGES)}: no huge page configured")
+    pages = features.has_attributes("hugepages")
+    for entry in root.listdir(HUGEPAGES):
+        name = page_size_name(entry)
+        if name is None:
+            continue
+        path = f"{HUGEPAGES}/{entry}/nr_hugepages"
+        total = root.read_line(path, limit=64)
+        # NFD keeps a size whose count it cannot read, with an empty value.
+        value = "" if total is None else total
+        pages[name] = Fact(value, f"{root.display(path)}={value}")
+        if value.isdigit() and int(value) > 0:
+            enabled = ("true", f"{root.display(path)}={value}")
+    pages["enabled"] = Fact(*enabled)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,11 @@ from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
 
 NET = "sys/class/net"
 SRIOV_FILES = ("sriov_totalvfs", "sriov_numvfs")
+# Interface attributes NFD's features carry: all of them for devices, these for virtual.
+INTERFACE_FILES = ("operstate", "speed", "mtu")
+_ATTRIBUTE_LIMIT = 4096
+# A down or virtual interface answers `speed` with EINVAL: no speed, not a problem.
+_NO_ANSWER = (errno.EINVAL,)
 _COUNT = re.compile(r"[0-9]+")
 
 
@@ -28,14 +34,22 @@ class NetworkSource(Source):
 
     def discover(self, ctx: Context) -> Features:
         features = Features()
+        features.has_instances("device")
+        features.has_instances("virtual")
         for name in ctx.root.listdir(NET):
-            device = f"{NET}/{name}/device"
-            if not ctx.root.exists(device):
-                if name != "bonding_masters":  # a control file beside the interfaces
-                    shown = ctx.root.display(f"{NET}/{name}")
-                    features.instance("virtual", {"name": name}, shown)
+            if name == "bonding_masters":  # a control file beside the interfaces
                 continue
+            interface = f"{NET}/{name}"
+            device = f"{interface}/device"
             attributes = {"name": name}
+            for attribute in INTERFACE_FILES:
+                raw = ctx.root.read_bytes(f"{interface}/{attribute}", _ATTRIBUTE_LIMIT,
+                                          quiet=_NO_ANSWER)
+                if raw is not None:
+                    attributes[attribute] = raw.decode("utf-8", errors="replace").strip()
+            if not ctx.root.exists(device):
+                features.instance("virtual", attributes, ctx.root.display(interface))
+                continue
             for attribute in SRIOV_FILES:
                 count = _read_count(ctx, f"{device}/{attribute}")
                 if count is not None:

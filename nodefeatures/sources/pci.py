@@ -5,9 +5,8 @@ The GPU Operator finds GPU nodes by `pci-10de.present`, `pci-0302_10de.present` 
 without `0x`, the class cut to base class and subclass (4 hex digits), the fields
 joined in a fixed order whatever order the config lists them in.
 
-Only devices of whitelisted classes are read in full and kept as raw features: the
-class is read first, so a server's hundred bridges and uncore functions cost one
-read each. Labels are the same as NFD's; its raw features list every device.
+Every device is read and kept as a raw feature (`pci.device`, for rules), with every
+attribute NFD reads; labels name only the whitelisted classes, as NFD's do.
 """
 
 from __future__ import annotations
@@ -15,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from nodefeatures.discovery.source import Context, Features, LabelDoc
+from nodefeatures.discovery.source import Context, Features, Instance, LabelDoc
 from nodefeatures.sources._busdevices import HEX, DeviceClassSource
 
 DEVICES = "sys/bus/pci/devices"
 # Every device has these; one without them is not a device we can name.
 MANDATORY = ("class", "vendor", "device", "subsystem_vendor", "subsystem_device")
 FIELDS = MANDATORY  # the canonical order of label fields
+# Read when present; `iommu_group` is a link to /sys/kernel/iommu_groups/<n>.
+OPTIONAL = ("sriov_totalvfs", "iommu_group/type", "iommu/intel-iommu/version")
 DEFAULT_FIELDS = ("class", "vendor")
 DEFAULT_WHITELIST = ("03", "0b40", "12")  # display, co-processor, processing accelerator
 CLASS_DIGITS = 4  # base class and subclass; the programming interface is dropped
@@ -67,23 +68,19 @@ class PciSource(DeviceClassSource):
     def discover(self, ctx: Context) -> Features:
         features = Features()
         root = ctx.root
-        whitelist = self.start_pass(ctx)
+        self.start_pass(ctx)
+        devices = features.has_instances("device")
         for entry in root.listdir(DEVICES):
             device = f"{DEVICES}/{entry}"
-            attributes = self._read_device(ctx, device, whitelist)
+            attributes = self._read_device(ctx, device)
             if attributes is not None:
-                features.instance("device", attributes, root.display(device))
+                devices.append(Instance(attributes, root.display(device)))
         return features
 
     @staticmethod
-    def _read_device(
-        ctx: Context, device: str, whitelist: tuple[str, ...]
-    ) -> dict[str, str] | None:
-        """A whitelisted device's attributes; None for other classes and broken devices.
-
-        The class is read first: a big server has a hundred or more PCI functions but
-        only a few of the labelled classes, and each sysfs read costs ~10 us.
-        """
+    def _read_device(ctx: Context, device: str) -> dict[str, str] | None:
+        """A device's attributes as NFD reads them; None for a device without one of
+        the mandatory ones."""
         attributes: dict[str, str] = {}
         for name in MANDATORY:
             raw = ctx.root.read_bytes(f"{device}/{name}", _ATTRIBUTE_LIMIT)
@@ -93,11 +90,11 @@ class PciSource(DeviceClassSource):
             value = attribute_value(raw, name)
             if not HEX.fullmatch(value):
                 ctx.warn(f"{ctx.root.display(device)}/{name}: {value!r} is not a hex number")
-            if name == "class" and not value.startswith(whitelist):
-                return None
             attributes[name] = value
-        # Its presence alone makes a device SR-IOV capable, even with 0 VFs.
-        raw = ctx.root.read_bytes(f"{device}/sriov_totalvfs", _ATTRIBUTE_LIMIT)
-        if raw is not None:
-            attributes["sriov_totalvfs"] = attribute_value(raw, "sriov_totalvfs")
+        # The presence of sriov_totalvfs alone makes a device SR-IOV capable, even with
+        # 0 VFs.
+        for name in OPTIONAL:
+            raw = ctx.root.read_bytes(f"{device}/{name}", _ATTRIBUTE_LIMIT)
+            if raw is not None:
+                attributes[name] = attribute_value(raw, name)
         return attributes

@@ -9,6 +9,8 @@ from nodefeatures.discovery.labels import Label
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
 
 BLOCK = "sys/block"
+# The queue attributes NFD's storage.block carries.
+QUEUE_FILES = ("dax", "rotational", "nr_zones", "zoned")
 
 
 class StorageSource(Source):
@@ -22,17 +24,22 @@ class StorageSource(Source):
 
     def discover(self, ctx: Context) -> Features:
         features = Features()
+        features.has_instances("block")
         for name in ctx.root.listdir(BLOCK):
-            path = f"{BLOCK}/{name}/queue/rotational"
-            rotational = ctx.root.read_line(path, limit=64)
-            if rotational is None:
-                continue
-            shown = ctx.root.display(path)
-            if rotational not in ("0", "1"):
+            queue = f"{BLOCK}/{name}/queue"
+            attributes = {"name": name}
+            for attribute in QUEUE_FILES:
+                value = ctx.root.read_line(f"{queue}/{attribute}", limit=64)
+                if value is not None:
+                    attributes[attribute] = value
+            rotational = attributes.get("rotational")
+            shown = ctx.root.display(f"{queue}/rotational")
+            if rotational is not None and rotational not in ("0", "1"):
                 ctx.warn(f"{shown}: expected 0 or 1, found {rotational!r}")
-                continue
-            features.instance("block", {"name": name, "rotational": rotational},
-                              f"{shown}={rotational}")
+                del attributes["rotational"]
+            origin = f"{shown}={rotational}" if "rotational" in attributes else \
+                ctx.root.display(f"{BLOCK}/{name}")
+            features.instance("block", attributes, origin)
         return features
 
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:

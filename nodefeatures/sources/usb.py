@@ -1,9 +1,9 @@
 """usb: USB devices of chosen classes (`usb-<class>_<vendor>_<device>.present`), as NFD.
 
 A device whose own class is `00` declares its function per interface, so it counts
-once per interface class (a webcam with a video interface is class `0e`). As in the
-pci source, only devices with a whitelisted class are read in full and kept as raw
-features.
+once per interface, with that interface's class (a webcam with a video interface is
+class `0e`). Every device is kept as a raw feature (`usb.device`, for rules); labels
+name only the whitelisted classes, as NFD's do.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from nodefeatures.discovery.source import Context, Features, LabelDoc
+from nodefeatures.discovery.source import Context, Features, Instance, LabelDoc
 from nodefeatures.sources._busdevices import HEX, DeviceClassSource
 
 DEVICES = "sys/bus/usb/devices"
@@ -59,7 +59,8 @@ class UsbSource(DeviceClassSource):
     def discover(self, ctx: Context) -> Features:
         features = Features()
         root = ctx.root
-        whitelist = self.start_pass(ctx)
+        self.start_pass(ctx)
+        devices = features.has_instances("device")
         for entry in root.listdir(DEVICES):
             # Interfaces (`<device>:<config>.<interface>`) share the bus directory
             # with devices but have no product ID; skipping them by name spares reads.
@@ -69,21 +70,17 @@ class UsbSource(DeviceClassSource):
             product = self._read(ctx, device, "device")
             if product is None and not root.exists(f"{device}/idProduct"):
                 continue  # not a device
-            device_class = self._read(ctx, device, "class") or ""
-            classes = {device_class: root.display(device)}
-            if device_class == PER_INTERFACE:
-                classes = self._interface_classes(ctx, device)
-            wanted = {c: origin for c, origin in classes.items() if c.startswith(whitelist)}
-            if not wanted:
-                continue  # no label can name it: spare the remaining reads
             attributes = {"device": product} if product else {}
-            for field in ("vendor", "serial"):
+            for field in ("class", "vendor", "serial"):
                 value = self._read(ctx, device, field)
                 if value:
                     attributes[field] = value
-            for usb_class, origin in wanted.items():
-                named = {"class": usb_class, **attributes} if usb_class else attributes
-                features.instance("device", named, origin)
+            if attributes.get("class") != PER_INTERFACE:
+                devices.append(Instance(attributes, root.display(device)))
+                continue
+            # As NFD: one instance per interface, each with the interface's class.
+            for interface, usb_class in self._interface_classes(ctx, device):
+                devices.append(Instance({**attributes, "class": usb_class}, interface))
         return features
 
     @staticmethod
@@ -97,9 +94,9 @@ class UsbSource(DeviceClassSource):
         return value or None
 
     @staticmethod
-    def _interface_classes(ctx: Context, device: str) -> dict[str, str]:
-        """Each distinct interface class of a device and the first interface having it."""
-        classes: dict[str, str] = {}
+    def _interface_classes(ctx: Context, device: str) -> list[tuple[str, str]]:
+        """(interface as displayed, its class) for every interface of a device."""
+        classes: list[tuple[str, str]] = []
         for name in ctx.root.listdir(device):
             if ":" not in name:  # not an interface; spares a read of each other entry
                 continue
@@ -107,5 +104,5 @@ class UsbSource(DeviceClassSource):
             raw = ctx.root.read_bytes(path, _ATTRIBUTE_LIMIT)
             if raw is not None:
                 value = raw.decode("utf-8", errors="replace").strip()
-                classes.setdefault(value, ctx.root.display(f"{device}/{name}"))
+                classes.append((ctx.root.display(f"{device}/{name}"), value))
         return classes

@@ -15,6 +15,7 @@ from nodefeatures.discovery.fixture import replay_host
 from nodefeatures.discovery.run import Discovery, load_sources, run_pass
 from nodefeatures.discovery.source import Source
 from nodefeatures.sources.custom import CustomSource
+from nodefeatures.sources.kernel import KernelSource
 from nodefeatures.sources.local import LocalSource
 from nodefeatures.sources.pci import PciSource
 
@@ -33,7 +34,7 @@ def pci_device(tree: HostTree, address: str, vendor: str, klass: str) -> None:
 def run(tree: HostTree, config: dict[str, Any] | None = None,
         sources: dict[str, Source] | None = None) -> Discovery:
     chosen: dict[str, Source] = sources or {"custom": CustomSource(), "pci": PciSource(),
-                                            "local": LocalSource()}
+                                            "kernel": KernelSource(), "local": LocalSource()}
     return run_pass(tree.host(), chosen, build(config or {}, chosen))
 
 
@@ -70,13 +71,15 @@ def test_there_are_fixtures_with_and_without_a_mellanox_device() -> None:
     assert {has_mellanox(f) for f in FIXTURE_DIRS} == {True, False}
 
 
-def test_rdma_capable_sees_a_nic_whose_class_the_pci_source_does_not_keep(tmp_path: Path) -> None:
+def test_rdma_capable_sees_a_nic_whose_class_the_pci_source_does_not_label(tmp_path: Path) -> None:
     tree = HostTree(tmp_path)
     pci_device(tree, "0000:0c:00.0", "0x15b3", "0x020000")  # Ethernet: not whitelisted
     pci_device(tree, "0000:1b:00.0", "0x10de", "0x030200")
     assert values(run(tree)) == {CAPABLE: "true"}
     pci = next(r for r in run(tree).results if r.name == "pci")
-    assert pci.features is not None and len(pci.features.instances["device"]) == 1
+    # The rule matches the pci source's own feature: every device, labelled or not.
+    assert pci.features is not None and len(pci.features.instances["device"]) == 2
+    assert list(pci.labels) == [NS + "pci-0302_10de.present"]
 
 
 def test_no_rdma_capable_without_a_mellanox_device(tmp_path: Path) -> None:
@@ -131,7 +134,7 @@ def test_rules_see_features_of_sources_that_run_after_them(tmp_path: Path) -> No
                                                          "matchExpressions": {"site": "lab"}}]}]}}
     discovery = run(tree, config)
     assert values(discovery) == {NS + "lab.node": "true"}
-    assert [r.name for r in discovery.results] == ["pci", "custom", "local"]
+    assert [r.name for r in discovery.results] == ["kernel", "pci", "custom", "local"]
 
 
 def test_custom_d_files_add_rules_and_a_bad_file_costs_only_its_own(tmp_path: Path) -> None:
@@ -315,7 +318,8 @@ def test_capture_records_what_rules_read_and_replay_gives_the_same_labels(
     pci_device(tree, "0000:0c:00.0", "0x15b3", "0x020000")
     tree.file("proc/modules", "ib_uverbs 1 0 - Live 0x0\nrdma_ucm 1 0 - Live 0x0\n")
     tree.file(f"{CUSTOM_D}/site.yaml", "- name: site\n  labels: {site: lab}\n")
-    chosen: dict[str, Source] = {"custom": CustomSource(), "pci": PciSource()}
+    chosen: dict[str, Source] = {"custom": CustomSource(), "pci": PciSource(),
+                                 "kernel": KernelSource()}
     config = build({}, chosen)
     live = run_pass(tree.host(), chosen, config)
     captured = run_pass(capture_host(tmp_path / "fixture", root=str(tree.root)), chosen, config)

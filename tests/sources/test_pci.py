@@ -280,14 +280,24 @@ def test_live_pci_devices() -> None:
     assert expected_all
 
 
-def test_other_classes_cost_one_read_and_are_not_kept(tmp_path: Path) -> None:
+def test_every_device_is_a_feature_and_only_whitelisted_classes_are_labelled(
+        tmp_path: Path) -> None:
     gpu_server(tmp_path)
-    nic = tmp_path / "sys" / BRIDGE / "0000:5e:00.0"
-    for name in ("vendor", "device", "subsystem_vendor", "subsystem_device"):
-        (nic / name).unlink()  # never read: its class already rules it out
     result = run(tmp_path)
     assert result.warnings == []
     assert result.features is not None
-    assert sorted(i.origin.rsplit("/", 1)[1] for i in result.features.instances["device"]) == [
-        "0000:3b:00.0", "0000:3c:00.0", "0000:9a:00.0", "0000:e8:00.0",
-    ]
+    kept = sorted(i.origin.rsplit("/", 1)[1] for i in result.features.instances["device"])
+    assert "0000:5e:00.0" in kept  # the NIC: a feature for rules, never a label
+    assert not any(k.split("/")[-1].startswith("pci-02") for k in result.labels)
+
+
+def test_a_device_without_a_mandatory_attribute_is_skipped_with_a_warning(
+        tmp_path: Path) -> None:
+    gpu_server(tmp_path)
+    nic = tmp_path / "sys" / BRIDGE / "0000:5e:00.0"
+    (nic / "subsystem_device").unlink()
+    result = run(tmp_path)
+    assert result.features is not None
+    kept = [i.origin.rsplit("/", 1)[1] for i in result.features.instances["device"]]
+    assert "0000:5e:00.0" not in kept
+    assert any("0000:5e:00.0" in w and "subsystem_device" in w for w in result.warnings)

@@ -40,7 +40,7 @@ def test_the_document_has_examples_and_every_marker_is_read() -> None:
 def test_example_gives_the_documented_labels(tmp_path: Path, settings: dict[str, str],
                                              body: str) -> None:
     fixture = FIXTURES / settings["fixture"]
-    if "modules" in settings:  # no fixture has /proc/modules yet
+    if "modules" in settings:  # the example names the modules its node has loaded
         fixture = tmp_path / "fixture"
         shutil.copytree(FIXTURES / settings["fixture"], fixture, symlinks=True)
         (fixture / "root/proc/modules").write_text("".join(

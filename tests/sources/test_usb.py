@@ -85,9 +85,10 @@ def test_interface_classes_of_a_class_00_device(tmp_path: Path) -> None:
     add_device(tmp_path, "1-4", hub, "00", "1a6e", "089a", interfaces=("0e", "ff", "0e", "03"))
     result = run(tmp_path)
     assert labels_of(result) == {"0e_1a6e_089a.present": "true", "ff_1a6e_089a.present": "true"}
-    # Raw features keep one instance per whitelisted class, named by its first interface.
+    # Raw features keep one instance per interface, with its class, as NFD's do.
     assert [(i.attributes["class"], i.origin) for i in result.features.instances["device"]] == [
         ("0e", "/sys/bus/usb/devices/1-4/1-4:1.0"), ("ff", "/sys/bus/usb/devices/1-4/1-4:1.1"),
+        ("0e", "/sys/bus/usb/devices/1-4/1-4:1.2"), ("03", "/sys/bus/usb/devices/1-4/1-4:1.3"),
     ]
 
 
@@ -194,13 +195,13 @@ def test_live_usb_devices() -> None:
     assert set(labels_of(result)) == expected
 
 
-def test_only_whitelisted_devices_are_read_in_full(tmp_path: Path) -> None:
+def test_every_device_is_a_feature_and_only_whitelisted_classes_are_labelled(
+        tmp_path: Path) -> None:
     workstation(tmp_path)
-    keyboard = tmp_path / "sys" / CONTROLLER / "usb1/1-3"
-    (keyboard / "idVendor").unlink()
-    (keyboard / "idVendor").mkdir()  # would warn if read; its class rules it out first
     result = run(tmp_path)
     assert result.warnings == []
-    assert sorted(i.origin for i in result.features.instances["device"]) == [
-        "/sys/bus/usb/devices/1-1", "/sys/bus/usb/devices/1-2/1-2:1.0",
-    ]
+    origins = sorted(i.origin for i in result.features.instances["device"])
+    # The keyboard (HID interfaces) and the root hub: features, not labels.
+    assert "/sys/bus/usb/devices/1-3/1-3:1.0" in origins
+    assert "/sys/bus/usb/devices/usb1" in origins
+    assert not any(k.startswith("03_") for k in labels_of(result))

@@ -36,6 +36,13 @@ DEFAULT_BLACKLIST = [
     "SSE3", "SSE4", "SSE42", "SSSE3", "TDX_GUEST",
 ]
 
+# Attribute features NFD's cpu source always has, even empty.
+ATTRIBUTE_FEATURES = ("model", "pstate", "rdt", "security", "sst", "topology", "coprocessor")
+# Security elements that are features only, never labels (as NFD: sizes and counts).
+UNLABELLED_SECURITY = frozenset(
+    {"sgx.epc", "tdx.total_keys", "sev.asids", "sev.encrypted_state_ids"})
+RESCTRL_L3_CLOSIDS = "sys/fs/resctrl/info/L3/num_closids"
+
 _live_facts: CpuFacts | None = None
 _live_flags: dict[str, Fact] | None = None
 _fallback_logged = False
@@ -194,14 +201,21 @@ class CpuSource(Source):
                 facts = _fallback(ctx)
 
         features = Features()
+        # As NFD: these features exist on every node, with no element when none applies.
+        for feature in ATTRIBUTE_FEATURES:
+            features.has_attributes(feature)
+        features.has_flags("cpuid")
         if facts is not None:
             _add_cpu_facts(features, facts, live=facts is _live_facts)
         cpus = ctx.root.listdir("sys/bus/cpu/devices")
-        from nodefeatures.sources.cpu.topology import hardware_multithreading
+        from nodefeatures.sources.cpu.topology import hardware_multithreading, socket_count
 
         smt = hardware_multithreading(ctx.root, cpus)
         if smt is not None:
             features.attribute("topology", "hardware_multithreading", *smt)
+        sockets = socket_count(ctx.root, cpus)
+        if sockets is not None:
+            features.attribute("topology", "socket_count", *sockets)
         if facts is not None and facts.arch == "x86_64":
             _add_x86_host_features(features, facts, cpus, ctx)
         if recorder is not None and ctx.host.capture_dir is not None:
@@ -217,11 +231,19 @@ class CpuSource(Source):
     def labels(self, features: Features, options: Mapping[str, Any]) -> list[Label]:
         labels = _flag_labels(features.flags.get("cpuid", {}),
                               options.get("cpuid") or self.defaults["cpuid"])
-        for feature, prefix in (("cpuid", "cpuid."), ("model", "model."), ("topology", ""),
+        for feature, prefix in (("cpuid", "cpuid."), ("model", "model."),
                                 ("cstate", "cstate."), ("pstate", "pstate."),
-                                ("security", "security."), ("power", "power.")):
+                                ("security", "security."), ("sst", "power.sst_")):
             for name, fact in sorted(features.attributes.get(feature, {}).items()):
+                if feature == "security" and name in UNLABELLED_SECURITY:
+                    continue
                 labels.append(Label(f"{prefix}{name}", fact.value, fact.origin))
+        smt = features.attributes.get("topology", {}).get("hardware_multithreading")
+        if smt is not None:
+            labels.append(Label("hardware_multithreading", smt.value, smt.origin))
+        coprocessor = features.attributes.get("coprocessor", {}).get("nx_gzip")
+        if coprocessor is not None:
+            labels.append(Label("coprocessor.nx_gzip", coprocessor.value, coprocessor.origin))
         return labels
 
 
@@ -326,6 +348,7 @@ def _add_x86_host_features(features: Features, facts: CpuFacts, cpus: list[str],
                            ctx: Context) -> None:
     from nodefeatures.sources.cpu import power, security
 
+    features.has_attributes("cstate")
     cstate = power.cstate(ctx.root, ctx.warn)
     if cstate is not None:
         features.attribute("cstate", "enabled", *cstate)
@@ -335,4 +358,13 @@ def _add_x86_host_features(features: Features, facts: CpuFacts, cpus: list[str],
         features.attribute("security", name, *value)
     sst = power.sst_bf(ctx.root, cpus, facts.base_mhz, ctx.warn)
     if sst is not None:
-        features.attribute("power", "sst_bf.enabled", *sst)
+        features.attribute("sst", "bf.enabled", *sst)
+    for name, origin in facts.rdt.items():
+        features.attribute("rdt", name, "true", origin)
+    if "RDTL3CA" in facts.rdt:
+        closids = ctx.root.read_line(RESCTRL_L3_CLOSIDS, limit=64)
+        if closids is not None and closids.isdigit():
+            # As NFD: the default group takes one class of service.
+            features.attribute("rdt", "RDTL3CA_NUM_CLOSID", str(int(closids) - 1),
+                               f"{ctx.root.display(RESCTRL_L3_CLOSIDS)}={closids}, minus "
+                               "the default group")

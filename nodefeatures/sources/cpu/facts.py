@@ -68,3 +68,5 @@ class CpuFacts:
     base_mhz: int = 0  # CPUID 0x16 nominal frequency; 0 when unknown
     sgx_epc_bytes: int | None = None  # None when it cannot be known
     sgx_origin: str = ""
+    # Intel RDT capabilities by NFD's names (`RDTMON`, `RDTL3CA`, ...) -> origin.
+    rdt: dict[str, str] = field(default_factory=dict)

@@ -391,7 +391,26 @@ def decode(reader: CpuidReader) -> CpuFacts:
     if "SGX" in flags and max_basic >= 0x12:
         facts.sgx_epc_bytes = _sgx_epc_bytes(reader)
         facts.sgx_origin = "CPUID 0x12.2-9 EPC sections"
+    if max_basic >= 7:
+        _decode_rdt(reader, facts.rdt, max_basic)
     return facts
+
+
+def _decode_rdt(reader: CpuidReader, rdt: dict[str, str], max_basic: int) -> None:
+    """Intel RDT monitoring (CPUID 7:EBX[12], 0xF) and allocation (7:EBX[15], 0x10)."""
+    ebx7 = reader.cpuid(7)[EBX]
+    if (ebx7 >> 12) & 1 and max_basic >= 0xF and (reader.cpuid(0xF)[EDX] >> 1) & 1:
+        rdt["RDTMON"] = f"{bit_origin(7, 0, EBX, 12)}, {bit_origin(0xF, 0, EDX, 1)}"
+        l3 = reader.cpuid(0xF, 1)[EDX]
+        if l3 & 1:
+            rdt["RDTCMT"] = bit_origin(0xF, 1, EDX, 0)
+        if l3 & 0b110 == 0b110:
+            rdt["RDTMBM"] = bit_origin(0xF, 1, EDX, "1,2")
+    if (ebx7 >> 15) & 1 and max_basic >= 0x10:
+        allocation = reader.cpuid(0x10)[EBX]
+        for bit, name in ((1, "RDTL3CA"), (2, "RDTL2CA"), (3, "RDTMBA")):
+            if (allocation >> bit) & 1:
+                rdt[name] = bit_origin(0x10, 0, EBX, bit)
 
 
 def _threads_per_core(reader: CpuidReader, facts: CpuFacts, max_basic: int, max_ext: int,

@@ -17,7 +17,7 @@ from nodefeatures.discovery.rules import engine
 from nodefeatures.discovery.rules.features import FeatureSet
 from nodefeatures.discovery.rules.model import Rule, parse_rules
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
-from nodefeatures.sources.custom import files, host
+from nodefeatures.sources.custom import files
 from nodefeatures.sources.custom.builtin import BUILTIN_RULES
 from nodefeatures.sources.local import denied_namespace
 
@@ -108,47 +108,9 @@ class CustomSource(Source):
 
 
 def rule_features(ctx: Context) -> FeatureSet:
-    """What rules match in this pass: the other sources' features (`ctx.others`) and
-    those this source reads itself, on demand. `rules test` matches the same set."""
-    features = FeatureSet.from_results(ctx.others)
-    _provide_host_features(ctx, features)
-    return features
-
-
-def _provide_host_features(ctx: Context, features: FeatureSet) -> None:
-    """Features rules need that other sources do not expose (yet), read on demand."""
-    kernel = next((r.features for r in ctx.others if r.name == "kernel" and r.features), None)
-    pci_source = next((r for r in ctx.others if r.name == "pci" and r.features), None)
-
-    def pci(into: FeatureSet) -> None:
-        known = {}
-        if pci_source is not None and pci_source.complete and pci_source.error is None:
-            known = {i.origin: i.attributes
-                     for i in pci_source.features.instances.get("device", ())}
-        into.set_instances("pci.device", host.pci_devices(ctx, known))
-
-    loaded: list[list[str] | None] = []
-
-    def loaded_modules() -> list[str] | None:
-        if not loaded:
-            loaded.append(host.loaded_modules(ctx))
-        return loaded[0]
-
-    def loadedmodule(into: FeatureSet) -> None:
-        modules = loaded_modules()
-        if modules is not None:
-            into.set_flags("kernel.loadedmodule", modules)
-
-    def enabledmodule(into: FeatureSet) -> None:
-        modules, builtin = loaded_modules(), host.builtin_modules(ctx)
-        if modules is not None or builtin is not None:
-            into.set_flags("kernel.enabledmodule", [*(modules or ()), *(builtin or ())])
-
-    # The pci source keeps only the classes it labels; rules need every device.
-    features.provide("pci.device", pci)
-    for name, provider in (("loadedmodule", loadedmodule), ("enabledmodule", enabledmodule)):
-        if kernel is None or name not in kernel.flags:
-            features.provide(f"kernel.{name}", provider)
+    """What rules match in this pass: the other sources' features (`ctx.others`).
+    `rules test` matches the same set."""
+    return FeatureSet.from_results(ctx.others)
 
 
 def _explain(outcome: engine.Outcome) -> str:
