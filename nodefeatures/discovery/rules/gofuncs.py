@@ -81,8 +81,43 @@ def truth(value: Any) -> bool:
 
 # -- printing ---------------------------------------------------------------------------
 
-def go_string(value: Any) -> str:
-    """`value` as Go's fmt prints it with %v."""
+MAX_VALUE = 1024 * 1024  # characters of one value a function makes or prints
+MAX_ITEMS = 10_000  # elements of one list a function makes
+
+
+def go_string(value: Any, budget: int = MAX_VALUE) -> str:
+    """`value` as Go's fmt prints it with %v; an error past `budget` characters."""
+    parts: list[str] = []
+    _print(value, parts, [budget, budget])
+    return "".join(parts)
+
+
+def _print(value: Any, parts: list[str], left: list[int]) -> None:
+    if isinstance(value, list):
+        _put("[", parts, left)
+        for index, item in enumerate(value):
+            if index:
+                _put(" ", parts, left)
+            _print(item, parts, left)
+        _put("]", parts, left)
+    elif isinstance(value, dict):
+        _put("map[", parts, left)
+        for index, key in enumerate(sorted(value)):
+            _put(f"{' ' if index else ''}{key}:", parts, left)
+            _print(value[key], parts, left)
+        _put("]", parts, left)
+    else:
+        _put(_scalar_string(value), parts, left)
+
+
+def _put(text: str, parts: list[str], left: list[int]) -> None:
+    left[0] -= len(text)
+    if left[0] < 0:  # left: [characters left, the budget]
+        raise TemplateError(f"value longer than {left[1]} characters")
+    parts.append(text)
+
+
+def _scalar_string(value: Any) -> str:
     if isinstance(value, str):
         return value
     if value is None:
@@ -93,10 +128,6 @@ def go_string(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return go_float(value)
-    if isinstance(value, list):
-        return "[" + " ".join(go_string(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{go_string(value[k])}" for k in sorted(value)) + "]"
     raise TemplateError(f"cannot print a value of type {type_name(value)}")
 
 
@@ -443,9 +474,34 @@ def _strval(value: Any) -> str:
 def _strslice(value: Any) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, list):
-        return [_strval(v) for v in value if v is not None]
-    return [_strval(value)]
+    if not isinstance(value, list):
+        return [_strval(value)]
+    result, total = [], 0
+    for item in value:
+        if item is not None:
+            text = _strval(item)
+            total += len(text)
+            if total > MAX_VALUE:
+                raise TemplateError(f"value longer than {MAX_VALUE} characters")
+            result.append(text)
+    return result
+
+
+def _join(sep: str, value: Any) -> str:
+    items = _strslice(value)
+    _fits(len(sep) * len(items) + sum(map(len, items)))
+    return sep.join(items)
+
+
+def _fits(size: int) -> None:
+    if size > MAX_VALUE:
+        raise TemplateError(f"value longer than {MAX_VALUE} characters")
+
+
+def _items(items: list[Any]) -> list[Any]:
+    if len(items) > MAX_ITEMS:
+        raise TemplateError(f"list longer than {MAX_ITEMS} elements")
+    return items
 
 
 def _list_of(name: str, value: Any) -> list[Any]:
@@ -529,10 +585,53 @@ def _split_list(sep: str, text: str) -> list[Any]:
 
 
 def _regexp(pattern: str) -> Any:
+    problem = _nested_repetition(pattern)
+    if problem:
+        raise TemplateError(f"regexp {pattern!r}: {problem}")
     try:
         return compile_go(pattern)
     except EvaluationError as exc:
         raise TemplateError(str(exc)) from None
+
+
+def _nested_repetition(pattern: str) -> str | None:
+    """Why Python's backtracking engine could take exponential time on `pattern`.
+
+    Go's RE2 runs in linear time whatever the pattern; Python's re does not when a
+    repeated group itself repeats or alternates (`(a+)+`, `(a|ab)*`). Such patterns
+    are refused, so a rule cannot stall the agent."""
+    stack: list[bool] = []  # per open group: it holds a repetition or an alternation
+    closed_risky = False
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        quantifier = char in "*+?{" and not (char == "?" and i and pattern[i - 1] == "(")
+        if quantifier and closed_risky:
+            return "a repeated group that repeats or alternates inside is not supported"
+        closed_risky = False
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+            continue
+        if char == "(":
+            stack.append(False)
+        elif char == ")" and stack:
+            closed_risky = stack.pop()
+            if stack and closed_risky:
+                stack[-1] = True
+        elif (quantifier or char == "|") and stack:
+            stack[-1] = True
+        i += 1
+    return None
 
 
 def _regex_match(pattern: str, text: str) -> bool:
@@ -558,11 +657,21 @@ def _regex_find_all(pattern: str, text: str, limit: int) -> list[Any]:
 
 def _regex_replace(pattern: str, text: str, replacement: str) -> str:
     compiled = _regexp(pattern)
-    return compiled.sub(lambda m: _expand(replacement, m, compiled), text)
+    made = [len(text)]
+
+    def expand(match: Any) -> str:
+        result = _expand(replacement, match, compiled)
+        made[0] += len(result)
+        _fits(made[0])
+        return result
+
+    return compiled.sub(expand, text)
 
 
 def _regex_replace_literal(pattern: str, text: str, replacement: str) -> str:
-    return _regexp(pattern).sub(lambda m: replacement, text)
+    compiled = _regexp(pattern)
+    _fits(len(text) + (len(text) + 1) * len(replacement))
+    return compiled.sub(lambda m: replacement, text)
 
 
 def _expand(template: str, match: Any, compiled: Any) -> str:
@@ -621,15 +730,22 @@ def _interface_map(name: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _same(a: Any, b: Any) -> bool:
-    # reflect.DeepEqual: same dynamic type and equal value.
-    return type(a) is type(b) and a == b
+def _key(value: Any) -> Any:
+    """A hashable stand-in with reflect.DeepEqual's equality (same type, same value)."""
+    if isinstance(value, list):
+        return ("list", tuple(_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("map", type_name(value), tuple((k, _key(value[k])) for k in sorted(value)))
+    return (type(value).__name__, value)
 
 
 def _uniq(items: Any) -> list[Any]:
+    seen: set[Any] = set()
     result: list[Any] = []
     for item in _list_of("uniq", items):
-        if not any(_same(item, seen) for seen in result):
+        key = _key(item)
+        if key not in seen:
+            seen.add(key)
             result.append(item)
     return result
 
@@ -637,7 +753,8 @@ def _uniq(items: Any) -> list[Any]:
 def _has(needle: Any, haystack: Any) -> bool:
     if haystack is None:
         return False
-    return any(_same(needle, item) for item in _list_of("has", haystack))
+    key = _key(needle)
+    return any(_key(item) == key for item in _list_of("has", haystack))
 
 
 def _default(default: Any, *given: Any) -> Any:
@@ -679,7 +796,14 @@ def _atoi(text: str) -> int:
 def _repeat(count: int, text: str) -> str:
     if count < 0:
         raise TemplateError("repeat: negative Repeat count")
+    _fits(count * len(text))
     return text * count
+
+
+def _replace(old: str, new: str, text: str) -> str:
+    count = text.count(old) if old else len(text) + 1
+    _fits(len(text) + count * (len(new) - len(old)))
+    return text.replace(old, new)
 
 
 def _min_max(pick: Callable[..., int]) -> Callable[..., int]:
@@ -718,7 +842,7 @@ FUNCTIONS: dict[str, Function] = {
     "upper": _f("string", lambda s: _simple_case(s, True)),
     "lower": _f("string", lambda s: _simple_case(s, False)),
     "title": _f("string", _title),
-    "replace": _f("string string string", lambda old, new, s: s.replace(old, new)),
+    "replace": _f("string string string", _replace),
     "contains": _f("string string", lambda sub, s: sub in s),
     "hasPrefix": _f("string string", lambda p, s: s.startswith(p)),
     "hasSuffix": _f("string string", lambda p, s: s.endswith(p)),
@@ -732,7 +856,7 @@ FUNCTIONS: dict[str, Function] = {
                  "any"),
     "cat": _f("", lambda *a: " ".join(go_string(v) for v in a if v is not None), "any"),
     "splitList": _f("string string", _split_list),
-    "join": _f("string any", lambda sep, v: sep.join(_strslice(v))),
+    "join": _f("string any", _join),
     "toString": _f("any", _strval),
     "atoi": _f("string", _atoi),
     "int": _f("any", lambda v: _wrap(_to_int64(v))),
@@ -760,14 +884,14 @@ FUNCTIONS: dict[str, Function] = {
     "max": _f("any", _min_max(max), "any"),
     "min": _f("any", _min_max(min), "any"),
     # Sprig: lists.
-    "list": _f("", lambda *a: list(a), "any"),
+    "list": _f("", lambda *a: _items(list(a)), "any"),
     "first": _f("any", _first), "last": _f("any", _last),
     "rest": _f("any", _rest), "initial": _f("any", _initial),
     "uniq": _f("any", _uniq), "has": _f("any any", _has),
     "compact": _f("any", lambda v: [i for i in _list_of("compact", v) if not _empty(i)]),
     "sortAlpha": _f("any", lambda v: sorted(_strslice(v))),
-    "append": _f("any any", lambda v, i: [*_list_of("append", v), i]),
-    "prepend": _f("any any", lambda v, i: [i, *_list_of("prepend", v)]),
+    "append": _f("any any", lambda v, i: _items([*_list_of("append", v), i])),
+    "prepend": _f("any any", lambda v, i: _items([i, *_list_of("prepend", v)])),
     # Sprig: dicts (map[string]interface{} only, as in Go).
     "dict": _f("", _dict, "any"),
     "get": _f("any string", lambda d, k: _interface_map("get", d).get(k, "")),

@@ -579,7 +579,9 @@ class _State:
                 assert node.pipe is not None
                 value = self.pipeline(node.pipe, dot)
                 if not node.pipe.decl:
-                    self.emit("<no value>" if value is None else go_string(value), node.line)
+                    shown = "<no value>" if value is None else value if isinstance(
+                        value, str) else go_string(value, MAX_OUTPUT + 1)
+                    self.emit(shown, node.line)
             elif kind in ("if", "with"):
                 mark = len(self.vars)
                 assert node.pipe is not None
@@ -707,7 +709,7 @@ class _State:
                     raise self.fail(line, f"map has no entry for key {go_quote(name)}")
                 value = value[name]
             elif value is None:
-                raise self.fail(line, f"nil pointer evaluating interface {{}}.{name}")
+                raise self.fail(line, f"nil data; no entry for key {go_quote(name)}")
             else:
                 raise self.fail(line, f"can't evaluate field {name} in type "
                                       f"{type_name(value)}")
