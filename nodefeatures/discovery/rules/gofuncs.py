@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from nodefeatures.discovery.rules.expressions import EvaluationError, compile_go
@@ -812,13 +811,16 @@ def _min_max(pick: Callable[..., int]) -> Callable[..., int]:
     return apply
 
 
-@dataclass(frozen=True)
 class Function:
-    """A function's Go signature (parameter kinds: string, int, bool, any, map) and body."""
+    """A function's Go signature (parameter kinds: string, int, bool, any) and body."""
 
-    params: tuple[str, ...]
-    body: Callable[..., Any]
-    variadic: str | None = None  # the kind of a trailing ...param
+    __slots__ = ("body", "params", "variadic")
+
+    def __init__(self, params: tuple[str, ...], body: Callable[..., Any],
+                 variadic: str | None = None) -> None:
+        self.params = params
+        self.body = body
+        self.variadic = variadic  # the kind of a trailing ...param
 
 
 def _f(params: str, body: Callable[..., Any], variadic: str | None = None) -> Function:

@@ -16,7 +16,6 @@ hostile template costs an error, not the agent's time or memory.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -47,12 +46,15 @@ _KEYWORDS = ("if", "else", "end", "range", "with", "break", "continue", "define"
 
 # -- lexing -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class Token:
-    kind: str  # text, open, close, word, field, var, string, number, char, punct, eof
-    value: str
-    line: int
-    spaced: bool = False  # whitespace came before it (separates arguments)
+    # Plain classes, not dataclasses: this module loads while a pass runs.
+    __slots__ = ("kind", "line", "spaced", "value")
+
+    def __init__(self, kind: str, value: str, line: int, spaced: bool = False) -> None:
+        self.kind = kind  # text, open, close, word, field, var, string, number, char, ...
+        self.value = value
+        self.line = line
+        self.spaced = spaced  # whitespace came before it (separates arguments)
 
 
 def lex(source: str) -> list[Token]:
@@ -235,36 +237,48 @@ def _unquote(body: str, line: int) -> str:
 
 # -- the tree ---------------------------------------------------------------------------
 
-@dataclass
 class Operand:
-    kind: str  # field, var, dot, nil, bool, number, string, func, pipe
-    value: Any = None  # field names, variable name, constant, function name, Pipe
-    fields: tuple[str, ...] = ()  # a chain after a variable or parenthesised pipeline
-    text: str = ""  # a number's literal text
+    __slots__ = ("fields", "kind", "text", "value")
+
+    def __init__(self, kind: str, value: Any = None, fields: tuple[str, ...] = (),
+                 text: str = "") -> None:
+        self.kind = kind  # field, var, dot, nil, bool, number, string, func, pipe
+        self.value = value  # field names, variable name, constant, function name, Pipe
+        self.fields = fields  # a chain after a variable or parenthesised pipeline
+        self.text = text  # a number's literal text
 
 
-@dataclass
 class Command:
-    args: list[Operand]
-    line: int
+    __slots__ = ("args", "line")
+
+    def __init__(self, args: list[Operand], line: int) -> None:
+        self.args = args
+        self.line = line
 
 
-@dataclass
 class Pipe:
-    commands: list[Command]
-    decl: tuple[str, ...] = ()
-    assign: bool = False
-    line: int = 0
+    __slots__ = ("assign", "commands", "decl", "line")
+
+    def __init__(self, commands: list[Command], decl: tuple[str, ...] = (),
+                 assign: bool = False, line: int = 0) -> None:
+        self.commands = commands
+        self.decl = decl
+        self.assign = assign
+        self.line = line
 
 
-@dataclass
 class Node:
-    kind: str  # text, action, if, with, range, break, continue
-    text: str = ""
-    pipe: Pipe | None = None
-    body: list[Node] = field(default_factory=list)
-    orelse: list[Node] = field(default_factory=list)
-    line: int = 0
+    __slots__ = ("body", "kind", "line", "orelse", "pipe", "text")
+
+    def __init__(self, kind: str, text: str = "", pipe: Pipe | None = None,
+                 body: list[Node] | None = None, orelse: list[Node] | None = None,
+                 line: int = 0) -> None:
+        self.kind = kind  # text, action, if, with, range, break, continue
+        self.text = text
+        self.pipe = pipe
+        self.body = body or []
+        self.orelse = orelse or []
+        self.line = line
 
 
 # -- parsing ----------------------------------------------------------------------------
@@ -509,6 +523,10 @@ def _number(token: Token) -> int | float:
 
 # -- execution --------------------------------------------------------------------------
 
+_PLAIN = ("field", "var", "dot", "pipe", "func")  # operands whose value needs no type check
+_SIZED = (str, list, dict, GoMap)
+
+
 class _Missing:
     """No piped value (Go's missingVal)."""
 
@@ -668,7 +686,9 @@ class _State:
         return value
 
     def command(self, command: Command, dot: Any, final: Any) -> Any:
-        self.step(command.line)
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise self.fail(command.line, f"template runs more than {MAX_STEPS} steps")
         first = command.args[0]
         line = command.line
         if first.kind == "func":
@@ -724,13 +744,18 @@ class _State:
         if count < want or (count > want and function.variadic is None):
             raise self.fail(line, f"wrong number of args for {name}: want "
                                   f"{want}{' or more' if function.variadic else ''} got {count}")
+        params, variadic = function.params, function.variadic
         values = []
         for index, arg in enumerate(args):
-            kind = function.params[index] if index < want else function.variadic
-            values.append(self.argument(arg, kind or "any", dot, line, name))
+            kind = params[index] if index < want else variadic
+            if arg.kind in _PLAIN and kind == "any":
+                values.append(self.operand(arg, dot, line))  # the common case, made cheap
+            else:
+                values.append(self.argument(arg, kind or "any", dot, line, name))
         if final is not _MISSING:
-            kind = function.params[count - 1] if count <= want else function.variadic
-            values.append(self.check(final, kind or "any", line, name))
+            kind = params[count - 1] if count <= want else variadic
+            values.append(final if kind == "any" else self.check(final, kind or "any", line,
+                                                                  name))
         try:
             result = function.body(*values)
         except TemplateError as exc:
@@ -738,7 +763,7 @@ class _State:
         except (ValueError, TypeError, IndexError, KeyError, OverflowError,
                 RecursionError) as exc:
             raise self.fail(line, f"error calling {name}: {exc}") from None
-        self.made += len(result) if isinstance(result, str | list | dict) else 1
+        self.made += len(result) if type(result) in _SIZED else 1
         if self.made > MAX_MADE:
             raise self.fail(line, f"template makes more than {MAX_MADE} characters of values")
         return result
@@ -761,10 +786,12 @@ class _State:
     def check(self, value: Any, kind: str, line: int, name: str) -> Any:
         if kind == "any":
             return value
-        ok = {"string": isinstance(value, str),
-              "bool": isinstance(value, bool),
-              "int": isinstance(value, int) and not isinstance(value, bool)
-              and type(value) is int}[kind]
+        if kind == "string":
+            ok = isinstance(value, str)
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        else:  # Go's int: not bool, not Sprig's int64
+            ok = type(value) is int
         if not ok:
             if value is None:
                 raise self.fail(line, f"invalid value; expected {kind}")
