@@ -114,6 +114,10 @@ def render(template: str, data: Any = None) -> str:
     ("{{ regexReplaceAll \"a(x*)b\" \"-ab-axxb-\" \"${1}W\" }}", "-W-xxW-"),
     ("{{ regexReplaceAll \"a(x*)b\" \"-ab-axxb-\" \"$1W\" }}", "---"),  # $1W names group 1W
     ("{{ regexReplaceAllLiteral \"a(x*)b\" \"-ab-\" \"$1\" }}", "-$1-"),
+    # Go skips an empty match right after a match; Python's finditer and sub do not.
+    ("{{ regexFindAll \"a*\" \"baaa\" -1 | len }} {{ regexReplaceAll \"a*\" \"baaa\" \"X\" }}",
+     "2 XbX"),
+    ("{{ regexReplaceAll \"(?P<x>a+)\" \"baa\" \"<${x}>\" }}", "b<aa>"),
     ("{{ first .list }} {{ last .list }} {{ rest .list }} {{ initial .list }}", "b a [a] [b]"),
     ("{{ uniq (list 1 1 \"1\" 2) }} {{ has 2 (list 1 2) }} {{ has \"2\" (list 1 2) }}",
      "[1 1 2] true false"),
@@ -121,6 +125,8 @@ def render(template: str, data: Any = None) -> str:
      "[a b] [a b] [b a c]"),
     ("{{ $d := dict \"b\" 1 \"a\" 2 }}{{ keys $d }} {{ get $d \"a\" }} {{ get $d \"z\" }}"
      "|{{ hasKey $d \"b\" }}", "[a b] 2 |true"),
+    ("{{ get nil \"a\" }}|{{ hasKey nil \"a\" }}", "|false"),  # a nil map reads as empty
+    ("{{ eq (dict) nil }} {{ eq nil nil }}", "false true"),
 ])
 def test_renders_as_go(template: str, expected: str) -> None:
     assert render(template) == expected

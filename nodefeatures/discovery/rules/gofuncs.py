@@ -298,8 +298,10 @@ def eq(first: Any, *others: Any) -> bool:
                 raise TemplateError("incompatible types for comparison")
             continue  # nil against a value: not equal
         if kind is None:
-            if first is None and other is None:
-                return True
+            if first is None or other is None:  # nil against a map or list: not equal
+                if first is None and other is None:
+                    return True
+                continue
             raise TemplateError(f"non-comparable type {type_name(first)}")
         if first == other:
             return True
@@ -642,35 +644,48 @@ def _regex_find(pattern: str, text: str) -> str:
     return match.group(0) if match else ""
 
 
+def _go_matches(compiled: Any, text: str) -> Any:
+    """Successive matches as Go's regexp finds them: an empty match right where the
+    previous match ended is skipped (Python's finditer would report it)."""
+    previous_end = -1
+    for match in compiled.finditer(text):
+        if match.start() == match.end() == previous_end:
+            continue
+        previous_end = match.end()
+        yield match
+
+
 def _regex_find_all(pattern: str, text: str, limit: int) -> list[Any]:
     if limit == 0:
         return []
     found: list[Any] = []
-    # Go skips an empty match right after the previous match; Python's finditer does too.
-    for match in _regexp(pattern).finditer(text):
+    for match in _go_matches(_regexp(pattern), text):
         found.append(match.group(0))
         if 0 < limit <= len(found):
             break
-    return found
+    return _items(found)
+
+
+def _replace_all(pattern: str, text: str, replacement: Callable[[Any], str]) -> str:
+    parts, at, made = [], 0, len(text)
+    for match in _go_matches(_regexp(pattern), text):
+        value = replacement(match)
+        made += len(value)
+        _fits(made)
+        parts.append(text[at:match.start()])
+        parts.append(value)
+        at = match.end()
+    parts.append(text[at:])
+    return "".join(parts)
 
 
 def _regex_replace(pattern: str, text: str, replacement: str) -> str:
     compiled = _regexp(pattern)
-    made = [len(text)]
-
-    def expand(match: Any) -> str:
-        result = _expand(replacement, match, compiled)
-        made[0] += len(result)
-        _fits(made[0])
-        return result
-
-    return compiled.sub(expand, text)
+    return _replace_all(pattern, text, lambda m: _expand(replacement, m, compiled))
 
 
 def _regex_replace_literal(pattern: str, text: str, replacement: str) -> str:
-    compiled = _regexp(pattern)
-    _fits(len(text) + (len(text) + 1) * len(replacement))
-    return compiled.sub(lambda m: replacement, text)
+    return _replace_all(pattern, text, lambda m: replacement)
 
 
 def _expand(template: str, match: Any, compiled: Any) -> str:
@@ -723,6 +738,8 @@ def _dict(*items: Any) -> GoMap:
 
 
 def _interface_map(name: str, value: Any) -> dict[str, Any]:
+    if value is None:  # a nil map reads as an empty one
+        return {}
     if not is_interface_map(value):
         raise TemplateError(f"wrong type for value; expected map[string]interface {{}}; "
                             f"got {type_name(value)}")
