@@ -322,3 +322,30 @@ def test_a_rule_without_templates_never_loads_the_evaluator() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_remembered_expansions_follow_the_matched_elements() -> None:
+    rule = one("""
+    name: remembered
+    labelsTemplate: "{{ range .kernel.version }}{{ .Name }}={{ .Value }}\\n{{ end }}"
+    matchFeatures:
+      - feature: kernel.version
+        matchExpressions: {major: {op: Exists}}
+    """)
+    first = node()
+    second = node()
+    second.update_attributes("kernel.version", {"major": "6"})
+    assert engine.evaluate(rule, first).labels == {"major": "5"}
+    assert engine.evaluate(rule, second).labels == {"major": "6"}
+    assert engine.evaluate(rule, first).labels == {"major": "5"}
+
+
+def test_a_remembered_failure_fails_again() -> None:
+    rule = one("""
+    name: fails twice
+    labelsTemplate: "{{ .kernel.nothing }}"
+    matchFeatures: [{feature: kernel.version}]
+    """)
+    for _ in range(2):
+        outcome = engine.evaluate(rule, node())
+        assert outcome.error is not None and not outcome.matched

@@ -119,13 +119,13 @@ def _expand_templates(rule: Rule, each: list[tuple[FeatureTerm, list[Element]]],
     # Imported here: a pass whose rules have no template never loads the evaluator.
     from nodefeatures.discovery.rules import gotemplate
 
-    data = gotemplate.matched_data([(term.feature, elements) for term, elements in each])
+    terms = [(term.feature, elements) for term, elements in each]
     for field_name, source, into in (("labelsTemplate", rule.labels_template, labels),
                                      ("varsTemplate", rule.vars_template, variables)):
         if not source:
             continue
         try:
-            into.update(gotemplate.expand_map(source, data))
+            into.update(gotemplate.expand_matched(source, terms))
         except gotemplate.TemplateError as exc:
             raise EvaluationError(f"{field_name}: {exc}") from None
 

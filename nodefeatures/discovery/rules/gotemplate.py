@@ -15,7 +15,8 @@ hostile template costs an error, not the agent's time or memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -847,7 +848,7 @@ def expand_map(source: str, data: Any) -> dict[str, str]:
     return result
 
 
-def matched_data(terms: list[tuple[str, list[Mapping[str, str]]]]) -> GoMap:
+def matched_data(terms: Sequence[tuple[str, Sequence[Mapping[str, str]]]]) -> GoMap:
     """What a rule's template sees, in NFD's shape: `.<domain>.<feature>` is the list of
     elements the term on `<domain>.<feature>` matched ({Name} for a flag, {Name, Value}
     for an attribute, the attributes of an instance). The name is split as written in
@@ -864,3 +865,42 @@ def matched_data(terms: list[tuple[str, list[Mapping[str, str]]]]) -> GoMap:
         found = features.setdefault(name, [])
         found.extend(GoMap(e, "nodefeaturerule.MatchedElement", str) for e in elements)
     return data
+
+
+_REMEMBERED = 256  # expansions kept between passes
+_REMEMBER_UP_TO = 16 * 1024  # characters of output worth keeping
+_expansions: OrderedDict[tuple[str, Any], tuple[tuple[tuple[str, str], ...] | None, str]] = (
+    OrderedDict())
+
+
+def expand_matched(source: str, terms: Sequence[tuple[str, Sequence[Mapping[str, str]]]]
+                   ) -> dict[str, str]:
+    """`expand_map` over `matched_data(terms)`, remembered across passes.
+
+    A template is a pure function of its text and the matched elements (no function here
+    reads the clock, the environment or randomness), and a node's features rarely change
+    between passes, so the same expansion is not run again."""
+    key = (source, tuple((feature, tuple(tuple(e.items()) for e in elements))
+                         for feature, elements in terms))
+    known = _expansions.get(key)
+    if known is None:
+        try:
+            result = expand_map(source, matched_data(terms))
+            known = (tuple(result.items()), "")
+        except TemplateError as exc:
+            known = (None, str(exc))
+        if sum(len(k) + len(v) for k, v in known[0] or ()) <= _REMEMBER_UP_TO:
+            _expansions[key] = known
+            if len(_expansions) > _REMEMBERED:
+                _expansions.popitem(last=False)
+    else:
+        _expansions.move_to_end(key)
+    items, error = known
+    if items is None:
+        raise TemplateError(error)
+    return dict(items)
+
+
+def forget_expansions() -> None:
+    """Drop remembered expansions (for measuring the first pass)."""
+    _expansions.clear()
