@@ -234,3 +234,12 @@ def test_a_template_over_nfds_size_limit_is_refused() -> None:
 ])
 def test_expand_map_reads_lines_as_nfd(rendered: str, expected: dict[str, str]) -> None:
     assert gotemplate.expand_map("{{ .t }}", {"t": rendered}) == expected
+
+
+def test_a_template_of_nfds_largest_size_parses_quickly() -> None:
+    started = time.process_time()
+    template = gotemplate.Template("{{ .s }}\n" * 7000)
+    assert time.process_time() - started < 2
+    with pytest.raises(TemplateError, match="line 7001: unclosed action"):
+        gotemplate.Template("{{ .s }}\n" * 7000 + "{{ .s")
+    assert len(template.execute(DATA)) == 5 * 7000
