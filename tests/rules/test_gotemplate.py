@@ -118,6 +118,7 @@ def render(template: str, data: Any = None) -> str:
     ("{{ regexFindAll \"a*\" \"baaa\" -1 | len }} {{ regexReplaceAll \"a*\" \"baaa\" \"X\" }}",
      "2 XbX"),
     ("{{ regexReplaceAll \"(?P<x>a+)\" \"baa\" \"<${x}>\" }}", "b<aa>"),
+    ("{{ regexReplaceAll \"(a)\" \"ba\" \"<$\u0661>\" }}", "b<>"),  # not ASCII: a name
     ("{{ first .list }} {{ last .list }} {{ rest .list }} {{ initial .list }}", "b a [a] [b]"),
     ("{{ uniq (list 1 1 \"1\" 2) }} {{ has 2 (list 1 2) }} {{ has \"2\" (list 1 2) }}",
      "[1 1 2] true false"),
@@ -154,6 +155,8 @@ def test_renders_as_go(template: str, expected: str) -> None:
     ("{{ }}", "missing value for command"),
     ("{{ if }}{{ end }}", "missing value for if"),
     ("{{ .a..b }}", "bad field"),
+    ("{{ \u0663 }}", "unexpected"),  # an Arabic-Indic 3 is no number
+    ("{{ 1\u0663 }}", "bad number syntax"),
     ("{{ (1 }}", "unclosed left paren"),
     ("{{ \"\\q\" }}", "unknown escape"),
     ("{{ " + "(" * 60 + "1" + ")" * 60 + " }}", "nested deeper than 50 levels"),

@@ -720,7 +720,7 @@ def _expand(template: str, match: Any, compiled: Any) -> str:
                 continue
             i = j
         group: Any = None
-        if name.isdigit():
+        if name.isascii() and name.isdigit():
             number = int(name)
             if number <= compiled.groups:
                 group = match.group(number)

@@ -42,6 +42,7 @@ MAX_MADE = 4 * 1024 * 1024  # characters (and list items) made by functions, in 
 MAX_DEPTH = 50  # nesting of blocks and parentheses
 
 _SPACE = " \t\r\n"
+_DIGITS = "0123456789"  # Go's numbers are ASCII; Python's isdigit() is not
 _KEYWORDS = ("if", "else", "end", "range", "with", "break", "continue", "define",
              "template", "block")
 
@@ -169,7 +170,7 @@ def _action(source: str, i: int, tokens: list[Token], _line: _Lines) -> int:
         elif char == "=":
             tokens.append(Token("punct", "=", line, spaced))
             i += 1
-        elif char.isdigit() or (char in "+-." and i + 1 < n and source[i + 1].isdigit()):
+        elif char in _DIGITS or (char in "+-." and i + 1 < n and source[i + 1] in _DIGITS):
             j = i + 1
             while j < n and (source[j].isalnum() or source[j] in "._" or (
                     source[j] in "+-" and source[j - 1] in "eEpP"
@@ -518,6 +519,8 @@ def _number(token: Token) -> int | float:
     text = token.value
     if token.kind == "char":
         return int(text)
+    if not text.isascii():
+        raise TemplateError(f"line {token.line}: bad number syntax: {text!r}")
     parsed = parse_int_base0(text)
     if parsed is not None:
         return parsed
