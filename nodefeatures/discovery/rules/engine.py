@@ -9,8 +9,10 @@
 - On instances (PCI devices ...) all expressions are evaluated against each instance
   separately; the term matches when at least one instance satisfies all of them.
 - `matchName` matches element names rather than values.
-- After each rule, its labels and vars become attributes of the `rule.matched`
-  feature, so later rules can build on earlier ones.
+- `labelsTemplate` / `varsTemplate` run over the elements each matcher matched
+  (`gotemplate`, imported only for a rule that has a template).
+- After each rule, its labels and vars (templated ones included) become attributes of
+  the `rule.matched` feature, so later rules can build on earlier ones.
 """
 
 from __future__ import annotations
