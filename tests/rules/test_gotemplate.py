@@ -192,6 +192,7 @@ def test_renders_as_go(template: str, expected: str) -> None:
     ("{{ regexFind \"(?<=a)b\" \"ab\" }}", "lookaround"),
     ("{{ regexMatch \"(a+)+$\" \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!\" }}",
      "a repeated group that repeats or alternates"),
+    ("{{ regexFind \"a\" (repeat 5000 \"b\") }}", "regexp over more than 4096 characters"),
     ("{{ printf \"%d\" \"x\" }}", "%d cannot format a string"),
     ("{{ printf \"%s %s\" \"x\" }}", "missing argument for %s"),
     ("{{ printf \"%s\" \"x\" \"y\" }}", "1 extra argument(s)"),

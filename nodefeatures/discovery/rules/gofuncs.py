@@ -635,12 +635,22 @@ def _nested_repetition(pattern: str) -> str | None:
     return None
 
 
+MAX_REGEXP_TEXT = 4096  # characters a template regexp may search
+
+
+def _subject(text: str) -> str:
+    # Python's engine backtracks: bounding the text bounds what a pattern can cost.
+    if len(text) > MAX_REGEXP_TEXT:
+        raise TemplateError(f"regexp over more than {MAX_REGEXP_TEXT} characters")
+    return text
+
+
 def _regex_match(pattern: str, text: str) -> bool:
-    return _regexp(pattern).search(text) is not None
+    return _regexp(pattern).search(_subject(text)) is not None
 
 
 def _regex_find(pattern: str, text: str) -> str:
-    match = _regexp(pattern).search(text)
+    match = _regexp(pattern).search(_subject(text))
     return match.group(0) if match else ""
 
 
@@ -648,7 +658,7 @@ def _go_matches(compiled: Any, text: str) -> Any:
     """Successive matches as Go's regexp finds them: an empty match right where the
     previous match ended is skipped (Python's finditer would report it)."""
     previous_end = -1
-    for match in compiled.finditer(text):
+    for match in compiled.finditer(_subject(text)):
         if match.start() == match.end() == previous_end:
             continue
         previous_end = match.end()
