@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/rules.py [--passes 500]
 
-Four numbers: 100 realistic rules (GPU Operator, RDMA, OS, kernel and GPU rules, with
+Six numbers: 100 realistic rules (GPU Operator, RDMA, OS, kernel and GPU rules, with
 matchAny groups, regexps, version comparisons and rule.matched chains) evaluated by the
 engine; the same with every miss explained (what `rules test` pays; no budget: it is
-a command, not the agent's pass); NFD's two built-in rules alone; and the whole custom
-source with the built-ins as the agent runs it (the pci and kernel sources have read the
-features it matches).
+a command, not the agent's pass); the same with 20 template-heavy rules added
+(labelsTemplate, varsTemplate with ranges, conditions, Sprig functions, rule.matched), in
+steady state (expansions of unchanged elements are remembered) and as a first pass (every
+template runs); NFD's two built-in rules alone; and the whole custom source with the
+built-ins as the agent runs it (the pci and kernel sources have read the features it
+matches).
 Each pass builds a fresh feature set from the same discovery results, as a pass does.
 Budgets: 100 rules <= 5 ms, built-ins <= 0.2 ms.
 """
@@ -94,6 +97,52 @@ def realistic_rules() -> list[dict[str, Any]]:
     return rules
 
 
+def template_rules() -> list[dict[str, Any]]:
+    """20 template-heavy rules: per-device labels, counts, string functions, rule.matched."""
+    rules: list[dict[str, Any]] = []
+    for index in range(5):  # a label per matched device, with Sprig string functions
+        rules.append({"name": f"tmpl-pci-{index}", "labelsTemplate": (
+            "{{ range $i, $d := .pci.device }}"
+            f"t{index}.dev-{{{{ $d.vendor }}}}-{{{{ $d.device | lower | trunc 4 }}}}"
+            "={{ printf \"%s-%d\" $d.class $i | replace \"0\" \"o\" }}\n{{ end }}"
+            f"t{index}.count={{{{ len .pci.device }}}}\n"),
+            "matchFeatures": [{"feature": "pci.device", "matchExpressions": {
+                "vendor": {"op": "In", "value": ["10de", "15b3"]}}}]})
+    for index in range(5):  # attribute elements, with conditions and comparisons
+        rules.append({"name": f"tmpl-os-{index}", "varsTemplate": (
+            "{{ range .system.osrelease }}{{ if or (eq .Name \"ID\") (eq .Name \"VERSION_ID\") }}"
+            f"os{index}.{{{{ .Name | lower }}}}={{{{ .Value }}}}\n{{{{ end }}}}{{{{ end }}}}"),
+            "labelsTemplate": (
+                "{{ range .kernel.version }}{{ if eq .Name \"major\" }}"
+                f"k{index}.major={{{{ .Value }}}}{{{{ else }}}}k{index}.{{{{ .Name }}}}="
+                "{{ .Value | trunc 20 }}{{ end }}\n{{ end }}"),
+            "matchFeatures": [
+                {"feature": "system.osrelease", "matchName": {"op": "In",
+                                                              "value": ["ID", "VERSION_ID"]}},
+                {"feature": "kernel.version", "matchName": {"op": "InRegexp",
+                                                            "value": ["^ma", "^mi"]}}]})
+    for index in range(5):  # flags over matchAny groups, with index for absent keys
+        rules.append({"name": f"tmpl-any-{index}", "labelsTemplate": (
+            "{{ range index . \"kernel\" \"loadedmodule\" }}"
+            f"m{index}.{{{{ .Name }}}}=true\n{{{{ end }}}}"
+            "{{ with index . \"pci\" \"device\" }}"
+            f"nics{index}={{{{ len . }}}}{{{{ end }}}}\n"),
+            "matchAny": [
+                {"matchFeatures": [{"feature": "kernel.loadedmodule", "matchName": {
+                    "op": "InRegexp", "value": ["^(nvidia|mlx5|ib_)"]}}]},
+                {"matchFeatures": [{"feature": "pci.device", "matchExpressions": {
+                    "vendor": ["15b3"]}}]}]})
+    for index in range(5):  # over the labels and vars of the rules before
+        rules.append({"name": f"tmpl-chain-{index}", "labelsTemplate": (
+            "{{ $n := 0 }}{{ range .rule.matched }}{{ if hasPrefix \"t0.dev\" .Name }}"
+            "{{ $n = add $n 1 }}{{ end }}{{ end }}"
+            f"chain{index}.devices={{{{ $n }}}}\n"),
+            "matchFeatures": [{"feature": "rule.matched", "matchName": {
+                "op": "InRegexp", "value": ["^t0\\."]}}]})
+    assert len(rules) == 20
+    return rules
+
+
 def cpu_us(passes: int, run: Callable[[], object]) -> list[float]:
     for _ in range(WARM_UP):
         run()
@@ -142,6 +191,13 @@ def main() -> None:
     parse_ms = (time.thread_time_ns() - started) / 1e6
     assert not problems, problems
     rules: list[Rule] = [*BUILTIN_RULES, *parsed]
+    templated, problems = parse_rules(template_rules(), "bench")
+    assert not problems, problems
+    with_templates = [*rules, *templated]
+    template_outcomes = engine.run(with_templates, features())[len(rules):]
+    errors = [o.error for o in template_outcomes if o.error]
+    assert not errors, errors
+    assert all(o.matched and (o.labels or o.vars) for o in template_outcomes)
     outcomes = engine.run(rules, features())
     matched = sum(o.matched for o in outcomes)
     errors = [o.error for o in outcomes if o.error]
@@ -154,6 +210,15 @@ def main() -> None:
     # `rules test` explains every miss; the agent's pass above never does.
     report("100 rules, misses explained", cpu_us(
         args.passes, lambda: explain.run(rules, features())), None)
+    report("+ 20 template rules (engine)", cpu_us(
+        args.passes, lambda: engine.run(with_templates, features())), 5000)
+    from nodefeatures.discovery.rules import gotemplate
+
+    def first_pass() -> None:
+        gotemplate.forget_expansions()  # every template runs, as on a pass after a change
+        engine.run(with_templates, features())
+
+    report("+ 20 template rules, first pass", cpu_us(args.passes, first_pass), 5000)
     report("built-ins only (engine)", cpu_us(args.passes,
                                              lambda: engine.run(BUILTIN_RULES, features())), 200)
     report("custom source, built-ins", cpu_us(

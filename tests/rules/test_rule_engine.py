@@ -224,11 +224,13 @@ def test_an_unresolvable_backreference_drops_only_that_label(value: str) -> None
     assert set(outcome.dropped) == {"bad"}
 
 
-def test_templates_are_reported_as_not_evaluable_not_silently_ignored() -> None:
-    outcome = engine.evaluate(rule({"labelsTemplate": "{{ range .pci.device }}x{{ end }}"}),
+def test_a_template_runs_only_over_a_matcher_as_in_nfd() -> None:
+    # NFD expands templates inside matchFeatures / matchAny only: a rule with neither
+    # matches and gives its static labels, and its template produces nothing.
+    outcome = engine.evaluate(rule({"labelsTemplate": "{{ range .pci.device }}x=1{{ end }}"}),
                               DEVICES)
-    assert outcome.error is not None and "not supported" in outcome.error
-    assert outcome.labels == {}
+    assert outcome.error is None and outcome.matched
+    assert outcome.labels == {"x": "y"}
 
 
 def test_a_template_rule_that_does_not_match_is_simply_a_miss() -> None:

@@ -9,8 +9,10 @@
 - On instances (PCI devices ...) all expressions are evaluated against each instance
   separately; the term matches when at least one instance satisfies all of them.
 - `matchName` matches element names rather than values.
-- After each rule, its labels and vars become attributes of the `rule.matched`
-  feature, so later rules can build on earlier ones.
+- `labelsTemplate` / `varsTemplate` run over the elements each matcher matched
+  (`gotemplate`, imported only for a rule that has a template).
+- After each rule, its labels and vars (templated ones included) become attributes of
+  the `rule.matched` feature, so later rules can build on earlier ones.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Outcome:
     matched: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     vars: dict[str, str] = field(default_factory=dict)
+    # The labels before `@feature.element` values are resolved (what rule.matched gets).
+    raw_labels: dict[str, str] = field(default_factory=dict)
     # The elements that made it match, by feature name, for explanations.
     elements: dict[str, list[Element]] = field(default_factory=dict)
     error: str | None = None  # set when the rule could not be evaluated
@@ -82,42 +86,54 @@ def run(rules: Iterable[Rule], features: FeatureSet,
         if on_miss is not None and not outcome.matched and outcome.error is None:
             outcome.misses = on_miss(rule, features)
         if outcome.error is None:
-            # Written as the rule wrote them (unresolved, unprefixed), as NFD does.
-            features.update_attributes(RULE_MATCHED, {**rule.labels, **rule.vars}
+            # Written as the rule produced them (unresolved, unprefixed), as NFD does.
+            features.update_attributes(RULE_MATCHED, {**outcome.raw_labels, **outcome.vars}
                                        if outcome.matched else {})
     return outcomes
 
 
 def evaluate(rule: Rule, features: FeatureSet) -> Outcome:
-    """One rule against the features; never raises for a bad rule or odd values."""
+    """One rule against the features; never raises for a bad rule or odd values.
+
+    Templates run as NFD runs them: once per matching `matchAny` group (every group is
+    then evaluated, not only the first that matches) and once for `matchFeatures`, each
+    over the elements that group matched; their labels and vars are merged, and the
+    rule's own `labels` and `vars` override them.
+    """
     outcome = Outcome(rule)
+    templated = bool(rule.labels_template or rule.vars_template)
+    labels: dict[str, str] = {}
+    variables: dict[str, str] = {}
     try:
         if rule.match_any:
+            any_matched = False
             for group in rule.match_any:
-                ok, elements = match_terms(group, features)
+                ok, each = match_each_term(group, features)
                 if ok:
-                    _merge(outcome.elements, elements)
-                    break
-            else:
+                    any_matched = True
+                    _merge(outcome.elements, _by_feature(each))
+                    if not templated:
+                        break
+                    _expand_templates(rule, each, labels, variables)
+            if not any_matched:
+                outcome.elements.clear()
                 return outcome
         if rule.match_features:
-            ok, elements = match_terms(rule.match_features, features)
+            ok, each = match_each_term(rule.match_features, features)
             if not ok:
                 outcome.elements.clear()
                 return outcome
-            _merge(outcome.elements, elements)
+            _merge(outcome.elements, _by_feature(each))
+            if templated:
+                _expand_templates(rule, each, labels, variables)
     except EvaluationError as exc:
         outcome.elements.clear()
         outcome.error = str(exc)
         return outcome
-    if rule.labels_template or rule.vars_template:
-        # NFD expands templates only for a rule that matched; so does this error.
-        outcome.elements.clear()
-        outcome.error = "labelsTemplate and varsTemplate are not supported yet"
-        return outcome
     outcome.matched = True
-    outcome.vars = dict(rule.vars)
-    for key, value in rule.labels.items():
+    outcome.vars = {**variables, **rule.vars}
+    outcome.raw_labels = {**labels, **rule.labels}
+    for key, value in outcome.raw_labels.items():
         if value.startswith("@"):
             resolved, problem = backreference(value, features)
             if problem:
@@ -126,6 +142,22 @@ def evaluate(rule: Rule, features: FeatureSet) -> Outcome:
             value = resolved
         outcome.labels[key] = value
     return outcome
+
+
+def _expand_templates(rule: Rule, each: list[tuple[FeatureTerm, list[Element]]],
+                      labels: dict[str, str], variables: dict[str, str]) -> None:
+    # Imported here: a pass whose rules have no template never loads the evaluator.
+    from nodefeatures.discovery.rules import gotemplate
+
+    terms = [(term.feature, elements) for term, elements in each]
+    for field_name, source, into in (("labelsTemplate", rule.labels_template, labels),
+                                     ("varsTemplate", rule.vars_template, variables)):
+        if not source:
+            continue
+        try:
+            into.update(gotemplate.expand_matched(source, terms))
+        except gotemplate.TemplateError as exc:
+            raise EvaluationError(f"{field_name}: {exc}") from None
 
 
 def backreference(value: str, features: FeatureSet) -> tuple[str, str | None]:
@@ -145,13 +177,27 @@ def backreference(value: str, features: FeatureSet) -> tuple[str, str | None]:
 def match_terms(terms: Iterable[FeatureTerm], features: FeatureSet
                 ) -> tuple[bool, dict[str, list[Element]]]:
     """All terms must match (logical AND); the elements each matched."""
-    matched: dict[str, list[Element]] = {}
+    ok, each = match_each_term(terms, features)
+    return ok, _by_feature(each)
+
+
+def match_each_term(terms: Iterable[FeatureTerm], features: FeatureSet
+                    ) -> tuple[bool, list[tuple[FeatureTerm, list[Element]]]]:
+    """All terms must match (logical AND); each term with the elements it matched."""
+    matched: list[tuple[FeatureTerm, list[Element]]] = []
     for term in terms:
         ok, elements = match_term(term, features)
         if not ok:
-            return False, {}
-        matched.setdefault(term.feature.lower(), []).extend(elements)
+            return False, []
+        matched.append((term, elements))
     return True, matched
+
+
+def _by_feature(each: Iterable[tuple[FeatureTerm, list[Element]]]) -> dict[str, list[Element]]:
+    matched: dict[str, list[Element]] = {}
+    for term, elements in each:
+        matched.setdefault(term.feature.lower(), []).extend(elements)
+    return matched
 
 
 def match_term(term: FeatureTerm, features: FeatureSet) -> tuple[bool, list[Element]]:

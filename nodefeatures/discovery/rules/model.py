@@ -104,6 +104,11 @@ def parse_rule(data: Any, path: str, origin: str = "") -> tuple[Rule | None, lis
     resources = _string_map(data.get("extendedResources"), ".extendedResources", problems)
     labels_template = _string(data.get("labelsTemplate"), ".labelsTemplate", problems)
     vars_template = _string(data.get("varsTemplate"), ".varsTemplate", problems)
+    for where, source in ((".labelsTemplate", labels_template),
+                          (".varsTemplate", vars_template)):
+        problem = template_problem(source)
+        if problem:
+            problems.append(f"{where}{_SEP}{problem}")
     taints = _taints(data.get("taints"), problems)
     match_features = _terms(data.get("matchFeatures"), ".matchFeatures", problems)
     match_any: list[tuple[FeatureTerm, ...]] = []
@@ -255,6 +260,20 @@ def _scalar(value: Any) -> str | None:
         from decimal import Decimal  # only for the rare float value
 
         return format(Decimal(repr(value)).normalize(), "f")
+    return None
+
+
+def template_problem(source: str) -> str | None:
+    """Why a labelsTemplate / varsTemplate does not parse, or None."""
+    if not source:
+        return None
+    # Imported here: only a rule with a template pays for loading the evaluator.
+    from nodefeatures.discovery.rules import gotemplate
+
+    try:
+        gotemplate.parse(source)
+    except gotemplate.TemplateError as exc:
+        return f"template does not parse: {exc}"
     return None
 
 
