@@ -141,11 +141,11 @@ def _discoverer(host: HostChoice):
     """A discovery callable for this host, every installed source's name, the config, and
     the names of the sources that run (--source and core.labelSources narrow them)."""
     from nodefeatures.discovery import registry
-    from nodefeatures.discovery.run import run_pass
+    from nodefeatures.discovery.run import publishing, run_pass
 
     sources, cfg = host.prepare()
     read = host.live_host()
-    running = cfg.enabled(list(sources))
+    running = publishing(sources, cfg)
     return (lambda: run_pass(read, sources, cfg)), list(registry.installed()), cfg, running
 
 
@@ -260,6 +260,11 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         timer.daemon = True
         timer.start()
 
+    if cfg.oneshot:
+        if server is not None:
+            server.stop()
+        _once(runner, output_file, discover, installed, prefixes)
+        return
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("labelling %s every %.0f s (sources: %s)", target, seconds,
@@ -291,6 +296,36 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         fail(f"the agent loop stopped on an unexpected error after {runner.writes} writes: "
               f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
     log.info("stopped after %d writes", runner.writes)
+
+
+def _once(runner: Any, output_file: str | None, discover: Callable[[], Any],
+          installed: list[str], prefixes: tuple[str, ...]) -> None:
+    """GFD's oneshot (flags.gfd.oneshot, GFD_ONESHOT): one pass, then exit."""
+    from nodefeatures.cluster.agent import Unconfined
+    from nodefeatures.cluster.kube import KubeError
+
+    log.info("oneshot (GFD's flags.gfd.oneshot): one pass, then exit")
+    if output_file is not None:
+        from nodefeatures.cluster import featurefile
+        from nodefeatures.cluster.reconcile import evidence_from
+
+        discovery = discover()
+        report(discovery)
+        try:
+            _, written = featurefile.sync(output_file, evidence_from(discovery, installed),
+                                          prefixes)
+        except OSError as exc:
+            fail(f"cannot write {output_file}: {exc.strerror or exc}")
+        log.info("%s %s", "updated" if written else "unchanged", output_file)
+        return
+    try:
+        decided = runner.sync()
+    except Unconfined as exc:
+        fail(str(exc))
+    except KubeError as exc:
+        _api_failed(exc)
+    log.info("node %s: %d labels published", runner.options.node,
+             len(decided.ledger.owners))
 
 
 @click.command()

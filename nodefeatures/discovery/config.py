@@ -158,12 +158,26 @@ def defaults(sources: Mapping[str, Source]) -> dict[str, Any]:
 
 def load(path: str | Path | None, sources: Mapping[str, Source]) -> Config:
     """Read and validate a config file; None or a missing default file gives defaults."""
+    data, file = read_data(path)
+    if file is None:
+        return build({}, sources)
+    try:
+        config = build({} if data is None else data, sources)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    config.path = str(file)
+    return config
+
+
+def read_data(path: str | Path | None) -> tuple[Any, Path | None]:
+    """A config file's parsed YAML and its path; (None, None) when no file was named and
+    the default one is absent."""
     explicit = path is not None
     file = Path(path) if explicit else Path(DEFAULT_PATH)
     if not file.exists():
         if explicit:
             raise ConfigError(f"{file}: no such file")
-        return build({}, sources)
+        return None, None
     import yaml  # only when there is a file: it is a noticeable part of a cold start
 
     text = _read(file)
@@ -176,12 +190,7 @@ def load(path: str | Path | None, sources: Mapping[str, Source]) -> Config:
     except ValueError as exc:
         # int() of a literal past Python's digit limit, raised outside PyYAML's own errors.
         raise ConfigError(f"{file}: not usable YAML: {exc}") from None
-    try:
-        config = build({} if data is None else data, sources)
-    except ConfigError as exc:
-        raise ConfigError(f"{file}: {exc}") from None
-    config.path = str(file)
-    return config
+    return data, file
 
 
 def _yaml_problem(exc: Exception) -> str:
