@@ -149,6 +149,12 @@ def _discoverer(host: HostChoice):
     return (lambda: run_pass(read, sources, cfg)), list(registry.installed()), cfg, running
 
 
+def _installed() -> Any:
+    from nodefeatures.discovery import registry
+
+    return registry.installed()
+
+
 def _evidence(host: HostChoice):
     from nodefeatures.cluster.reconcile import evidence_from
 
@@ -219,10 +225,32 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    from nodefeatures.cluster.reload import LiveConfig, Reactor, config_files
+    from nodefeatures.discovery.run import publishing, run_pass
+
     prefixes = _checked_prefixes(prefixes)
-    discover, installed, cfg, running = _discoverer(host)
+    sources, cfg = host.prepare()
+    read = host.live_host()
+    running = publishing(sources, cfg)
+    installed = list(_installed())
     seconds = interval or max(1.0, float(cfg.core["sleepInterval"]))
     metrics = Metrics()
+    runner_box: list[Any] = []
+
+    def applied(new: Any) -> None:
+        """A reloaded config in force: the interval and log level follow it."""
+        from nodefeatures.cli.options import apply_log_level
+
+        apply_log_level(new)
+        if interval is None and runner_box:
+            runner_box[0].options.interval = max(1.0, float(new.core["sleepInterval"]))
+
+    live = LiveConfig(lambda: host.load_config(sources), cfg,
+                      config_files(host.config_path, host.gfd_config_path), metrics, applied)
+
+    def discover() -> Any:
+        return run_pass(read, sources, live.config)
+
     runner: Agent | FileAgent
     if output_file is not None:
         if node:
@@ -237,6 +265,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
                           confinement_policy=confinement_policy)
         runner = Agent(_node_api(kubeconfig, name), discover, installed, options, metrics)
         target = f"node {name}"
+    runner_box.append(runner)
     server = None
     if metrics_port:
         try:
@@ -284,8 +313,13 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
 
     loop = threading.Thread(target=loop_body, name="agent-loop", daemon=True)
     loop.start()
+    # A feature file, rule file or config change reaches the loop at once (the periodic
+    # pass stays as the safety net).
+    reactor = Reactor(runner, live, read.root, sources)
+    reactor.start()
     while loop.is_alive():
         loop.join(0.5)
+    reactor.stop()
     if server is not None:
         server.stop()
     if crashed:
