@@ -225,6 +225,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    from nodefeatures.cluster.nopublish import NoPublishAgent
     from nodefeatures.cluster.reload import LiveConfig, Reactor, config_files
     from nodefeatures.discovery.run import publishing, run_pass
 
@@ -244,6 +245,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         apply_log_level(new)
         if interval is None and runner_box:
             runner_box[0].options.interval = max(1.0, float(new.core["sleepInterval"]))
+        if bool(new.core.get("noPublish")) != bool(cfg.core.get("noPublish")):
+            log.warning("core.noPublish changed: that takes effect when the agent restarts")
 
     live = LiveConfig(lambda: host.load_config(sources), cfg,
                       config_files(host.config_path, host.gfd_config_path), metrics, applied)
@@ -251,8 +254,15 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     def discover() -> Any:
         return run_pass(read, sources, live.config)
 
-    runner: Agent | FileAgent
-    if output_file is not None:
+    runner: Agent | FileAgent | NoPublishAgent
+    if cfg.core.get("noPublish"):
+        # nfd-worker's dry run: discovery as usual, no credentials, no request, no file.
+        if node:
+            _checked_node(node)
+        options = Options(node=node or "", interval=seconds, prefixes=prefixes)
+        runner = NoPublishAgent(discover, installed, options, metrics)
+        target = "nothing (core.noPublish)"
+    elif output_file is not None:
         if node:
             _checked_node(node)
         options = Options(node=node or "", interval=seconds, prefixes=prefixes)

@@ -299,3 +299,24 @@ def test_run_reacts_to_a_feature_file_and_reloads_its_config(tmp_path: Path) -> 
         _, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
     assert "configuration reloaded" in err, err
+
+
+def test_no_publish_runs_discovery_and_publishes_nothing(tmp_path: Path) -> None:
+    """nfd-worker's core.noPublish: no credentials needed, no request, no file."""
+    import subprocess
+    import sys
+
+    root, _ = _host(tmp_path)
+    config = tmp_path / "nfd-worker.conf"
+    config.write_text("core:\n  noPublish: true\n  sleepInterval: 1s\n")
+    output = tmp_path / "out" / "nodefeatures"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodefeatures", "run", "--root", str(root), "--source", "system",
+         "--config", str(config), "--output-file", str(output), "--metrics-port", "0",
+         "--kubeconfig", str(tmp_path / "absent")], stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    process.terminate()
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert "core.noPublish: not publishing" in err, err
+    assert not output.exists()

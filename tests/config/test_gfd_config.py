@@ -217,3 +217,23 @@ def test_oneshot_run_labels_once_and_exits(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
     assert "system-os_release.ID=debian" in target.read_text()
     assert "oneshot" in done.stderr
+
+
+def test_config_effective_prints_the_merged_configuration_in_force(tmp_path: Path) -> None:
+    import yaml
+
+    result = CliRunner(env={"GFD_SLEEP_INTERVAL": "3m"}).invoke(
+        main, ["config", "--effective", "--config", str(HERE / "nfd-worker.conf"),
+               "--gfd-config", str(GFD_CONF)])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["core"]["sleepInterval"] == 180  # GFD's variable over both files
+    assert shown["core"]["featureSources"] == ["all", "-memory"]
+    assert shown["sources"]["nvidia"]["migStrategy"] == "single"
+    assert "uses the rule above" in shown["sources"]["custom"]["rules"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("core:\n  sleepInterval: soon\n")
+    failed = CliRunner().invoke(main, ["config", "--effective", "--config", str(bad)])
+    assert failed.exit_code == 2
+    assert "core.sleepInterval: not a duration" in failed.output
+    assert CliRunner().invoke(main, ["config"]).exit_code == 2
