@@ -248,8 +248,11 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         if bool(new.core.get("noPublish")) != bool(cfg.core.get("noPublish")):
             log.warning("core.noPublish changed: that takes effect when the agent restarts")
 
+    from nodefeatures.discovery.effective import gfd_file_from
+
+    gfd_path = host.gfd_config_path or gfd_file_from(os.environ)
     live = LiveConfig(lambda: host.load_config(sources), cfg,
-                      config_files(host.config_path, host.gfd_config_path), metrics, applied)
+                      config_files(host.config_path, gfd_path), metrics, applied)
 
     def discover() -> Any:
         return run_pass(read, sources, live.config)
@@ -321,12 +324,14 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         except BaseException as exc:
             crashed.append(exc)
 
+    # A feature file, rule file or config change reaches the loop at once (the periodic
+    # pass stays as the safety net). Watching first: a change during the first pass is
+    # then seen too.
+    reactor = Reactor(runner, live, read.root, sources)
+    if reactor.start():
+        reactor.watcher.armed.wait(2.0)
     loop = threading.Thread(target=loop_body, name="agent-loop", daemon=True)
     loop.start()
-    # A feature file, rule file or config change reaches the loop at once (the periodic
-    # pass stays as the safety net).
-    reactor = Reactor(runner, live, read.root, sources)
-    reactor.start()
     while loop.is_alive():
         loop.join(0.5)
     reactor.stop()

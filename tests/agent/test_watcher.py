@@ -320,3 +320,36 @@ def test_no_publish_runs_discovery_and_publishes_nothing(tmp_path: Path) -> None
     assert process.returncode == 0, err
     assert "core.noPublish: not publishing" in err, err
     assert not output.exists()
+
+
+def test_config_files_include_gfds_from_its_environment(tmp_path: Path) -> None:
+    from nodefeatures.cluster.reload import config_files
+    from nodefeatures.discovery.effective import gfd_file_from
+
+    gfd = tmp_path / "gfd.yaml"
+    assert gfd_file_from({"CONFIG_FILE": str(gfd)}) == str(gfd)
+    assert gfd_file_from({"GFD_CONFIG_FILE": "a", "CONFIG_FILE": "b"}) == "a"
+    assert config_files(None, str(gfd)) == [configuration.DEFAULT_PATH, str(gfd)]
+
+
+def test_a_gfd_config_change_is_reloaded(tmp_path: Path) -> None:
+    """GFD's file, beside ours: its update is a new configuration too."""
+    from nodefeatures.discovery import effective
+
+    sources = load_sources(["nvidia", "system"])[0]
+    config_map = ConfigMap(tmp_path / "gfd", "config.yaml")
+    config_map.update("version: v1\nflags:\n  migStrategy: single\n")
+
+    def load() -> configuration.Config:
+        return effective.load(None, sources, gfd_path=config_map.path, env={})
+
+    live = LiveConfig(load, load(), [str(config_map.path)], Metrics())
+    assert live.config.options("nvidia")["migStrategy"] == "single"
+    config_map.update("version: v1\nflags:\n  migStrategy: mixed\n")
+    assert live.reload()
+    assert live.config.options("nvidia")["migStrategy"] == "mixed"
+    assert not live.reload()  # nothing changed since
+    config_map.update("version: v1\nflags:\n  migStrategy: all\n")
+    assert not live.reload()
+    assert live.rejected is not None and "flags.migStrategy" in live.rejected
+    assert live.config.options("nvidia")["migStrategy"] == "mixed"
