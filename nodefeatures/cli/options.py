@@ -121,13 +121,20 @@ class HostChoice:
         return Host(root=HostRoot(self.root, proc=self.proc))
 
 
+_BASE_LEVEL: list[int] = []  # the level the command line chose, before any config
+
+
 def apply_log_level(cfg: Config) -> None:
-    """nfd-worker's core.klog.v: 2 or more turns debug logging on (as --verbose does)."""
+    """nfd-worker's core.klog.v: 2 or more turns debug logging on (as --verbose does); a
+    reloaded config with less goes back to what the command line chose."""
     from nodefeatures.discovery.config import KLOG_DEBUG_LEVEL, klog_verbosity
 
+    root = logging.getLogger()
+    if not _BASE_LEVEL:
+        _BASE_LEVEL.append(root.level)
     level = klog_verbosity(cfg.core)
-    if level is not None and level >= KLOG_DEBUG_LEVEL:
-        logging.getLogger().setLevel(logging.DEBUG)
+    debug = level is not None and level >= KLOG_DEBUG_LEVEL
+    root.setLevel(logging.DEBUG if debug else _BASE_LEVEL[0])
 
 
 def _warn_unknown_label_sources(cfg: Config) -> None:
@@ -137,11 +144,12 @@ def _warn_unknown_label_sources(cfg: Config) -> None:
     from nodefeatures.discovery import registry
 
     installed = list(registry.installed())
-    for position, entry in enumerate(cfg.core["labelSources"]):
-        name = entry[1:] if entry.startswith("-") else entry
-        if name != "all" and name not in installed:
-            log.warning("core.labelSources[%d]: no such source %r (installed: %s)",
-                        position, entry, ", ".join(installed))
+    for option in ("labelSources", "featureSources"):
+        for position, entry in enumerate(cfg.core.get(option) or []):
+            name = entry[1:] if entry.startswith("-") else entry
+            if name != "all" and name not in installed:
+                log.warning("core.%s[%d]: no such source %r (installed: %s)",
+                            option, position, entry, ", ".join(installed))
     if not cfg.enabled(installed):
         log.warning("core.labelSources selects no source: no label will be published")
 

@@ -142,3 +142,35 @@ def test_the_example_conf_replays_a_fixture_with_its_choices_in_effect() -> None
     names = [r.name for r in discovery.results]
     assert "storage" not in names and "memory" not in names
     assert not any(k.endswith("cpuid.MMX") for k in discovery.values())
+
+
+def test_klog_v_sets_debug_logging_and_a_reload_can_take_it_back() -> None:
+    import logging
+
+    from nodefeatures.cli import options
+
+    root = logging.getLogger()
+    saved, saved_base = root.level, list(options._BASE_LEVEL)
+    try:
+        options._BASE_LEVEL[:] = []
+        root.setLevel(logging.INFO)
+        options.apply_log_level(build({"core": {"klog": {"v": "4"}}}, SOURCES))
+        assert root.level == logging.DEBUG
+        options.apply_log_level(build({"core": {"klog": {"v": 1}}}, SOURCES))
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(saved)
+        options._BASE_LEVEL[:] = saved_base
+
+
+def test_a_misspelt_feature_source_is_warned_about(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from nodefeatures.cli import main
+
+    config = tmp_path / "nfd.conf"
+    config.write_text("core:\n  featureSources: [all, -cpuu]\n")
+    result = CliRunner().invoke(main, ["dump", "--format", "json", "--config", str(config),
+                                       "--fixture", str(FIXTURES / "cpu-only-rocky9")])
+    assert result.exit_code == 0, result.output
+    assert "core.featureSources[1]: no such source '-cpuu'" in result.output
