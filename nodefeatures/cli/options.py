@@ -121,7 +121,8 @@ class HostChoice:
         return Host(root=HostRoot(self.root, proc=self.proc))
 
 
-_BASE_LEVEL: list[int] = []  # the level the command line chose, before any config
+# The level the command line chose, while core.klog.v has raised it to debug.
+_BASE_LEVEL: list[int] = []
 
 
 def apply_log_level(cfg: Config) -> None:
@@ -130,11 +131,13 @@ def apply_log_level(cfg: Config) -> None:
     from nodefeatures.discovery.config import KLOG_DEBUG_LEVEL, klog_verbosity
 
     root = logging.getLogger()
-    if not _BASE_LEVEL:
-        _BASE_LEVEL.append(root.level)
     level = klog_verbosity(cfg.core)
-    debug = level is not None and level >= KLOG_DEBUG_LEVEL
-    root.setLevel(logging.DEBUG if debug else _BASE_LEVEL[0])
+    if level is not None and level >= KLOG_DEBUG_LEVEL:
+        if not _BASE_LEVEL:
+            _BASE_LEVEL.append(root.level)
+        root.setLevel(logging.DEBUG)
+    elif _BASE_LEVEL:
+        root.setLevel(_BASE_LEVEL.pop())
 
 
 def _warn_unknown_label_sources(cfg: Config) -> None:
