@@ -26,6 +26,7 @@ def setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _BASE_LEVEL.clear()  # a new command: its own level is the base
 
 
 DEBUG_ENV = "NODEFEATURES_DEBUG"
