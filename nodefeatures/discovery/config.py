@@ -458,6 +458,11 @@ def _joined(problems: list[str]) -> str:
     return "; ".join(shown) + (f"; and {more} more problems" if more else "")
 
 
+def shape_problems(data: Any) -> list[str]:
+    """Problems no option could accept (see _shape_problems), for any parsed config."""
+    return _shape_problems(data)
+
+
 def _shape_problems(data: Any) -> list[str]:
     """Problems no option could accept: non-string keys, numbers out of range, a tree too
     deep or too large. Iterative and bounded, whatever the aliases make the tree."""

@@ -44,6 +44,10 @@ def load(path: str | Path | None, sources: Mapping[str, Source], *,
                               "one of them")
         gfd_data, gfd_file = configuration.read_data(gfd_path)
         gfd_origin = str(gfd_file)
+    # GFD's file gets the bounds ours gets: depth, size with aliases, finite numbers.
+    shape = configuration.shape_problems(gfd_data) if gfd_data is not None else []
+    if shape:
+        raise ConfigError(f"{gfd_origin}: {'; '.join(shape)}")
     try:
         gfd = gfdconfig.settings(gfd_data, env, gfd_origin)
     except gfdconfig.GfdConfigError as exc:

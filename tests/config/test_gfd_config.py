@@ -237,3 +237,15 @@ def test_config_effective_prints_the_merged_configuration_in_force(tmp_path: Pat
     assert failed.exit_code == 2
     assert "core.sleepInterval: not a duration" in failed.output
     assert CliRunner().invoke(main, ["config"]).exit_code == 2
+
+
+def test_gfd_files_have_the_same_bounds_as_ours(tmp_path: Path) -> None:
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    body = "\n".join(f"    {line}" for line in lines)
+    bomb = _write(tmp_path, f"version: v1\nimex:\n  channelIDs:\n{body}\n")
+    assert "too large: more than 100000 values" in _problem({}, bomb)
+    big = _write(tmp_path, "version: v1\n" + "#" * (1 << 20))
+    assert "larger than 1048576 bytes" in _problem({}, big)
+    deep = _write(tmp_path, "version: v1\nflags: " + "[" * 40 + "]" * 40 + "\n")
+    assert "nested too deeply" in _problem({}, deep)
