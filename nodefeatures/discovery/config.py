@@ -53,6 +53,11 @@ CORE_DEFAULTS: dict[str, Any] = {
 # there (Go's encoding/json), so they do here; other sources' names are exact.
 NFD_SOURCES = frozenset({"cpu", "kernel", "pci", "usb", "local"})
 
+# Options older nfd-worker releases documented and later ones dropped (and ignore).
+_RETIRED = {
+    "local": {"hooksEnabled": "nfd-worker removed hooks in v0.17; feature files remain"},
+}
+
 # nfd-worker's sources with options that have no counterpart here.
 NFD_ONLY_SOURCES = {
     "fake": "nfd-worker's test source, which publishes made-up features; not installed here",
@@ -308,8 +313,14 @@ def build(data: Any, sources: Mapping[str, Source]) -> Config:
             merged[name], found = built
             problems += [f"sources.{name}{p}" for p in found]
             continue
-        options = _merge(source.defaults, _or_empty(source_data.get(name)), f"sources.{name}",
-                         problems, fold_case=name in NFD_SOURCES)
+        given = _or_empty(source_data.get(name))
+        if isinstance(given, Mapping) and any(k in given for k in _RETIRED.get(name, {})):
+            given = dict(given)
+            for key, why in _RETIRED[name].items():
+                if given.pop(key, None) is not None:
+                    notices.append(f"sources.{name}.{key} is accepted and ignored: {why}")
+        options = _merge(source.defaults, given, f"sources.{name}", problems,
+                         fold_case=name in NFD_SOURCES)
         try:
             problems += [f"sources.{name}.{p}" for p in source.validate_options(options)]
         except Exception as exc:

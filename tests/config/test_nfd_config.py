@@ -174,3 +174,9 @@ def test_a_misspelt_feature_source_is_warned_about(tmp_path: Path) -> None:
                                        "--fixture", str(FIXTURES / "cpu-only-rocky9")])
     assert result.exit_code == 0, result.output
     assert "core.featureSources[1]: no such source '-cpuu'" in result.output
+
+
+def test_an_older_nfd_worker_conf_with_hooks_enabled_still_loads() -> None:
+    config = build({"sources": {"local": {"hooksEnabled": False}}}, SOURCES)
+    assert [n for n in config.notices if n.startswith("sources.local.hooksEnabled")]
+    assert "hooksEnabled" not in config.options("local")
