@@ -141,16 +141,23 @@ def _discoverer(host: HostChoice):
     """A discovery callable for this host, every installed source's name, the config, and
     the names of the sources that run (--source and core.labelSources narrow them)."""
     from nodefeatures.discovery import registry
-    from nodefeatures.discovery.run import run_pass
+    from nodefeatures.discovery.run import publishing, run_pass
 
     sources, cfg = host.prepare()
     read = host.live_host()
-    running = cfg.enabled(list(sources))
+    running = publishing(sources, cfg)
+
     def discover(paused: frozenset[str] = frozenset()) -> Any:
         # A paused source (the GPU Operator's pause labels) does not run at all.
         return run_pass(read, {n: s for n, s in sources.items() if n not in paused}, cfg)
 
     return discover, list(registry.installed()), cfg, running
+
+
+def _installed() -> Any:
+    from nodefeatures.discovery import registry
+
+    return registry.installed()
 
 
 def _evidence(host: HostChoice):
@@ -223,12 +230,49 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    from nodefeatures.cluster.nopublish import NoPublishAgent
+    from nodefeatures.cluster.reload import LiveConfig, Reactor, config_files
+    from nodefeatures.discovery.run import publishing, run_pass
+
     prefixes = _checked_prefixes(prefixes)
-    discover, installed, cfg, running = _discoverer(host)
+    sources, cfg = host.prepare()
+    read = host.live_host()
+    running = publishing(sources, cfg)
+    installed = list(_installed())
     seconds = interval or max(1.0, float(cfg.core["sleepInterval"]))
     metrics = Metrics()
-    runner: Agent | FileAgent
-    if output_file is not None:
+    runner_box: list[Any] = []
+
+    def applied(new: Any) -> None:
+        """A reloaded config in force: the interval and log level follow it."""
+        from nodefeatures.cli.options import apply_log_level
+
+        apply_log_level(new)
+        if interval is None and runner_box:
+            runner_box[0].options.interval = max(1.0, float(new.core["sleepInterval"]))
+        if bool(new.core.get("noPublish")) != bool(cfg.core.get("noPublish")):
+            log.warning("core.noPublish changed: that takes effect when the agent restarts")
+
+    from nodefeatures.discovery.effective import gfd_file_from
+
+    gfd_path = host.gfd_config_path or gfd_file_from(os.environ)
+    live = LiveConfig(lambda: host.load_config(sources), cfg,
+                      config_files(host.config_path, gfd_path), metrics, applied)
+
+    def discover(paused: frozenset[str] = frozenset()) -> Any:
+        # A paused source (the GPU Operator's pause labels) does not run at all.
+        return run_pass(read, {n: s for n, s in sources.items() if n not in paused},
+                        live.config)
+
+    runner: Agent | FileAgent | NoPublishAgent
+    if cfg.core.get("noPublish"):
+        # nfd-worker's dry run: discovery as usual, no credentials, no request, no file.
+        if node:
+            _checked_node(node)
+        options = Options(node=node or "", interval=seconds, prefixes=prefixes)
+        runner = NoPublishAgent(discover, installed, options, metrics)
+        target = "nothing (core.noPublish)"
+    elif output_file is not None:
         if node:
             _checked_node(node)
         options = Options(node=node or "", interval=seconds, prefixes=prefixes)
@@ -241,6 +285,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
                           confinement_policy=confinement_policy)
         runner = Agent(_node_api(kubeconfig, name), discover, installed, options, metrics)
         target = f"node {name}"
+    runner_box.append(runner)
     server = None
     if metrics_port:
         try:
@@ -264,6 +309,11 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         timer.daemon = True
         timer.start()
 
+    if cfg.oneshot:
+        if server is not None:
+            server.stop()
+        _once(runner, output_file, discover, installed, prefixes)
+        return
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("labelling %s every %.0f s (sources: %s)", target, seconds,
@@ -281,10 +331,17 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         except BaseException as exc:
             crashed.append(exc)
 
+    # A feature file, rule file or config change reaches the loop at once (the periodic
+    # pass stays as the safety net). Watching first: a change during the first pass is
+    # then seen too.
+    reactor = Reactor(runner, live, read.root, sources)
+    if reactor.start():
+        reactor.watcher.armed.wait(2.0)
     loop = threading.Thread(target=loop_body, name="agent-loop", daemon=True)
     loop.start()
     while loop.is_alive():
         loop.join(0.5)
+    reactor.stop()
     if server is not None:
         server.stop()
     if crashed:
@@ -295,6 +352,36 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         fail(f"the agent loop stopped on an unexpected error after {runner.writes} writes: "
               f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
     log.info("stopped after %d writes", runner.writes)
+
+
+def _once(runner: Any, output_file: str | None, discover: Callable[[], Any],
+          installed: list[str], prefixes: tuple[str, ...]) -> None:
+    """GFD's oneshot (flags.gfd.oneshot, GFD_ONESHOT): one pass, then exit."""
+    from nodefeatures.cluster.agent import Unconfined
+    from nodefeatures.cluster.kube import KubeError
+
+    log.info("oneshot (GFD's flags.gfd.oneshot): one pass, then exit")
+    if output_file is not None:
+        from nodefeatures.cluster import featurefile
+        from nodefeatures.cluster.reconcile import evidence_from
+
+        discovery = discover()
+        report(discovery)
+        try:
+            _, written = featurefile.sync(output_file, evidence_from(discovery, installed),
+                                          prefixes)
+        except OSError as exc:
+            fail(f"cannot write {output_file}: {exc.strerror or exc}")
+        log.info("%s %s", "updated" if written else "unchanged", output_file)
+        return
+    try:
+        decided = runner.sync()
+    except Unconfined as exc:
+        fail(str(exc))
+    except KubeError as exc:
+        _api_failed(exc)
+    log.info("node %s: %d labels published", runner.options.node,
+             len(decided.ledger.owners))
 
 
 @click.command()

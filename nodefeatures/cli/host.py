@@ -79,14 +79,45 @@ def list_sources() -> None:
 
 
 @click.command("config")
-@click.option("--defaults", is_flag=True, required=True,
-              help="Print the effective default configuration.")
-def show_config(defaults: bool) -> None:
-    """Print configuration (currently: the defaults)."""
+@click.option("--defaults", is_flag=True, help="Print the effective default configuration.")
+@click.option("--effective", is_flag=True,
+              help="Print the configuration in force: the config file, GFD's file and "
+                   "environment, merged and validated (rules shown by name).")
+@click.option("--config", "config_path", default=None, metavar="PATH",
+              help="Config file, ours, nfd-worker's or GFD's [default: "
+                   "/etc/nodefeatures/config.yaml if present].")
+@click.option("--gfd-config", "gfd_config_path", default=None, metavar="PATH",
+              help="GFD's config file [default: $GFD_CONFIG_FILE or $CONFIG_FILE].")
+def show_config(defaults: bool, effective: bool, config_path: str | None,
+                gfd_config_path: str | None) -> None:
+    """Print configuration: the defaults, or the configuration in force."""
     import yaml
 
     from nodefeatures.discovery import config as configuration
     from nodefeatures.discovery.run import load_sources
 
-    sources, _ = load_sources()
-    click.echo(yaml.safe_dump(configuration.defaults(sources), sort_keys=False).rstrip())
+    if defaults == effective:
+        fail("give one of --defaults and --effective")
+    if defaults:
+        sources, _ = load_sources()
+        click.echo(yaml.safe_dump(configuration.defaults(sources), sort_keys=False).rstrip())
+        return
+    sources, cfg = HostChoice("/", None, config_path, (), None, gfd_config_path).prepare()
+    shown: dict[str, object] = {"core": cfg.core,
+                                "sources": {n: _plain(o) for n, o in cfg.sources.items()}}
+    if cfg.oneshot:
+        shown["oneshot"] = True
+    click.echo(yaml.safe_dump(_plain(shown), sort_keys=False).rstrip())
+
+
+def _plain(value: object) -> object:
+    """Options as YAML can print them: a parsed rule by its name."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(getattr(value, "name", value))

@@ -26,6 +26,7 @@ def setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _BASE_LEVEL.clear()  # a new command: its own level is the base
 
 
 DEBUG_ENV = "NODEFEATURES_DEBUG"
@@ -59,6 +60,7 @@ class HostChoice:
     config_path: str | None
     only: tuple[str, ...]
     mig_strategy: str | None
+    gfd_config_path: str | None = None
 
     def prepare(self) -> tuple[dict[str, Source], Config]:
         """Installed sources and the validated config; exits 2 when either is unusable."""
@@ -70,22 +72,35 @@ class HostChoice:
             fail("; ".join(errors))
         for error in errors:
             log.warning("%s", error)
-        if self.config_path == "":
-            fail("--config: the path is empty")
+        for option, path in (("--config", self.config_path),
+                             ("--gfd-config", self.gfd_config_path)):
+            if path == "":
+                fail(f"{option}: the path is empty")
         try:
-            cfg = configuration.load(self.config_path, sources)
+            cfg = self.load_config(sources)
         except configuration.ConfigError as exc:
             fail(str(exc))
+        for notice in cfg.notices:
+            log.info("%s", notice)
+        if not self.only:
+            _warn_unknown_label_sources(cfg)
+        if self.mig_strategy is not None and "nvidia" not in cfg.sources:
+            log.warning("--mig-strategy has no effect: the nvidia source is not installed")
+        apply_log_level(cfg)
+        return sources, cfg
+
+    def load_config(self, sources: dict[str, Source]) -> Config:
+        """The configuration in force with this command line's overrides, which win over
+        the files and GFD's environment; raises ConfigError. Also what a reload runs."""
+        from nodefeatures.discovery import effective
+
+        cfg = effective.load(self.config_path, sources, gfd_path=self.gfd_config_path)
         if self.only:
             cfg.core["labelSources"] = list(self.only)
-        else:
-            _warn_unknown_label_sources(cfg)
-        if self.mig_strategy is not None:
-            if "nvidia" in cfg.sources:
-                cfg.sources["nvidia"]["migStrategy"] = self.mig_strategy
-            else:
-                log.warning("--mig-strategy has no effect: the nvidia source is not installed")
-        return sources, cfg
+            cfg.core["featureSources"] = ["all"]
+        if self.mig_strategy is not None and "nvidia" in cfg.sources:
+            cfg.sources["nvidia"]["migStrategy"] = self.mig_strategy
+        return cfg
 
     def check_paths(self) -> None:
         """Exit 2 when --root or --proc is not a directory: read through, every file would
@@ -107,6 +122,25 @@ class HostChoice:
         return Host(root=HostRoot(self.root, proc=self.proc))
 
 
+# The level the command line chose, while core.klog.v has raised it to debug.
+_BASE_LEVEL: list[int] = []
+
+
+def apply_log_level(cfg: Config) -> None:
+    """nfd-worker's core.klog.v: 2 or more turns debug logging on (as --verbose does); a
+    reloaded config with less goes back to what the command line chose."""
+    from nodefeatures.discovery.config import KLOG_DEBUG_LEVEL, klog_verbosity
+
+    root = logging.getLogger()
+    level = klog_verbosity(cfg.core)
+    if level is not None and level >= KLOG_DEBUG_LEVEL:
+        if not _BASE_LEVEL:
+            _BASE_LEVEL.append(root.level)
+        root.setLevel(logging.DEBUG)
+    elif _BASE_LEVEL:
+        root.setLevel(_BASE_LEVEL.pop())
+
+
 def _warn_unknown_label_sources(cfg: Config) -> None:
     """A misspelt core.labelSources entry selects nothing; say so rather than publish
     fewer labels in silence. A warning, not an error: one config may serve images with
@@ -114,11 +148,12 @@ def _warn_unknown_label_sources(cfg: Config) -> None:
     from nodefeatures.discovery import registry
 
     installed = list(registry.installed())
-    for position, entry in enumerate(cfg.core["labelSources"]):
-        name = entry[1:] if entry.startswith("-") else entry
-        if name != "all" and name not in installed:
-            log.warning("core.labelSources[%d]: no such source %r (installed: %s)",
-                        position, entry, ", ".join(installed))
+    for option in ("labelSources", "featureSources"):
+        for position, entry in enumerate(cfg.core.get(option) or []):
+            name = entry[1:] if entry.startswith("-") else entry
+            if name != "all" and name not in installed:
+                log.warning("core.%s[%d]: no such source %r (installed: %s)",
+                            option, position, entry, ", ".join(installed))
     if not cfg.enabled(installed):
         log.warning("core.labelSources selects no source: no label will be published")
 
@@ -128,8 +163,9 @@ def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def with_choice(*args: Any, root: str, proc: str | None, config_path: str | None,
-                    only: tuple[str, ...], mig_strategy: str | None, **kwargs: Any) -> Any:
-        choice = HostChoice(root, proc, config_path, only, mig_strategy)
+                    only: tuple[str, ...], mig_strategy: str | None,
+                    gfd_config_path: str | None, **kwargs: Any) -> Any:
+        choice = HostChoice(root, proc, config_path, only, mig_strategy, gfd_config_path)
         return func(*args, host=choice, **kwargs)
 
     decorators = [
@@ -138,7 +174,12 @@ def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--proc", default=None, metavar="PATH",
                      help="Read /proc from here instead of <root>/proc."),
         click.option("--config", "config_path", default=None, metavar="PATH",
-                     help="Config file [default: /etc/nodefeatures/config.yaml if present]."),
+                     help="Config file, ours or nfd-worker's, or GFD's (a file with a "
+                          "`version` key) [default: /etc/nodefeatures/config.yaml if "
+                          "present]."),
+        click.option("--gfd-config", "gfd_config_path", default=None, metavar="PATH",
+                     help="GFD's (device plugin's) config file, beside --config [default: "
+                          "$GFD_CONFIG_FILE or $CONFIG_FILE, as GFD reads them]."),
         click.option("--source", "only", multiple=True, metavar="NAME",
                      help="Run only this source (repeatable)."),
         click.option("--mig-strategy", type=click.Choice(["none", "single", "mixed"]),

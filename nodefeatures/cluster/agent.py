@@ -273,6 +273,10 @@ class Agent:
         self._pass_now = True
         self._wake.set()
 
+    def post_event(self, kind: str, reason: str, message: str) -> None:
+        """An Event on the Node, at most once per event period (a rejected config)."""
+        self._event(kind, reason, message)
+
     def stop(self) -> None:
         """Ask `run()` to return; a request in flight completes first. Signal-safe."""
         self._stopping.set()
@@ -924,6 +928,7 @@ class FileAgent:
         self.writes = 0
         self.heartbeat = time.monotonic()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
         self._sources = SourceReporter(self.metrics)
         self._problems: dict[str, str] = {}
         self._skipped: frozenset[str] = frozenset()
@@ -932,6 +937,7 @@ class FileAgent:
         from nodefeatures.cluster import featurefile
 
         while not self._stopping.is_set():
+            self._wake.clear()  # a poke from here on runs another pass after this one
             self.heartbeat = time.monotonic()
             started = time.perf_counter()
             discovery = self.discover()
@@ -965,10 +971,15 @@ class FileAgent:
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
             interval = self.options.interval * self.rng.uniform(1 - self.options.jitter,
                                                                 1 + self.options.jitter)
-            self._stopping.wait(interval)
+            self._wake.wait(interval)
+
+    def poke(self) -> None:
+        """Run the next pass now instead of at the end of the interval."""
+        self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
     def alive(self) -> bool:
         return time.monotonic() - self.heartbeat < 2 * self.options.interval + 60

@@ -293,6 +293,13 @@ class HostRoot:
             return self._opener(dir_fd, inner, flags)  # type: ignore[operator]
         return walk_open(dir_fd, inner, flags)
 
+    def open_directory(self, path: str) -> int:
+        """An O_PATH descriptor of a host directory, resolved inside the root as every read
+        is (for a file watch on /proc/self/fd/N); the caller closes it. Raises OSError."""
+        if not self.normalize(path):
+            return os.open(self.root, self._root_flags)
+        return self._open(path, _O_PATH | os.O_DIRECTORY)
+
     def resolve(self, path: str) -> Path | None:
         """Where a host path leads, following symlinks inside the root (for diagnostics).
 

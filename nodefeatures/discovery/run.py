@@ -74,19 +74,36 @@ def load_sources(only: Iterable[str] | None = None) -> tuple[dict[str, Source], 
 def run_pass(host: Host, sources: Mapping[str, Source], config: Config) -> Discovery:
     """Run every enabled source once; one source's failure never stops another."""
     host.root.refresh()
+    names = list(sources)
+    labelled, discovered = set(config.enabled(names)), set(config.discovers(names))
+    # As in NFD, core.featureSources says which sources discover (for labels and for
+    # rules) and core.labelSources which publish; a rules source only publishes.
     order = sorted(
-        (s for n, s in sources.items() if n in config.enabled(list(sources))),
+        (s for n, s in sources.items()
+         if (n in labelled if s.uses_features else n in discovered)),
         key=lambda s: (s.priority, s.name),
     )
     # Sources that match raw features (rules) need every other source's features
     # first, as NFD discovers all features before any label source runs.
-    results = [run_source(host, s, config) for s in order if not s.uses_features]
+    found = [run_source(host, s, config) for s in order if not s.uses_features]
+    results = list(found)
     for source in order:
         if source.uses_features:
-            results.append(run_source(host, source, config, others=tuple(results)))
+            results.append(run_source(host, source, config, others=tuple(found)))
+    # A source that only discovers for the rules is no part of the pass's labels, nor
+    # of its evidence: its labels on the Node stay, as for any disabled source.
+    results = [r for r in results if r.name in labelled]
     rank = {source.name: index for index, source in enumerate(order)}
     results.sort(key=lambda r: rank[r.name])
     return Discovery(results, config.budget())
+
+
+def publishing(sources: Mapping[str, Source], config: Config) -> list[str]:
+    """The names of the sources whose labels a pass publishes, in config order."""
+    names = list(sources)
+    discovered = set(config.discovers(names))
+    return [n for n in config.enabled(names)
+            if n in discovered or getattr(sources.get(n), "uses_features", False)]
 
 
 def run_source(host: Host, source: Source, config: Config,
