@@ -10,16 +10,17 @@ through `rule.matched`. Label names are used as written; a name without a prefix
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, Label
-from nodefeatures.discovery.rules import engine
-from nodefeatures.discovery.rules.features import FeatureSet
-from nodefeatures.discovery.rules.model import Rule, parse_rules
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
-from nodefeatures.sources.custom import files
-from nodefeatures.sources.custom.builtin import BUILTIN_RULES
+from nodefeatures.sources.custom import files, static
 from nodefeatures.sources.local import denied_namespace
+
+if TYPE_CHECKING:
+    from nodefeatures.discovery.rules import engine
+    from nodefeatures.discovery.rules.features import FeatureSet
+    from nodefeatures.discovery.rules.model import Rule
 
 LABELS = "label"  # the feature that carries rule labels from discover() to labels()
 
@@ -50,18 +51,31 @@ class CustomSource(Source):
     def build_options(self, given: Any) -> tuple[dict[str, Any], list[str]]:
         if given is None:
             return {"rules": []}, []
+        from nodefeatures.discovery.rules.model import parse_rules
+
         rules, problems = parse_rules(given, origin="config sources.custom")
         return {"rules": rules}, [str(p) if p.path else f": {p.message}" for p in problems]
 
     def discover(self, ctx: Context) -> Features:
-        features = rule_features(ctx)
-        rules: list[Rule] = [*BUILTIN_RULES, *ctx.options.get("rules", ())]
+        configured: list[Rule] = list(ctx.options.get("rules", ()))
         loaded = files.load(ctx)
         for shown, problem in loaded.problems:
             ctx.warn(f"{shown}: {problem}; the rules of this file are skipped")
             ctx.complete = False
-        rules += loaded.rules
+        configured += loaded.rules
         result = Features()
+        if not configured:
+            # The usual node: NFD's two static rules alone, checked without the engine.
+            if static.incomplete(ctx.others):
+                ctx.complete = False
+            for key, value, why in static.evaluate(ctx.others):
+                result.attribute(LABELS, key, value, why)
+            return result
+        from nodefeatures.discovery.rules import engine
+        from nodefeatures.sources.custom.builtin import BUILTIN_RULES
+
+        features = rule_features(ctx)
+        rules = [*BUILTIN_RULES, *configured]
         outcomes = engine.run(rules, features)
         asked = {name.partition(".")[0] for name in features.asked()}
         for other in ctx.others:
@@ -110,11 +124,15 @@ class CustomSource(Source):
 def rule_features(ctx: Context) -> FeatureSet:
     """What rules match in this pass: the other sources' features (`ctx.others`).
     `rules test` matches the same set."""
+    from nodefeatures.discovery.rules.features import FeatureSet
+
     return FeatureSet.from_results(ctx.others)
 
 
 def _explain(outcome: engine.Outcome) -> str:
     """`rule 'name' (origin): pci.device vendor=15b3` - the rule and what it matched."""
+    from nodefeatures.discovery.rules import engine
+
     parts = []
     elements = engine.matched_elements(outcome)
     for feature, text, count in elements[:_EXPLAINED]:

@@ -8,9 +8,12 @@ that does not parse, or holds an invalid rule, costs that file's rules only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from nodefeatures.discovery.rules.model import Problem, Rule, parse_rules
 from nodefeatures.discovery.source import Context
+
+if TYPE_CHECKING:
+    from nodefeatures.discovery.rules.model import Problem, Rule
 
 # NFD's directory, then ours.
 DIRECTORIES = (
@@ -42,12 +45,15 @@ def rule_files(ctx: Context, directory: str) -> list[str]:
 
 
 def load(ctx: Context) -> Loaded:
+    """Every custom.d file's rules; the engine's model loads only when a file exists."""
     loaded = Loaded()
     for directory in DIRECTORIES:
         for path in rule_files(ctx, directory):
             shown = ctx.root.display(path)
             data = ctx.root.read_bytes(path, limit=MAX_FILE_SIZE)
             if data is None:
+                from nodefeatures.discovery.rules.model import Problem
+
                 loaded.problems.append((shown, Problem("(file)", "cannot be read")))
                 continue
             rules, problems = parse_file(data, shown)
@@ -59,6 +65,8 @@ def load(ctx: Context) -> Loaded:
 def parse_file(data: bytes, origin: str) -> tuple[list[Rule], list[Problem]]:
     """The rules of one file, or none and why."""
     import yaml  # only when a custom.d file exists: a noticeable part of a cold start
+
+    from nodefeatures.discovery.rules.model import Problem, parse_rules
 
     try:
         document = yaml.safe_load(data.decode("utf-8"))
