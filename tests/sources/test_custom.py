@@ -313,3 +313,31 @@ def test_matched_flag_and_attribute_elements_are_recorded_by_name(tmp_path: Path
                                            "matchExpressions": {"site": "lab"}}]}]}}
     origin = custom_of(run(tree, config)).labels[NS + "both"].origin
     assert "kernel.loadedmodule nvidia" in origin and "local.label site=lab" in origin
+
+
+SECRET = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLXBheWxvYWQ"
+
+
+def test_a_custom_d_file_that_is_not_yaml_is_named_in_one_line_without_its_content(
+        tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file(f"{CUSTOM_D}/a.yaml", f"key: [unclosed {SECRET}\n  - nope: {SECRET}\n")
+    result = custom_of(run(tree))
+    shown = [w for w in result.warnings if "a.yaml" in w]
+    assert len(shown) == 1 and "not valid YAML" in shown[0]
+    assert "\n" not in shown[0] and "c2VjcmV0" not in shown[0]
+    assert "line 2" in shown[0]  # where, so the author can find it
+
+
+@pytest.mark.parametrize("content", ["[" * 5000 + "]" * 5000,
+                                     "- name: big\n  labels: {a: " + "9" * 5000 + "}\n"],
+                         ids=["nested-5000-deep", "integer-5000-digits"])
+def test_a_hostile_custom_d_file_costs_only_its_own_rules(tmp_path: Path, content: str) -> None:
+    tree = HostTree(tmp_path)
+    tree.file(f"{CUSTOM_D}/a-good.yaml", "- name: always\n  labels: {site.a: 'true'}\n")
+    tree.file(f"{CUSTOM_D}/b-hostile.yaml", content)
+    result = custom_of(run(tree))
+    assert result.error is None
+    assert {k: v.value for k, v in result.labels.items()} == {NS + "site.a": "true"}
+    assert any("b-hostile.yaml" in w for w in result.warnings)
+    assert result.complete is False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nodefeatures.discovery.config import _yaml_problem
 from nodefeatures.discovery.rules.model import Problem, Rule, parse_rules
 from nodefeatures.discovery.source import Context
 
@@ -65,8 +66,16 @@ def parse_file(data: bytes, origin: str) -> tuple[list[Rule], list[Problem]]:
     except UnicodeDecodeError:
         return [], [Problem("(file)", "not UTF-8 text")]
     except yaml.YAMLError as exc:
-        return [], [Problem("(file)", f"not valid YAML: {exc}")]
+        # PyYAML's own message quotes the file; the file may hold what must not leave the node.
+        return [], [Problem("(file)", f"not valid YAML{_yaml_problem(exc)}")]
+    except RecursionError:
+        return [], [Problem("(file)", "nested too deeply to read")]
+    except ValueError as exc:  # int() of a literal past Python's digit limit
+        return [], [Problem("(file)", f"not usable YAML: {' '.join(str(exc).split())}")]
     if document is None:
         return [], []
-    rules, problems = parse_rules(document, origin=origin)
+    try:
+        rules, problems = parse_rules(document, origin=origin)
+    except RecursionError:
+        return [], [Problem("(file)", "nested too deeply to read")]
     return ([], problems) if problems else (rules, [])
