@@ -341,3 +341,20 @@ def test_a_hostile_custom_d_file_costs_only_its_own_rules(tmp_path: Path, conten
     assert {k: v.value for k, v in result.labels.items()} == {NS + "site.a": "true"}
     assert any("b-hostile.yaml" in w for w in result.warnings)
     assert result.complete is False
+
+
+def test_rule_names_and_label_keys_in_warnings_are_quoted_and_bounded(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file("proc/modules", "ib_uverbs 1 0 - Live 0x0\n")
+    long_name = "r" * 100_000
+    tree.file(f"{CUSTOM_D}/a.yaml",
+              '- name: "n\\nERROR forged name"\n'
+              '  labels: {"k\\nERROR forged key": "@kernel.loadedmodule.nope"}\n'
+              f'- name: {long_name}\n'
+              '  labels: {"k2": "@kernel.loadedmodule.nope"}\n')
+    result = custom_of(run(tree))
+    shown = [w for w in result.warnings if "dropped" in w]
+    assert len(shown) == 2
+    assert all("\n" not in w for w in shown)
+    assert "forged key" in shown[0]  # escaped, still recognisable
+    assert all(len(w) < 1000 for w in shown)

@@ -17,6 +17,7 @@ from nodefeatures.discovery.rules import engine
 from nodefeatures.discovery.rules.features import FeatureSet
 from nodefeatures.discovery.rules.model import Rule, parse_rules
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
+from nodefeatures.discovery.text import quote
 from nodefeatures.sources.custom import files, host
 from nodefeatures.sources.custom.builtin import BUILTIN_RULES
 from nodefeatures.sources.local import denied_namespace
@@ -72,21 +73,21 @@ class CustomSource(Source):
         for outcome in outcomes:
             rule = outcome.rule
             if outcome.error is not None:
-                ctx.warn(f"rule {rule.name!r} ({rule.origin}) cannot be evaluated: "
+                ctx.warn(f"rule {quote(rule.name)} ({rule.origin}) cannot be evaluated: "
                          f"{outcome.error}")
                 ctx.complete = False
                 continue
             for key, problem in outcome.dropped.items():
-                ctx.warn(f"rule {rule.name!r}: label {key} dropped: {problem}")
+                ctx.warn(f"rule {quote(rule.name)}: label {quote(key)} dropped: {problem}")
             if outcome.matched and (rule.annotations or rule.taints
                                     or rule.extended_resources):
-                ctx.warn(f"rule {rule.name!r}: annotations, taints and extendedResources "
+                ctx.warn(f"rule {quote(rule.name)}: annotations, taints and extendedResources "
                          "are not published (only labels are)")
             why = _explain(outcome)
             for key, value in outcome.labels.items():
                 if denied_namespace(self.qualify(key)):
-                    ctx.warn(f"rule {rule.name!r}: label {key} dropped: the kubernetes.io "
-                             "namespaces are refused (as nfd-master refuses them)")
+                    ctx.warn(f"rule {quote(rule.name)}: label {quote(key)} dropped: the "
+                             "kubernetes.io namespaces are refused (as nfd-master refuses them)")
                     continue
                 result.attribute(LABELS, key, value, why)
         return result
@@ -155,4 +156,4 @@ def _explain(outcome: engine.Outcome) -> str:
         if len(elements) > 3:
             parts.append(f"{feature} (+{len(elements) - 3} more)")
     matched = "; ".join(parts) if parts else "no match expressions"
-    return f"rule {outcome.rule.name!r} ({outcome.rule.origin}): {matched}"
+    return f"rule {quote(outcome.rule.name)} ({outcome.rule.origin}): {matched}"
