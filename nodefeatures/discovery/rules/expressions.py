@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from nodefeatures.discovery.rules.linear import LinearPattern, TooLarge
+
 IN, NOT_IN, IN_REGEXP = "In", "NotIn", "InRegexp"
 EXISTS, DOES_NOT_EXIST = "Exists", "DoesNotExist"
 GT, GE, LT, LE, GT_LT, GE_LE = "Gt", "Ge", "Lt", "Le", "GtLt", "GeLe"
@@ -184,17 +186,20 @@ def regexp_problem(pattern: str) -> str | None:
         return problem
     try:
         re.compile(translated, re.ASCII)  # type: ignore[arg-type]
+        LinearPattern(translated)  # type: ignore[arg-type]
     except re.error as exc:
+        return str(exc)
+    except TooLarge as exc:
         return str(exc)
     return None
 
 
-def compile_go(pattern: str) -> re.Pattern[str]:
-    """A Go (RE2) regexp compiled so that it matches what Go would match."""
+def compile_go(pattern: str) -> LinearPattern:
+    """A Go (RE2) regexp compiled so that it matches what Go would match, in linear time."""
     translated, problem = go_regexp(pattern)
     if problem or translated is None:
         raise EvaluationError(f"regexp {pattern!r}: {problem}")
-    return re.compile(translated, re.ASCII)
+    return LinearPattern(translated)
 
 
 # Go's POSIX classes, usable inside brackets: `[[:digit:]_]`.
