@@ -363,7 +363,8 @@ def test_retry_after_headers_are_clamped(header: str, seconds: float | None) -> 
 
 @pytest.mark.parametrize(("a", "b", "order"), [
     ("9", "10", -1), ("10", "10", 0), ("11", "10", 1), ("x1", "10", None), (None, "1", None),
-    ("\u00b2", "1", None)])
+    ("\u00b2", "1", None), ("9" * 5000, "1", 1), ("1", "0" * 4999 + "2", -1),
+    ("007", "7", 0)])
 def test_resource_versions_compare_as_integers_when_both_parse(
         a: str | None, b: str | None, order: int | None) -> None:
     from nodefeatures.cluster.kube import version_order
