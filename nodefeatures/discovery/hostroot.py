@@ -282,6 +282,9 @@ class HostRoot:
 
     def _open(self, path: str, flags: int) -> int:
         """A descriptor for a host path, resolved inside its root whatever changes meanwhile."""
+        if "\0" in path:
+            # No name holds a NUL; openat2 would read the part before it, os.open raises.
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
         base, inner = self._base(self.normalize(path))
         if str(base) == "/":
             # At the real root the OS resolves links correctly and nothing is outside.
@@ -300,8 +303,8 @@ class HostRoot:
         """
         rel = self.normalize(path)
         base, inner = self._base(rel)
-        if str(base) == "/":
-            return Path("/" + inner)
+        if str(base) == "/" or "\0" in inner:
+            return base / inner
         trail: list[str] = []
         try:
             os.close(walk_open(self._base_fd(base), inner, _O_PATH, trail))
