@@ -332,9 +332,11 @@ class HostRoot:
     def _read(self, path: str, limit: int, regular: bool
               ) -> tuple[bytes, os.stat_result] | None:
         try:
-            fd = self._open(path, _O_READ)
+            fd = self._open_regular(path) if regular and _PATH_BIT else self._open(path, _O_READ)
         except OSError as exc:
             self._report(path, exc)
+            return None
+        if fd is None:
             return None
         try:
             status = os.fstat(fd)
@@ -354,6 +356,31 @@ class HostRoot:
         if self.recorder is not None:
             self.recorder.file(self.normalize(path), data)
         return data, status
+
+    def _open_regular(self, path: str) -> int | None:
+        """A read descriptor for a regular file, or None; anything else is never opened.
+
+        Opening is an act on a FIFO (a waiting writer goes on) or a device (a watchdog
+        starts), so the file is first reached with O_PATH, which opens nothing, and only a
+        regular file is then opened for reading: through its descriptor, so that nothing
+        swapped in meanwhile is opened instead.
+        """
+        probe = self._open(path, _O_PATH)
+        try:
+            before = os.fstat(probe)
+            if not stat.S_ISREG(before.st_mode):
+                return None
+            try:
+                return os.open(f"/proc/self/fd/{probe}", _O_READ)
+            except FileNotFoundError:  # no procfs here: open again, keep it if it is the same
+                fd = self._open(path, _O_READ)
+                after = os.fstat(fd)
+                if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+                    os.close(fd)
+                    return None
+                return fd
+        finally:
+            os.close(probe)
 
     def read_text(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> str | None:
         """The file decoded as UTF-8 (undecodable bytes replaced), or None."""

@@ -47,7 +47,9 @@ def load(ctx: Context) -> Loaded:
     for directory in DIRECTORIES:
         for path in rule_files(ctx, directory):
             shown = ctx.root.display(path)
-            data = ctx.root.read_bytes(path, limit=MAX_FILE_SIZE)
+            # A FIFO or device swapped in after the listing is never opened, let alone read.
+            read = ctx.root.read_regular(path, limit=MAX_FILE_SIZE)
+            data = None if read is None else read[0]
             if data is None:
                 loaded.problems.append((shown, Problem("(file)", "cannot be read")))
                 continue
