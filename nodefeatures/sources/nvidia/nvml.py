@@ -398,7 +398,8 @@ class Session:
 
     def _failed(self, outcome: Outcome) -> Outcome:
         self._failures += 1
-        delay = min(RETRY_FIRST * 2 ** (self._failures - 1), RETRY_MAX)
+        # A bounded exponent: 2 ** 1024 is past a float, and failures go on for days.
+        delay = min(RETRY_FIRST * 2.0 ** min(self._failures - 1, 64), RETRY_MAX)
         self._retry_at = self.clock() + delay
         self._last_failure = outcome
         return outcome
