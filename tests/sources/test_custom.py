@@ -358,3 +358,25 @@ def test_rule_names_and_label_keys_in_warnings_are_quoted_and_bounded(tmp_path: 
     assert all("\n" not in w for w in shown)
     assert "forged key" in shown[0]  # escaped, still recognisable
     assert all(len(w) < 1000 for w in shown)
+
+
+def test_a_custom_d_file_whose_aliases_repeat_too_much_is_refused_quickly(
+        tmp_path: Path) -> None:
+    # 100 KB of YAML whose aliases make 20,000 rules of 100 features of 100 expressions:
+    # evaluated as written, one pass would take hours.
+    import time
+
+    exprs = ", ".join(f"m{i}: {{op: Exists}}" for i in range(100))
+    doc = ("- name: f\n  labels: {z: y}\n  matchFeatures:\n"
+           f"  - &f {{feature: kernel.loadedmodule, matchExpressions: {{{exprs}}}}}\n"
+           "- &r\n  name: r\n  labels: {a: b}\n  matchFeatures: [" + ", ".join(["*f"] * 100)
+           + "]\n" + "".join("- *r\n" for _ in range(20000)))
+    tree = HostTree(tmp_path)
+    tree.file("proc/modules", "ib_uverbs 1 0 - Live 0x0\n")
+    tree.file(f"{CUSTOM_D}/a-good.yaml", "- name: always\n  labels: {site.a: 'true'}\n")
+    tree.file(f"{CUSTOM_D}/b-bomb.yaml", doc)
+    started = time.process_time()
+    result = custom_of(run(tree))
+    assert time.process_time() - started < 10
+    assert {k: v.value for k, v in result.labels.items()} == {NS + "site.a": "true"}
+    assert any("b-bomb.yaml" in w and "too large" in w for w in result.warnings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nodefeatures.discovery.config import _yaml_problem
+from nodefeatures.discovery.config import MAX_NODES, _yaml_problem
 from nodefeatures.discovery.rules.model import Problem, Rule, parse_rules
 from nodefeatures.discovery.source import Context
 
@@ -76,8 +76,27 @@ def parse_file(data: bytes, origin: str) -> tuple[list[Rule], list[Problem]]:
         return [], [Problem("(file)", f"not usable YAML: {' '.join(str(exc).split())}")]
     if document is None:
         return [], []
+    if _too_large(document):
+        # Aliases repeat a subtree without its text: 100 KB can stand for hours of rules.
+        return [], [Problem("(file)", f"too large: more than {MAX_NODES} values (counting "
+                                      "what aliases repeat)")]
     try:
         rules, problems = parse_rules(document, origin=origin)
     except RecursionError:
         return [], [Problem("(file)", "nested too deeply to read")]
     return ([], problems) if problems else (rules, [])
+
+
+def _too_large(document: object) -> bool:
+    """Whether the tree holds more than MAX_NODES values once aliases are expanded."""
+    stack = [document]
+    counted = 1  # counted when pushed, so a list that holds itself many times stops early
+    while stack:
+        value = stack.pop()
+        children = value.values() if isinstance(value, dict) else value \
+            if isinstance(value, list) else ()
+        counted += len(children)
+        if counted > MAX_NODES:
+            return True
+        stack.extend(children)
+    return False
