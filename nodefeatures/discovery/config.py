@@ -262,10 +262,11 @@ def _shape_problems(data: Any) -> list[str]:
     deep or too large. Iterative and bounded, whatever the aliases make the tree."""
     problems: list[str] = []
     stack: list[tuple[Any, str, int]] = [(data, "", 0)]
-    visited = 0
+    visited = 1  # counted when pushed: a list holding itself 100,000 times stops at once
     while stack and len(problems) < MAX_PROBLEMS:
         value, where, depth = stack.pop()
-        visited += 1
+        if isinstance(value, Mapping | list):
+            visited += len(value)
         if visited > MAX_NODES:
             return [f"too large: more than {MAX_NODES} values (counting what aliases "
                     "repeat)"]
