@@ -239,3 +239,20 @@ def test_in_regexp_agrees_with_a_backtracking_matcher_on_short_values() -> None:
             assert linear.search(value) is bool(reference.search(value)), (source, value)
             checked += 1
     assert checked > 4000
+
+
+@pytest.mark.parametrize(("op", "values"), [
+    ("InRegexp", ("a" + "}" * 1_000_000 + "(",)), ("Gt", ("x" * 300_000,)),
+    ("Exists", tuple(["x" * 100] * 3000)), ("Lt", ("1", "2")),
+    ("InRegexp", ("\n" * 100_000 + "(?=",)),
+])
+def test_a_problem_names_the_values_in_a_bounded_quoted_excerpt(op: str,
+                                                                values: tuple[str, ...]) -> None:
+    # Rule files are host input: a 1 MB pattern must be neither echoed whole into every
+    # warning and Event nor take long to refuse.
+    import time
+
+    started = time.process_time()
+    problem = MatchExpression(op, values).problem()
+    assert problem is not None and len(problem) < 1000 and "\n" not in problem
+    assert time.process_time() - started < 2
