@@ -380,3 +380,18 @@ def test_a_custom_d_file_whose_aliases_repeat_too_much_is_refused_quickly(
     assert time.process_time() - started < 10
     assert {k: v.value for k, v in result.labels.items()} == {NS + "site.a": "true"}
     assert any("b-bomb.yaml" in w and "too large" in w for w in result.warnings)
+
+
+def test_field_and_element_names_in_rule_problems_cannot_forge_a_line(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file(f"{CUSTOM_D}/a.yaml",
+              '- name: "r\\nERROR forged name"\n  labels: {a: b}\n'
+              '  "x\\nERROR forged field": 1\n'
+              '  matchFeatures:\n  - feature: kernel.loadedmodule\n'
+              '    matchExpressions:\n'
+              f'      e: {{op: In, value: [{{k: {"x" * 100_000}}}]}}\n')
+    result = custom_of(run(tree))
+    shown = [w for w in result.warnings if "a.yaml" in w]
+    assert shown
+    assert all("\n" not in w and len(w) < 2000 for w in shown), shown
+    assert any("forged field" in w for w in shown)
