@@ -351,7 +351,7 @@ def test_rule_names_and_label_keys_in_warnings_are_quoted_and_bounded(tmp_path: 
               '- name: "n\\nERROR forged name"\n'
               '  labels: {"k\\nERROR forged key": "@kernel.loadedmodule.nope"}\n'
               f'- name: {long_name}\n'
-              '  labels: {"k2": "@kernel.loadedmodule.nope"}\n')
+              '  labels: {"k2": "@kernel.loadedmodule.nope' + "\\n" * 50_000 + '"}\n')
     result = custom_of(run(tree))
     shown = [w for w in result.warnings if "dropped" in w]
     assert len(shown) == 2
