@@ -93,6 +93,15 @@ class Options:
     unconfined_retry: float = 30.0  # checked again this often while not confined
 
 
+def backoff(base: float, cap: float, failures: int) -> float:
+    """`base` doubled for each failure after the first, at most `cap`.
+
+    The exponent is bounded: 2 ** 1024 is past a float, and an outage long enough to fail
+    that often must not raise OverflowError where the delay is computed.
+    """
+    return min(cap, base * 2.0 ** min(max(failures - 1, 0), 64))
+
+
 class Unconfined(Exception):
     """A write is due but confinement is not proven: nothing is sent."""
 
@@ -523,7 +532,7 @@ class Agent:
         wait = clamp_retry_after(error.retry_after) if error.code == 429 else None
         if wait is not None:
             return wait + self.rng.uniform(0, 1)
-        exponential = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (failures - 1))
+        exponential = backoff(self.options.backoff_base, self.options.backoff_cap, failures)
         delay = exponential * self.rng.uniform(0.5, 1.0)
         level = logging.WARNING if failures <= 3 or failures % 10 == 0 else logging.DEBUG
         log.log(level, "cannot reach or update node %s (%s); retry %d in %.1f s", node,
@@ -575,7 +584,7 @@ class Agent:
             self._probe_failures += 1
             wait = self.options.unconfined_retry
             if proof.state == UNANSWERED:
-                wait = min(wait, self.options.backoff_base * 2 ** (self._probe_failures - 1))
+                wait = min(wait, backoff(self.options.backoff_base, wait, self._probe_failures))
             self._probe_at = now + self._jittered(wait)
             self._report_unconfined(proof, now)
         self.metrics.confined.set(1 if self._may_write() else 0)
@@ -719,8 +728,7 @@ class Agent:
                     version = None
                 failures += 1
                 self._watch_failed(error)
-                delay = min(self.options.backoff_cap,
-                            self.options.backoff_base * 2 ** (failures - 1))
+                delay = backoff(self.options.backoff_base, self.options.backoff_cap, failures)
                 delay *= self.rng.uniform(0.5, 1.0)
                 log.debug("watch on node %s ended (%s); again in %.1f s", name, error, delay)
                 self._stopping.wait(delay)

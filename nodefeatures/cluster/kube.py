@@ -470,8 +470,10 @@ def version_order(a: str | None, b: str | None) -> int | None:
     if not (isinstance(a, str) and isinstance(b, str) and a.isascii() and b.isascii()
             and a.isdigit() and b.isdigit()):
         return None
-    x, y = int(a), int(b)
-    return (x > y) - (x < y)
+    # Compared as digit strings: int() refuses more than 4,300 digits, and a version is
+    # whatever the server (or anything between it and us) sends.
+    x, y = a.lstrip("0"), b.lstrip("0")
+    return ((len(x), x) > (len(y), y)) - ((len(x), x) < (len(y), y))
 
 
 def resource_version(node: dict[str, Any] | None) -> str | None:

@@ -192,6 +192,8 @@ class StatusServer:
             else:
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
+                if sock not in self._connections:
+                    continue  # shed by an accept burst earlier in this round
                 if mask & selectors.EVENT_READ:
                     self._read(sock)
                 elif mask & selectors.EVENT_WRITE:

@@ -189,7 +189,7 @@ def read_data(path: str | Path | None) -> tuple[Any, Path | None]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML{_yaml_problem(exc)}") from exc
+        raise ConfigError(f"{file}: not valid YAML{yaml_problem(exc)}") from exc
     except RecursionError:
         raise ConfigError(f"{file}: nested too deeply (at most {MAX_DEPTH} levels)") from None
     except ValueError as exc:
@@ -198,7 +198,7 @@ def read_data(path: str | Path | None) -> tuple[Any, Path | None]:
     return data, file
 
 
-def _yaml_problem(exc: Exception) -> str:
+def yaml_problem(exc: Exception) -> str:
     """PyYAML's message on one line: where, and what (its own spans several lines with a
     snippet of the file)."""
     mark = getattr(exc, "problem_mark", None)
@@ -479,10 +479,11 @@ def _shape_problems(data: Any) -> list[str]:
     deep or too large. Iterative and bounded, whatever the aliases make the tree."""
     problems: list[str] = []
     stack: list[tuple[Any, str, int]] = [(data, "", 0)]
-    visited = 0
+    visited = 1  # counted when pushed: a list holding itself 100,000 times stops at once
     while stack and len(problems) < MAX_PROBLEMS:
         value, where, depth = stack.pop()
-        visited += 1
+        if isinstance(value, Mapping | list):
+            visited += len(value)
         if visited > MAX_NODES:
             return [f"too large: more than {MAX_NODES} values (counting what aliases "
                     "repeat)"]

@@ -78,7 +78,16 @@ class CaptureRecorder:
         self.base.mkdir(parents=True, exist_ok=True)
 
     def _target(self, rel: str) -> Path:
-        return self.base / rel if rel else self.base
+        # `..` undoes the name before it and stops at the root, as a read does: the recording of
+        # `../../x` must not land outside the fixture.
+        parts: list[str] = []
+        for part in rel.split("/"):
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part not in ("", "."):
+                parts.append(part)
+        return self.base.joinpath(*parts)
 
     def file(self, rel: str, data: bytes) -> None:
         target = self._target(rel)

@@ -282,6 +282,9 @@ class HostRoot:
 
     def _open(self, path: str, flags: int) -> int:
         """A descriptor for a host path, resolved inside its root whatever changes meanwhile."""
+        if "\0" in path:
+            # No name holds a NUL; openat2 would read the part before it, os.open raises.
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
         base, inner = self._base(self.normalize(path))
         if str(base) == "/":
             # At the real root the OS resolves links correctly and nothing is outside.
@@ -307,8 +310,8 @@ class HostRoot:
         """
         rel = self.normalize(path)
         base, inner = self._base(rel)
-        if str(base) == "/":
-            return Path("/" + inner)
+        if str(base) == "/" or "\0" in inner:
+            return base / inner
         trail: list[str] = []
         try:
             os.close(walk_open(self._base_fd(base), inner, _O_PATH, trail))
@@ -341,10 +344,12 @@ class HostRoot:
     def _read(self, path: str, limit: int, regular: bool, quiet: tuple[int, ...] = ()
               ) -> tuple[bytes, os.stat_result] | None:
         try:
-            fd = self._open(path, _O_READ)
+            fd = self._open_regular(path) if regular and _PATH_BIT else self._open(path, _O_READ)
         except OSError as exc:
             if exc.errno not in quiet:
                 self._report(path, exc)
+            return None
+        if fd is None:
             return None
         try:
             status = os.fstat(fd)
@@ -365,6 +370,31 @@ class HostRoot:
         if self.recorder is not None:
             self.recorder.file(self.normalize(path), data)
         return data, status
+
+    def _open_regular(self, path: str) -> int | None:
+        """A read descriptor for a regular file, or None; anything else is never opened.
+
+        Opening is an act on a FIFO (a waiting writer goes on) or a device (a watchdog
+        starts), so the file is first reached with O_PATH, which opens nothing, and only a
+        regular file is then opened for reading: through its descriptor, so that nothing
+        swapped in meanwhile is opened instead.
+        """
+        probe = self._open(path, _O_PATH)
+        try:
+            before = os.fstat(probe)
+            if not stat.S_ISREG(before.st_mode):
+                return None
+            try:
+                return os.open(f"/proc/self/fd/{probe}", _O_READ)
+            except FileNotFoundError:  # no procfs here: open again, keep it if it is the same
+                fd = self._open(path, _O_READ)
+                after = os.fstat(fd)
+                if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+                    os.close(fd)
+                    return None
+                return fd
+        finally:
+            os.close(probe)
 
     def read_text(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> str | None:
         """The file decoded as UTF-8 (undecodable bytes replaced), or None."""

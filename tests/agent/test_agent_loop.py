@@ -363,7 +363,8 @@ def test_retry_after_headers_are_clamped(header: str, seconds: float | None) -> 
 
 @pytest.mark.parametrize(("a", "b", "order"), [
     ("9", "10", -1), ("10", "10", 0), ("11", "10", 1), ("x1", "10", None), (None, "1", None),
-    ("\u00b2", "1", None)])
+    ("\u00b2", "1", None), ("9" * 5000, "1", 1), ("1", "0" * 4999 + "2", -1),
+    ("007", "7", 0)])
 def test_resource_versions_compare_as_integers_when_both_parse(
         a: str | None, b: str | None, order: int | None) -> None:
     from nodefeatures.cluster.kube import version_order
@@ -594,3 +595,17 @@ def test_a_stable_node_costs_one_probe_per_period(tmp_path: Path) -> None:
     # 2 s / 0.5 s (± 10 %), plus the first: passes every 50 ms add none.
     assert 4 <= len(api.times("probe")) <= 6, len(api.times("probe"))
     assert len(api.times("patch")) == 1
+
+
+def test_backoff_after_very_many_failures_stays_at_its_cap(tmp_path: Path) -> None:
+    # 2 ** 1024 is past a float: after ~17 h of an unreachable API server (1,025 failed
+    # passes at the 60 s cap) the delay itself raised OverflowError and ended the loop.
+    from nodefeatures.cluster.agent import backoff
+
+    api = FakeNodeApi()
+    agent = agent_for(api, tmp_path)
+    assert agent._retry_delay(KubeError(503, "ServiceUnavailable"), 5000) <= 0.4
+    assert backoff(0.5, 60.0, 5000) == 60.0 and backoff(0.5, 60.0, 1) == 0.5
+    agent._probe_failures = 5000  # unconfined for days, then the probe goes unanswered
+    api.fail["probe"].append(KubeError(None, "connection", "refused"))
+    assert agent._check_confinement().state == "unanswered"

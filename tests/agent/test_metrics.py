@@ -131,3 +131,27 @@ def test_malformed_requests_get_an_answer_and_the_server_keeps_serving() -> None
         assert fetch(server.port, "/healthz") == (200, "ok\n")
     finally:
         server.stop()
+
+
+def test_a_connection_shed_while_its_request_is_waiting_does_not_break_the_round() -> None:
+    # A burst of new connections past the cap closes the oldest, which may be one the same
+    # selector round reported readable; the rest of the round (other probes) must go on.
+    server = StatusServer(Metrics(), lambda: True, lambda: True, 0, "127.0.0.1",
+                          max_connections=1)  # not started: rounds are run here, one by one
+    try:
+        oldest = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+        server._round()
+        assert server.open_connections == 1
+        newer = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+        time.sleep(0.05)  # the listener is ready before the oldest connection's request
+        oldest.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        time.sleep(0.05)
+        server._round()  # accepts `newer`, sheds `oldest`, then meets its readiness
+        newer.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        for _ in range(5):
+            server._round()
+        assert newer.recv(100).startswith(b"HTTP/1.1 200")
+        oldest.close()
+        newer.close()
+    finally:
+        server.stop()

@@ -284,6 +284,23 @@ def test_alias_bombs_are_bounded(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
 
 
+def test_a_list_that_holds_itself_is_bounded_in_memory(tmp_path: Path) -> None:
+    # 400 KB: a list of 100,000 references to itself. Walked by pushing every child before
+    # counting, the walk held 32 levels x 100,000 entries (790 MB resident).
+    import tracemalloc
+
+    bomb = tmp_path / "self.yaml"
+    bomb.write_text("sources:\n  toy: &a [" + ",".join(["*a"] * 100_000) + "]\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError, match=r"too large|nested too deeply"):
+            load(bomb, SOURCES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 1024 * 1024, peak  # the parse itself takes ~15 MB
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"- a\n- b\n", "the top level must be a mapping, not a list"),
     (b"just a string\n", "the top level must be a mapping, not a string ('just a string')"),

@@ -241,3 +241,48 @@ def test_display_quotes_and_escapes_names_that_need_it(tmp_path: Path) -> None:
         assert host.display(f"etc/{name}") == shown
     long = host.display("etc/" + "\n" * 1000)
     assert long.endswith("... (1005 characters)") and "\n" not in long
+
+
+def test_a_path_with_a_nul_reads_as_absent_and_never_as_its_prefix(tmp_path: Path) -> None:
+    # No file name holds a NUL. A path built from file content may: the kernel call must
+    # not read it as the part before the NUL, and the walk must not raise.
+    root = make_root(tmp_path)
+    host = HostRoot(root)
+    problems = collect(host)
+    path = "usr/lib/os-release\0/../../etc/shadow"
+    assert host.read_text(path) is None
+    assert host.read_regular(path) is None
+    assert host.listdir("usr\0x") == []
+    assert not host.exists(path) and not host.is_file(path) and not host.is_dir("usr\0")
+    assert host.glob("usr/lib/os-rel*\0") == []
+    assert host.resolve(path) is not None
+    assert problems == []
+
+
+def test_read_regular_never_opens_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    # Opening is itself an act on a FIFO (it releases a waiting writer) or a device (a
+    # watchdog starts, a tape rewinds): a features.d entry linked to one must not be opened.
+    import threading
+
+    root = make_root(tmp_path)
+    fifo = root / "etc/fifo"
+    os.mkfifo(fifo)
+    (root / "etc/link").symlink_to("/etc/fifo")
+    opened = threading.Event()
+
+    def writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)
+        opened.set()
+        os.close(fd)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        host = HostRoot(root)
+        assert host.read_regular("etc/link") is None
+        assert host.read_regular("etc/fifo") is None
+        assert not opened.wait(0.3)
+        assert host.read_regular("usr/lib/os-release") is not None
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+        thread.join(2)

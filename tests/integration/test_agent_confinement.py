@@ -299,3 +299,61 @@ def test_apply_and_prune_refuse_to_write_unconfined(
         assert OS_ID not in labels_of(apiserver, node)
     finally:
         enforced.create(BINDING)
+
+
+@pytest.mark.parametrize("actions", [["Warn"], ["Audit"], ["Warn", "Audit"]])
+def test_a_binding_that_only_warns_or_audits_is_no_confinement(
+        apiserver: Any, node: str, enforced: PolicyObjects, actions: list[str]) -> None:
+    # The policy then lets every patch through (with a warning header or an audit note):
+    # the token could change any Node, so the agent must not count it as confined.
+    binding = enforced._document(BINDING)
+    resource = enforced._resource(binding)
+    api = node_api(apiserver, node)
+    try:
+        resource.patch(body={"spec": {"validationActions": actions}},
+                       name=binding["metadata"]["name"],
+                       content_type="application/merge-patch+json")
+        wait_until(lambda: prove_confinement(api).state != CONFINED, timeout=30,
+                   what="the binding's change to take effect", every=0.2)
+        time.sleep(1)  # the state is stable, not a moment of reload
+        assert prove_confinement(api).state == UNCONFINED
+    finally:
+        enforced.delete(BINDING)
+        enforced.create(BINDING)
+
+
+def test_a_policy_of_another_name_is_not_taken_for_ours(
+        apiserver: Any, node: str, enforced: PolicyObjects) -> None:
+    api = node_api(apiserver, node)
+    proof = prove_confinement(api, "nodefeatures-own-node-renamed")
+    assert proof.state == "refused" and "not by ValidatingAdmissionPolicy" in proof.detail
+    assert prove_confinement(api).state == CONFINED
+
+
+@pytest.mark.xfail(strict=True, reason="the probe patches only the agent's own Node, so a "
+                   "binding narrowed to select that Node passes it; see docs/design.md")
+def test_a_binding_narrowed_to_the_own_node_is_no_confinement(
+        apiserver: Any, node: str, enforced: PolicyObjects) -> None:
+    from kubernetes import client
+
+    other = node + "-other"
+    with apiserver.admin_client() as admin:
+        client.CoreV1Api(admin).create_node(
+            client.V1Node(metadata=client.V1ObjectMeta(name=other)))
+    binding = enforced._document(BINDING)
+    try:
+        patch_node(apiserver, node, {"metadata": {"labels": {"scope.example.com/x": "mine"}}})
+        enforced._resource(binding).patch(
+            body={"spec": {"matchResources": {"objectSelector": {
+                "matchLabels": {"scope.example.com/x": "mine"}}}}},
+            name=binding["metadata"]["name"], content_type="application/merge-patch+json")
+        time.sleep(3)  # policies and bindings load asynchronously
+        foreign = NodeApi(apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node}), other)
+        foreign.probe()  # accepted: this token may change the other Node
+        assert prove_confinement(node_api(apiserver, node)).state != CONFINED
+    finally:
+        enforced.delete(BINDING)
+        enforced.create(BINDING)
+        patch_node(apiserver, node, {"metadata": {"labels": {"scope.example.com/x": None}}})
+        with apiserver.admin_client() as admin:
+            client.CoreV1Api(admin).delete_node(other)

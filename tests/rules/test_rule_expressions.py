@@ -169,3 +169,90 @@ def test_regexps_match_what_go_matches(pattern: str, value: str, expected: bool)
 def test_regexps_go_does_not_read_alike_are_refused(pattern: str, fragment: str) -> None:
     problem = MatchExpression("InRegexp", (pattern,)).problem()
     assert problem is not None and fragment in problem, problem
+
+
+@pytest.mark.parametrize("pattern", ["^(a|aa)+b$", "^(a+)+b", "(a*)*b", "^(\\w+\\s?)*$",
+                                     "a*a*a*a*a*a*a*a*a*a*b"])
+def test_in_regexp_takes_time_linear_in_the_value_whatever_the_pattern(pattern: str) -> None:
+    # Go's regexps never backtrack; a backtracking matcher needs minutes for 40 characters
+    # here, and both the pattern and the value can come from whoever writes on the host.
+    import time
+
+    expression = expr("InRegexp", pattern)
+    started = time.process_time()
+    for length in (40, 2000):
+        assert expression.matches(True, "a" * length + "!") is False
+    assert expression.matches(True, "a" * 2000 + "b") is True
+    assert time.process_time() - started < 5.0
+
+
+@pytest.mark.parametrize(("pattern", "value", "expected"), [
+    ("(?i)^avx$", "AvX", True), ("\\bx\\b", "a x b", True), ("\\Bx", "ax", True),
+    ("(?s:a.b)", "a\nb", True), ("a.b", "a\nb", False), ("(?m)^b$", "a\nb\nc", True),
+    ("^b$", "a\nb\nc", False), ("[^[:digit:]]", "123", False), ("x{2,3}", "axxb", True),
+    ("^x{2,3}$", "xxxx", False), ("[a-c]+z", "ccz", True), ("(?i)[A-C]", "b", True),
+    ("$", "", True), ("a|", "", True), ("\\d\\s\\w", "1 _", True),
+])
+def test_in_regexp_answers_as_the_pattern_means(pattern: str, value: str,
+                                                expected: bool) -> None:
+    assert expr("InRegexp", pattern).matches(True, value) is expected
+
+
+def test_a_pattern_too_large_once_expanded_is_refused_when_the_rule_is_read() -> None:
+    problem = MatchExpression("InRegexp", ("((a{1000}){1000}){1000}",)).problem()
+    assert problem is not None and "not a valid regexp" in problem
+
+
+def test_in_regexp_agrees_with_a_backtracking_matcher_on_short_values() -> None:
+    # Random Go-accepted patterns over a small alphabet, where backtracking is still quick:
+    # the linear matcher must say what Python's re says (except `\B` on an empty value,
+    # which Go matches and re 3.11 does not).
+    import random
+    import re
+
+    from nodefeatures.discovery.rules.expressions import go_regexp
+    from nodefeatures.discovery.rules.linear import LinearPattern
+
+    atoms = ["a", "b", ".", "[ab]", "[^a]", "\\d", "\\w", "\\s", "\\b", "^", "$", "\\A",
+             "\\z", "(?i:A)", "[[:digit:]]", "\n", " ", "[a-c]", "(?s:.)", "(?m:^)", "(?m:$)"]
+    rng = random.Random(14)
+
+    def pattern(depth: int = 0) -> str:
+        r = rng.random()
+        if depth > 3 or r < 0.4:
+            return rng.choice(atoms)
+        if r < 0.55:
+            return pattern(depth + 1) + pattern(depth + 1)
+        if r < 0.7:
+            return f"({pattern(depth + 1)}|{pattern(depth + 1)})"
+        return f"(?:{pattern(depth + 1)})" + rng.choice(["*", "+", "?", "*?", "{2}", "{1,3}"])
+
+    checked = 0
+    for _ in range(2000):
+        source = pattern()
+        translated, problem = go_regexp(source)
+        if problem or translated is None:
+            continue
+        reference, linear = re.compile(translated, re.ASCII), LinearPattern(translated)
+        for _ in range(4):
+            value = "".join(rng.choice("abAB1 \nx_") for _ in range(rng.randint(1, 8)))
+            assert linear.search(value) is bool(reference.search(value)), (source, value)
+            checked += 1
+    assert checked > 4000
+
+
+@pytest.mark.parametrize(("op", "values"), [
+    ("InRegexp", ("a" + "}" * 1_000_000 + "(",)), ("Gt", ("x" * 300_000,)),
+    ("Exists", tuple(["x" * 100] * 3000)), ("Lt", ("1", "2")),
+    ("InRegexp", ("\n" * 100_000 + "(?=",)),
+])
+def test_a_problem_names_the_values_in_a_bounded_quoted_excerpt(op: str,
+                                                                values: tuple[str, ...]) -> None:
+    # Rule files are host input: a 1 MB pattern must be neither echoed whole into every
+    # warning and Event nor take long to refuse.
+    import time
+
+    started = time.process_time()
+    problem = MatchExpression(op, values).problem()
+    assert problem is not None and len(problem) < 1000 and "\n" not in problem
+    assert time.process_time() - started < 2

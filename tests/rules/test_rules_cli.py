@@ -392,7 +392,7 @@ def test_validate_semantic_checks_on_rules_that_parse(tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     for want in [
-        f"{path}:3: [0].labels.bad key! (rule 'two'): not a valid label name",
+        f"{path}:3: '[0].labels.bad key!' (rule 'two'): not a valid label name",
         f"{path}:4: [0].labels.ok (rule 'two'): 'not a valid value!' is not a valid label "
         "value",
         f"{path}:5: [0].labels.kubernetes.io/arch (rule 'two'): the kubernetes.io namespaces",

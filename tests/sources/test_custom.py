@@ -350,3 +350,85 @@ def test_matched_flag_and_attribute_elements_are_recorded_by_name(tmp_path: Path
                                            "matchExpressions": {"site": "lab"}}]}]}}
     origin = custom_of(run(tree, config)).labels[NS + "both"].origin
     assert "kernel.loadedmodule nvidia" in origin and "local.label site=lab" in origin
+
+
+SECRET = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLXBheWxvYWQ"
+
+
+def test_a_custom_d_file_that_is_not_yaml_is_named_in_one_line_without_its_content(
+        tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file(f"{CUSTOM_D}/a.yaml", f"key: [unclosed {SECRET}\n  - nope: {SECRET}\n")
+    result = custom_of(run(tree))
+    shown = [w for w in result.warnings if "a.yaml" in w]
+    assert len(shown) == 1 and "not valid YAML" in shown[0]
+    assert "\n" not in shown[0] and "c2VjcmV0" not in shown[0]
+    assert "line 2" in shown[0]  # where, so the author can find it
+
+
+@pytest.mark.parametrize("content", ["[" * 5000 + "]" * 5000,
+                                     "- name: big\n  labels: {a: " + "9" * 5000 + "}\n"],
+                         ids=["nested-5000-deep", "integer-5000-digits"])
+def test_a_hostile_custom_d_file_costs_only_its_own_rules(tmp_path: Path, content: str) -> None:
+    tree = HostTree(tmp_path)
+    tree.file(f"{CUSTOM_D}/a-good.yaml", "- name: always\n  labels: {site.a: 'true'}\n")
+    tree.file(f"{CUSTOM_D}/b-hostile.yaml", content)
+    result = custom_of(run(tree))
+    assert result.error is None
+    assert {k: v.value for k, v in result.labels.items()} == {NS + "site.a": "true"}
+    assert any("b-hostile.yaml" in w for w in result.warnings)
+    assert result.complete is False
+
+
+def test_rule_names_and_label_keys_in_warnings_are_quoted_and_bounded(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file("proc/modules", "ib_uverbs 1 0 - Live 0x0\n")
+    long_name = "r" * 100_000
+    tree.file(f"{CUSTOM_D}/a.yaml",
+              '- name: "n\\nERROR forged name"\n'
+              '  labels: {"k\\nERROR forged key": "@kernel.loadedmodule.nope"}\n'
+              f'- name: {long_name}\n'
+              '  labels: {"k2": "@kernel.loadedmodule.nope' + "\\n" * 50_000 + '"}\n')
+    result = custom_of(run(tree))
+    shown = [w for w in result.warnings if "dropped" in w]
+    assert len(shown) == 2
+    assert all("\n" not in w for w in shown)
+    assert "forged key" in shown[0]  # escaped, still recognisable
+    assert all(len(w) < 1000 for w in shown)
+
+
+def test_a_custom_d_file_whose_aliases_repeat_too_much_is_refused_quickly(
+        tmp_path: Path) -> None:
+    # 100 KB of YAML whose aliases make 20,000 rules of 100 features of 100 expressions:
+    # evaluated as written, one pass would take hours.
+    import time
+
+    exprs = ", ".join(f"m{i}: {{op: Exists}}" for i in range(100))
+    doc = ("- name: f\n  labels: {z: y}\n  matchFeatures:\n"
+           f"  - &f {{feature: kernel.loadedmodule, matchExpressions: {{{exprs}}}}}\n"
+           "- &r\n  name: r\n  labels: {a: b}\n  matchFeatures: [" + ", ".join(["*f"] * 100)
+           + "]\n" + "".join("- *r\n" for _ in range(20000)))
+    tree = HostTree(tmp_path)
+    tree.file("proc/modules", "ib_uverbs 1 0 - Live 0x0\n")
+    tree.file(f"{CUSTOM_D}/a-good.yaml", "- name: always\n  labels: {site.a: 'true'}\n")
+    tree.file(f"{CUSTOM_D}/b-bomb.yaml", doc)
+    started = time.process_time()
+    result = custom_of(run(tree))
+    assert time.process_time() - started < 10
+    assert {k: v.value for k, v in result.labels.items()} == {NS + "site.a": "true"}
+    assert any("b-bomb.yaml" in w and "too large" in w for w in result.warnings)
+
+
+def test_field_and_element_names_in_rule_problems_cannot_forge_a_line(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.file(f"{CUSTOM_D}/a.yaml",
+              '- name: "r\\nERROR forged name"\n  labels: {a: b}\n'
+              '  "x\\nERROR forged field": 1\n'
+              '  matchFeatures:\n  - feature: kernel.loadedmodule\n'
+              '    matchExpressions:\n'
+              f'      e: {{op: In, value: [{{k: {"x" * 100_000}}}]}}\n')
+    result = custom_of(run(tree))
+    shown = [w for w in result.warnings if "a.yaml" in w]
+    assert shown
+    assert all("\n" not in w and len(w) < 2000 for w in shown), shown
+    assert any("forged field" in w for w in shown)

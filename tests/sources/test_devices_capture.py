@@ -42,3 +42,22 @@ def test_capture_then_replay(tmp_path: Path) -> None:
     replayed = run_pass(replay_host(tmp_path / "fixture"), SOURCES, config)
     assert replayed.values() == live.values()
     assert replayed.warnings == []
+
+
+def test_capture_writes_only_inside_the_fixture_whatever_path_is_read(tmp_path: Path) -> None:
+    # A path with `..` (a kconfigFile option, a path built from file content) reads inside
+    # the root; its recording must land inside the fixture's root/ as well.
+    host_dir = tmp_path / "host"
+    (host_dir / "boot").mkdir(parents=True)
+    (host_dir / "boot/config").write_text("CONFIG_X=y\n")
+    fixture = tmp_path / "deep/fixture"
+    host = capture_host(fixture, root=str(host_dir))
+    for path in ("../../../../boot/config", "boot/../../../../boot/config"):
+        assert host.root.read_text(path) == "CONFIG_X=y\n"
+    host.root.listdir("../../..")
+    host.root.exists("../../../../escaped-entry")
+    outside = [p for p in tmp_path.rglob("*")
+               if fixture not in p.parents and p != fixture and host_dir not in p.parents
+               and p not in (host_dir, tmp_path / "deep")]
+    assert outside == []
+    assert (fixture / "root/boot/config").read_text() == "CONFIG_X=y\n"

@@ -27,6 +27,7 @@ from nodefeatures.discovery.rules.expressions import (
 )
 from nodefeatures.discovery.rules.features import FeatureSet
 from nodefeatures.discovery.rules.model import FeatureTerm, Rule
+from nodefeatures.discovery.text import excerpt
 
 RULE_MATCHED = "rule.matched"
 NAME, VALUE = "Name", "Value"  # keys of a matched flag or attribute element, as in NFD
@@ -164,13 +165,14 @@ def backreference(value: str, features: FeatureSet) -> tuple[str, str | None]:
     """The attribute an `@domain.feature.element` value names, or a reason it has none."""
     parts = value[1:].split(".", 2)
     if len(parts) != 3:
-        return "", f"value {value!r} is not of the form @domain.feature.element"
+        return "", f"value {excerpt(value)} is not of the form @domain.feature.element"
     feature, element = f"{parts[0]}.{parts[1]}", parts[2]
     attributes = features.attributes(feature)
     if attributes is None:
-        return "", f"value {value!r}: no attribute feature {feature}"
+        return "", f"value {excerpt(value)}: no attribute feature {excerpt(feature)}"
     if element not in attributes:
-        return "", f"value {value!r}: feature {feature} has no element {element!r}"
+        return "", (f"value {excerpt(value)}: feature {excerpt(feature)} has no element "
+                    f"{excerpt(element)}")
     return attributes[element], None
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from nodefeatures.discovery.rules.linear import LinearPattern, TooLarge
+from nodefeatures.discovery.text import excerpt
+
 IN, NOT_IN, IN_REGEXP = "In", "NotIn", "InRegexp"
 EXISTS, DOES_NOT_EXIST = "Exists", "DoesNotExist"
 GT, GE, LT, LE, GT_LT, GE_LE = "Gt", "Ge", "Lt", "Le", "GtLt", "GeLe"
@@ -82,34 +85,37 @@ class MatchExpression:
     def problem(self) -> str | None:
         """Why this expression can never be evaluated, or None; checked when a rule is read."""
         if self.op not in OPERATORS and self.op != ANY:
-            return f"unknown operator {self.op!r} (expected one of {', '.join(OPERATORS)})"
+            return (f"unknown operator {excerpt(self.op)} "
+                    f"(expected one of {', '.join(OPERATORS)})")
         count = len(self.values)
         if self.op in NO_VALUES and count:
-            return f"operator {self.op} takes no values (have {list(self.values)})"
+            return f"operator {self.op} takes no values (have {_shown(self.values)})"
         if self.op in (IN, NOT_IN, IN_REGEXP) and not count:
             return f"operator {self.op} needs at least one value"
         if self.op in ONE_VALUE and count != 1:
-            return f"operator {self.op} takes exactly one value (have {list(self.values)})"
+            return f"operator {self.op} takes exactly one value (have {_shown(self.values)})"
         if self.op in TWO_VALUES and count != 2:
-            return f"operator {self.op} takes exactly two values (have {list(self.values)})"
+            return f"operator {self.op} takes exactly two values (have {_shown(self.values)})"
         if self.type not in ("", VERSION):
-            return f"type must be empty or {VERSION!r}, not {self.type!r}"
+            return f"type must be empty or {VERSION!r}, not {excerpt(self.type)}"
         if self.type and self.op not in COMPARISONS:
-            return f"type {self.type!r} applies only to {', '.join(COMPARISONS)}"
+            return f"type {excerpt(self.type)} applies only to {', '.join(COMPARISONS)}"
         if self.op in COMPARISONS:
             read = parse_version if self.type == VERSION else parse_int
             kind = "a version" if self.type == VERSION else "an integer"
             bounds = [read(v) for v in self.values]
             for value, bound in zip(self.values, bounds, strict=True):
                 if bound is None:
-                    return f"operator {self.op}: {value!r} is not {kind}"
+                    return f"operator {self.op}: {excerpt(value)} is not {kind}"
             if self.op in TWO_VALUES and not bounds[0] < bounds[1]:  # type: ignore[operator]
                 return f"operator {self.op}: the first value must be below the second"
         if self.op == IN_REGEXP:
             for value in self.values:
                 error = regexp_problem(value)
                 if error:
-                    return f"operator InRegexp: {value!r} is not a valid regexp: {error}"
+                    # The reason may quote part of the pattern: one line, bounded.
+                    return (f"operator InRegexp: {excerpt(value)} is not a valid regexp: "
+                            f"{' '.join(error.split())[:200]}")
         return None
 
     def compiled(self) -> MatchExpression:
@@ -177,6 +183,12 @@ class MatchExpression:
         return low <= have <= high  # type: ignore[operator]
 
 
+def _shown(values: tuple[str, ...]) -> str:
+    """Values in a message: each a short quoted excerpt, at most three of them."""
+    shown = ", ".join(excerpt(v) for v in values[:3])
+    return f"[{shown}, ... {len(values)} values]" if len(values) > 3 else f"[{shown}]"
+
+
 def regexp_problem(pattern: str) -> str | None:
     """Why `pattern` is not a regular expression Go reads as Python does, or None."""
     translated, problem = go_regexp(pattern)
@@ -184,13 +196,26 @@ def regexp_problem(pattern: str) -> str | None:
         return problem
     try:
         re.compile(translated, re.ASCII)  # type: ignore[arg-type]
+        LinearPattern(translated)  # type: ignore[arg-type]
     except re.error as exc:
+        return str(exc)
+    except TooLarge as exc:
         return str(exc)
     return None
 
 
-def compile_go(pattern: str) -> re.Pattern[str]:
-    """A Go (RE2) regexp compiled so that it matches what Go would match."""
+def compile_go(pattern: str) -> LinearPattern:
+    """A Go (RE2) regexp compiled so that it matches what Go would match, in linear time."""
+    translated, problem = go_regexp(pattern)
+    if problem or translated is None:
+        raise EvaluationError(f"regexp {pattern!r}: {problem}")
+    return LinearPattern(translated)
+
+
+def compile_go_re(pattern: str) -> re.Pattern[str]:
+    """The same regexp for Python's re, for the template functions that need its groups,
+    finds and replacements: their callers refuse the patterns re could take exponential
+    time on (gofuncs._nested_repetition) and bound the text they search."""
     translated, problem = go_regexp(pattern)
     if problem or translated is None:
         raise EvaluationError(f"regexp {pattern!r}: {problem}")
@@ -221,6 +246,7 @@ def go_regexp(pattern: str) -> tuple[str | None, str | None]:
     out: list[str] = []
     i, n = 0, len(pattern)
     in_class = class_start = previous_quantifier = False
+    brace_seen = False  # a `{` so far outside classes: a `}` may close a repeat
     while i < n:
         c = pattern[i]
         quantifier = False
@@ -274,7 +300,9 @@ def go_regexp(pattern: str) -> tuple[str | None, str | None]:
                 multiline = multiline or "m" in flags.partition("-")[0]
         if c == "+" and previous_quantifier:
             return None, "a quantifier cannot follow a quantifier"
-        if c in "*+?" or (c == "}" and "{" in pattern[:i]):
+        if c == "{":
+            brace_seen = True
+        if c in "*+?" or (c == "}" and brace_seen):
             quantifier = not (c == "?" and previous_quantifier)
         out.append("\\Z" if c == "$" and not multiline else c)
         previous_quantifier = quantifier

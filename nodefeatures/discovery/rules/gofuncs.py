@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from nodefeatures.discovery.rules.expressions import EvaluationError, compile_go
+from nodefeatures.discovery.rules.expressions import EvaluationError, compile_go_re
 
 _INT64 = 2**63
 
@@ -590,7 +590,7 @@ def _regexp(pattern: str) -> Any:
     if problem:
         raise TemplateError(f"regexp {pattern!r}: {problem}")
     try:
-        return compile_go(pattern)
+        return compile_go_re(pattern)
     except EvaluationError as exc:
         raise TemplateError(str(exc)) from None
 

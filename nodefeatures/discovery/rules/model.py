@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodefeatures.discovery.rules.expressions import EXISTS, IN, MatchExpression
+from nodefeatures.discovery.text import plain, quote
 
 RULE_FIELDS = ("name", "labels", "labelsTemplate", "vars", "varsTemplate", "annotations",
                "taints", "extendedResources", "matchFeatures", "matchAny")
@@ -21,6 +22,7 @@ TERM_FIELDS = ("feature", "matchExpressions", "matchName")
 EXPRESSION_FIELDS = ("op", "value", "type")
 TAINT_FIELDS = ("key", "value", "effect")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_MESSAGE_LIMIT = 400
 _SEP = "\x1f"  # between a problem's path and its message while collecting
 
 
@@ -67,9 +69,13 @@ class Problem:
     rule: str = ""  # the rule's name, when it has one
 
     def __str__(self) -> str:
-        named = f" (rule {self.rule!r})" if self.rule else ""
-        where = f"{self.path}{named}"
-        return f"{where}: {self.message}" if where else self.message
+        # Paths hold the file's own keys and messages its values: one bounded line each.
+        named = f" (rule {quote(self.rule)})" if self.rule else ""
+        where = f"{plain(self.path) if self.path else ''}{named}"
+        message = " ".join(self.message.split())
+        if len(message) > _MESSAGE_LIMIT:
+            message = f"{message[:_MESSAGE_LIMIT]}... ({len(message)} characters)"
+        return f"{where}: {message}" if where else message
 
 
 def parse_rules(data: Any, path: str = "", origin: str = "") -> tuple[list[Rule], list[Problem]]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, Label
 from nodefeatures.discovery.source import Context, Features, LabelDoc, Source
+from nodefeatures.discovery.text import quote
 from nodefeatures.sources.custom import files, static
 from nodefeatures.sources.local import denied_namespace
 
@@ -85,21 +86,21 @@ class CustomSource(Source):
         for outcome in outcomes:
             rule = outcome.rule
             if outcome.error is not None:
-                ctx.warn(f"rule {rule.name!r} ({rule.origin}) cannot be evaluated: "
+                ctx.warn(f"rule {quote(rule.name)} ({rule.origin}) cannot be evaluated: "
                          f"{outcome.error}")
                 ctx.complete = False
                 continue
             for key, problem in outcome.dropped.items():
-                ctx.warn(f"rule {rule.name!r}: label {key} dropped: {problem}")
+                ctx.warn(f"rule {quote(rule.name)}: label {quote(key)} dropped: {problem}")
             if outcome.matched and (rule.annotations or rule.taints
                                     or rule.extended_resources):
-                ctx.warn(f"rule {rule.name!r}: annotations, taints and extendedResources "
+                ctx.warn(f"rule {quote(rule.name)}: annotations, taints and extendedResources "
                          "are not published (only labels are)")
             why = _explain(outcome)
             for key, value in outcome.labels.items():
                 if denied_namespace(self.qualify(key)):
-                    ctx.warn(f"rule {rule.name!r}: label {key} dropped: the kubernetes.io "
-                             "namespaces are refused (as nfd-master refuses them)")
+                    ctx.warn(f"rule {quote(rule.name)}: label {quote(key)} dropped: the "
+                             "kubernetes.io namespaces are refused (as nfd-master refuses them)")
                     continue
                 written = rule.labels.get(key, "")
                 # A value copied from a feature says which one: the elements alone
@@ -145,7 +146,7 @@ def _explain(outcome: engine.Outcome) -> str:
         matched = "features present (the terms name no elements)"
     else:
         matched = "no match terms (always matches)"
-    return f"rule {outcome.rule.name!r} ({outcome.rule.origin}): {matched}"
+    return f"rule {quote(outcome.rule.name)} ({outcome.rule.origin}): {matched}"
 
 
 _EXPLAINED = 4  # elements shown per label; the rest are counted

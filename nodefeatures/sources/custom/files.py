@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from nodefeatures.discovery.config import MAX_NODES, yaml_problem
 from nodefeatures.discovery.source import Context
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ def load(ctx: Context) -> Loaded:
     for directory in DIRECTORIES:
         for path in rule_files(ctx, directory):
             shown = ctx.root.display(path)
-            data = ctx.root.read_bytes(path, limit=MAX_FILE_SIZE)
+            # A FIFO or device swapped in after the listing is never opened, let alone read.
+            read = ctx.root.read_regular(path, limit=MAX_FILE_SIZE)
+            data = None if read is None else read[0]
             if data is None:
                 from nodefeatures.discovery.rules.model import Problem
 
@@ -73,8 +76,35 @@ def parse_file(data: bytes, origin: str) -> tuple[list[Rule], list[Problem]]:
     except UnicodeDecodeError:
         return [], [Problem("(file)", "not UTF-8 text")]
     except yaml.YAMLError as exc:
-        return [], [Problem("(file)", f"not valid YAML: {exc}")]
+        # PyYAML's own message quotes the file; the file may hold what must not leave the node.
+        return [], [Problem("(file)", f"not valid YAML{yaml_problem(exc)}")]
+    except RecursionError:
+        return [], [Problem("(file)", "nested too deeply to read")]
+    except ValueError as exc:  # int() of a literal past Python's digit limit
+        return [], [Problem("(file)", f"not usable YAML: {' '.join(str(exc).split())}")]
     if document is None:
         return [], []
-    rules, problems = parse_rules(document, origin=origin)
+    if _too_large(document):
+        # Aliases repeat a subtree without its text: 100 KB can stand for hours of rules.
+        return [], [Problem("(file)", f"too large: more than {MAX_NODES} values (counting "
+                                      "what aliases repeat)")]
+    try:
+        rules, problems = parse_rules(document, origin=origin)
+    except RecursionError:
+        return [], [Problem("(file)", "nested too deeply to read")]
     return ([], problems) if problems else (rules, [])
+
+
+def _too_large(document: object) -> bool:
+    """Whether the tree holds more than MAX_NODES values once aliases are expanded."""
+    stack = [document]
+    counted = 1  # counted when pushed, so a list that holds itself many times stops early
+    while stack:
+        value = stack.pop()
+        children = value.values() if isinstance(value, dict) else value \
+            if isinstance(value, list) else ()
+        counted += len(children)
+        if counted > MAX_NODES:
+            return True
+        stack.extend(children)
+    return False

@@ -389,7 +389,13 @@ class Session:
         mtime = path.stat().st_mtime
         if self._replay is not None and self._replay[:2] == (str(path), mtime):
             return self._replay[2]
-        data = replay.loads(path.read_bytes())
+        # The largest recorded machine's answers are ~90 KB; a fixture from anywhere must
+        # not make the agent read gigabytes.
+        with path.open("rb") as stream:
+            raw = stream.read(replay.MAX_FIXTURE_BYTES + 1)
+        if len(raw) > replay.MAX_FIXTURE_BYTES:
+            raise replay.FixtureFormatError(f"larger than {replay.MAX_FIXTURE_BYTES} bytes")
+        data = replay.loads(raw)
         lib = replay.FakeNvmlLib(nv, data)
         self._replay = (str(path), mtime, lib)
         return lib
@@ -398,7 +404,8 @@ class Session:
 
     def _failed(self, outcome: Outcome) -> Outcome:
         self._failures += 1
-        delay = min(RETRY_FIRST * 2 ** (self._failures - 1), RETRY_MAX)
+        # A bounded exponent: 2 ** 1024 is past a float, and failures go on for days.
+        delay = min(RETRY_FIRST * 2.0 ** min(self._failures - 1, 64), RETRY_MAX)
         self._retry_at = self.clock() + delay
         self._last_failure = outcome
         return outcome

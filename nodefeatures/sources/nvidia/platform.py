@@ -111,7 +111,7 @@ def _tegra(root: HostRoot) -> Platform | None:
     else:
         return None
     soc_id = root.read_line(f"{SOC}/soc_id", limit=64) or ""
-    if soc_id.isdigit():
+    if soc_id.isascii() and soc_id.isdigit():
         platform.soc_id = int(soc_id)
     platform.chip = chips[0] if chips else CHIPS.get(platform.soc_id or -1, "")
     if release is not None:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from .structs import FABRIC_INFO_V2, FabricInfo, FabricInfoV2, uuid_bytes, uuid_text
 
 FORMAT = 1
+MAX_FIXTURE_BYTES = 16 * 1024 * 1024  # nvml.json; a DGX with MIG records ~90 KB
 FILENAME = "nvml.json"
 _KINDS_WITH_HANDLE = ("device", "gi", "ci")
 
@@ -139,6 +140,8 @@ def loads(text: str | bytes) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as exc:  # UnicodeDecodeError included
         raise FixtureFormatError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FixtureFormatError("nested too deeply to read") from None
     if not isinstance(data, dict):
         raise FixtureFormatError("the top level must be an object")
     if data.get("format") != FORMAT:

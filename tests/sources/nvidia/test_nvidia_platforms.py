@@ -228,3 +228,12 @@ def test_a_failing_mig_mode_on_tegra_costs_nothing(tmp_path: Path) -> None:
     result = run(NvidiaSource(), replay_host(with_nvml(tmp_path, "jetson-agx-thor", data)))
     assert values(result) == expected_nvidia(FIXTURES / "jetson-agx-thor")
     assert result.complete, result.warnings
+
+
+@pytest.mark.parametrize("soc_id", ["\u00b2\n", "\u0663\u0665\n", "35\u200b\n", "\xff\xfe\n"])
+def test_a_soc_id_that_is_no_ascii_number_is_no_soc_id(tmp_path: Path, soc_id: str) -> None:
+    # str.isdigit() accepts superscripts (which int() refuses) and other scripts' digits.
+    platform = detect(tree(tmp_path, {"sys/devices/soc0/family": "Tegra\n",
+                                      "sys/devices/soc0/soc_id": soc_id}))
+    assert platform is not None and platform.kind == TEGRA
+    assert platform.soc_id is None and platform.chip == ""

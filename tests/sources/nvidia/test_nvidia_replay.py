@@ -70,3 +70,22 @@ def test_cli_capture_then_dump_replays_the_node(fake_lib, tmp_path: Path) -> Non
                                   "--mig-strategy", "mixed"])
     assert dumped.exit_code == 0
     assert json.loads(dumped.stdout)["nvidia.com/mig-4c.7g.40gb.count"] == "1"
+
+
+@pytest.mark.parametrize("kind", ["nested", "oversized"])
+def test_an_unusable_nvml_json_is_a_named_failure_not_a_crash_or_a_memory_spike(
+        tmp_path: Path, kind: str) -> None:
+    import shutil
+
+    fixture = tmp_path / "fixture"
+    shutil.copytree(FIXTURES / "seed-t4-ubuntu2204", fixture)
+    nvml = fixture / "nvml.json"
+    if kind == "nested":
+        nvml.write_text("[" * 200_000 + "]" * 200_000)
+    else:
+        with nvml.open("wb") as stream:
+            stream.truncate(3 << 30)  # sparse: 3 GiB read whole before
+    result = run(NvidiaSource(), replay_host(fixture))
+    assert result.error is None
+    assert any("nvml.json" in w and ("nested too deeply" in w or "larger than" in w)
+               for w in result.warnings), result.warnings

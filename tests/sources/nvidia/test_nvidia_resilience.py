@@ -186,6 +186,16 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     assert waits == [15, 30, 60, 120, 240, 300, 300, 300]
 
 
+def test_backoff_stays_at_its_cap_after_days_of_failures() -> None:
+    # 2 ** 1024 is past a float: ~85 h of a GPU node without a working driver (a failure
+    # per 300 s) made the delay raise OverflowError, and the source failed every pass.
+    clock = Clock()
+    session = Session(clock)
+    session._failures = 5000
+    session._failed(nvml_module.Outcome("failed", "x"))
+    assert session._retry_at - clock.now == 300
+
+
 def test_missing_library_on_a_gpu_node_is_a_warning(fake_lib) -> None:
     # no fake installed: pynvml cannot load a library (see conftest)
     result = run(NvidiaSource(Clock()), live_host(T4_ROOT))
