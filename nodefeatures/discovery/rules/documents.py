@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodefeatures.discovery.rules.model import Problem, Rule, parse_rules
+from nodefeatures.discovery.rules.model import Problem, Rule, kind_of, parse_rules
 
 API_VERSION = "nfd.k8s-sigs.io/v1alpha1"
 KIND = "NodeFeatureRule"
@@ -115,7 +115,7 @@ def _document(document: Any, index: int, count: int, marks: dict[str, int], orig
         return
     if not isinstance(document, Mapping):
         problem("", "expected a NodeFeatureRule, a list of rules or a config with "
-                f"sources.custom, not {_kind(document)}")
+                f"sources.custom, not {kind_of(document)}")
         return
     if "kind" in document or "apiVersion" in document:
         _object(document, index, marks, origin, result, problem)
@@ -143,12 +143,12 @@ def _object(document: Mapping[str, Any], index: int, marks: dict[str, int], orig
     if kind in ("List", f"{KIND}List") and "items" in document:
         items = document["items"]
         if not isinstance(items, list):
-            problem(f"{at}items", f"must be a list of {KIND} objects, not {_kind(items)}")
+            problem(f"{at}items", f"must be a list of {KIND} objects, not {kind_of(items)}")
             return
         for position, item in enumerate(items):
             where = f"{at}items[{position}]"
             if not isinstance(item, Mapping):
-                problem(where, f"must be a {KIND}, not {_kind(item)}")
+                problem(where, f"must be a {KIND}, not {kind_of(item)}")
                 continue
             _object(item, index, marks, origin, result, problem, f"{where}.")
         return
@@ -162,7 +162,7 @@ def _object(document: Mapping[str, Any], index: int, marks: dict[str, int], orig
             problem(f"{at}{key}", f"unknown field (expected {', '.join(OBJECT_FIELDS)})")
     spec = document.get("spec")
     if not isinstance(spec, Mapping):
-        problem(f"{at}spec", f"required, a mapping with rules, not {_kind(spec)}")
+        problem(f"{at}spec", f"required, a mapping with rules, not {kind_of(spec)}")
         return
     for key in spec:
         if key != "rules":
@@ -290,19 +290,3 @@ def _yaml_error(exc: Exception) -> Located:
         return Located(Problem("", f"not valid YAML: {detail[:200]}"))
     return Located(Problem("", f"not valid YAML: {detail[:200]} at column {mark.column + 1}"),
                    mark.line + 1)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return type(value).__name__

@@ -81,7 +81,7 @@ class Problem:
 def parse_rules(data: Any, path: str = "", origin: str = "") -> tuple[list[Rule], list[Problem]]:
     """A list of rules; the rules that parsed and every problem found."""
     if not isinstance(data, list):
-        return [], [Problem(path, f"must be a list of rules, not {_kind(data)}")]
+        return [], [Problem(path, f"must be a list of rules, not {kind_of(data)}")]
     rules: list[Rule] = []
     problems: list[Problem] = []
     for index, item in enumerate(data):
@@ -96,7 +96,7 @@ def parse_rule(data: Any, path: str, origin: str = "") -> tuple[Rule | None, lis
     """One rule; None with problems when it cannot be used."""
     problems: list[str] = []  # "subpath: message"
     if not isinstance(data, Mapping):
-        return None, [Problem(path, f"a rule must be a mapping, not {_kind(data)}")]
+        return None, [Problem(path, f"a rule must be a mapping, not {kind_of(data)}")]
     name = data.get("name")
     shown = name if isinstance(name, str) else ""
     for key in data:
@@ -121,12 +121,12 @@ def parse_rule(data: Any, path: str, origin: str = "") -> tuple[Rule | None, lis
     raw_any = data.get("matchAny")
     if raw_any is not None:
         if not isinstance(raw_any, list):
-            problems.append(f".matchAny{_SEP}must be a list, not {_kind(raw_any)}")
+            problems.append(f".matchAny{_SEP}must be a list, not {kind_of(raw_any)}")
         else:
             for index, element in enumerate(raw_any):
                 where = f".matchAny[{index}]"
                 if not isinstance(element, Mapping):
-                    problems.append(f"{where}{_SEP}must be a mapping, not {_kind(element)}")
+                    problems.append(f"{where}{_SEP}must be a mapping, not {kind_of(element)}")
                     continue
                 for key in element:
                     if key != "matchFeatures":
@@ -148,13 +148,13 @@ def _terms(data: Any, where: str, problems: list[str]) -> tuple[FeatureTerm, ...
     if data is None:
         return ()
     if not isinstance(data, list):
-        problems.append(f"{where}{_SEP}must be a list, not {_kind(data)}")
+        problems.append(f"{where}{_SEP}must be a list, not {kind_of(data)}")
         return ()
     terms = []
     for index, item in enumerate(data):
         path = f"{where}[{index}]"
         if not isinstance(item, Mapping):
-            problems.append(f"{path}{_SEP}must be a mapping, not {_kind(item)}")
+            problems.append(f"{path}{_SEP}must be a mapping, not {kind_of(item)}")
             continue
         for key in item:
             if key not in TERM_FIELDS:
@@ -181,13 +181,13 @@ def _expression_set(data: Any, where: str, problems: list[str]) -> dict[str, Mat
         for index, item in enumerate(data):
             if not isinstance(item, str):
                 problems.append(f"{where}[{index}]{_SEP}must be a name or name=value, "
-                                f"not {_kind(item)}")
+                                f"not {kind_of(item)}")
                 continue
             name, eq, value = item.partition("=")
             result[name] = MatchExpression(IN, (value,)) if eq else MatchExpression(EXISTS)
         return result
     if not isinstance(data, Mapping):
-        problems.append(f"{where}{_SEP}must be a mapping of element names, not {_kind(data)}")
+        problems.append(f"{where}{_SEP}must be a mapping of element names, not {kind_of(data)}")
         return result
     for name, item in data.items():
         if not isinstance(name, str):
@@ -208,12 +208,12 @@ def _expression(data: Any, where: str, problems: list[str]) -> MatchExpression |
                 problems.append(f"{where}.{key}{_SEP}unknown field (expected op, value, type)")
         op = data.get("op", "")
         if not isinstance(op, str):
-            problems.append(f"{where}.op{_SEP}must be a string, not {_kind(op)}")
+            problems.append(f"{where}.op{_SEP}must be a string, not {kind_of(op)}")
             return None
         values = _values(data.get("value"), f"{where}.value", problems)
         kind = data.get("type", "")
         if not isinstance(kind, str):
-            problems.append(f"{where}.type{_SEP}must be a string, not {_kind(kind)}")
+            problems.append(f"{where}.type{_SEP}must be a string, not {kind_of(kind)}")
             return None
         if values is None:
             return None
@@ -242,12 +242,12 @@ def _values(data: Any, where: str, problems: list[str]) -> tuple[str, ...] | Non
         if not all(isinstance(v, str) for v in data):
             bad = next(v for v in data if not isinstance(v, str))
             problems.append(
-                f"{where}{_SEP}every value must be a string, not {_kind(bad)} ({bad!r})")
+                f"{where}{_SEP}every value must be a string, not {kind_of(bad)} ({bad!r})")
             return None
         return tuple(data)
     scalar = _scalar(data)
     if scalar is None:
-        problems.append(f"{where}{_SEP}must be a string or a list of strings, not {_kind(data)}")
+        problems.append(f"{where}{_SEP}must be a string or a list of strings, not {kind_of(data)}")
         return None
     return (scalar,)
 
@@ -287,7 +287,7 @@ def _string(value: Any, where: str, problems: list[str]) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        problems.append(f"{where}{_SEP}must be a string, not {_kind(value)}")
+        problems.append(f"{where}{_SEP}must be a string, not {kind_of(value)}")
         return ""
     return value
 
@@ -296,7 +296,7 @@ def _string_map(value: Any, where: str, problems: list[str]) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        problems.append(f"{where}{_SEP}must be a mapping of strings, not {_kind(value)}")
+        problems.append(f"{where}{_SEP}must be a mapping of strings, not {kind_of(value)}")
         return {}
     result = {}
     for key, item in value.items():
@@ -312,13 +312,13 @@ def _taints(value: Any, problems: list[str]) -> tuple[Taint, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        problems.append(f".taints{_SEP}must be a list, not {_kind(value)}")
+        problems.append(f".taints{_SEP}must be a list, not {kind_of(value)}")
         return ()
     taints = []
     for index, item in enumerate(value):
         where = f".taints[{index}]"
         if not isinstance(item, Mapping):
-            problems.append(f"{where}{_SEP}must be a mapping, not {_kind(item)}")
+            problems.append(f"{where}{_SEP}must be a mapping, not {kind_of(item)}")
             continue
         for key in item:
             if key not in TAINT_FIELDS:
@@ -337,7 +337,8 @@ def _taints(value: Any, problems: list[str]) -> tuple[Taint, ...]:
     return tuple(taints)
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """What a YAML value is, as a message names it (`a list`, `a number` ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
