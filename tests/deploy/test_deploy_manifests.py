@@ -269,7 +269,13 @@ def test_nothing_mounts_a_container_runtime_socket_or_the_host_proc(daemonset) -
 
 
 def test_cpu_only_install_has_nothing_nvidia(base) -> None:
-    text = yaml.safe_dump(daemonsets(base))
+    # nvidia.com/ as a label prefix the agent may write is no NVIDIA component.
+    pods = copy.deepcopy(daemonsets(base))
+    for ds in pods:
+        container = ds["spec"]["template"]["spec"]["containers"][0]
+        container["args"] = [a for a in container["args"]
+                             if a != "--managed-prefix=nvidia.com/"]
+    text = yaml.safe_dump(pods)
     assert "nvidia" not in text.lower()
     assert "affinity" not in daemonsets(base)[0]["spec"]["template"]["spec"]
 
@@ -377,6 +383,15 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
     assert yaml.safe_load(variables["ownCondition"]) == CONDITION
     binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")["spec"]
     assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
+
+
+def test_the_agent_writes_the_prefixes_the_policy_allows(base, gpu) -> None:
+    policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
+    variables = {v["name"]: v["expression"] for v in policy["variables"]}
+    for ds in daemonsets(gpu):
+        args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+        prefixes = [a.split("=", 1)[1] for a in args if a.startswith("--managed-prefix=")]
+        assert prefixes == yaml.safe_load(variables["prefixes"]) == MANAGED_PREFIXES
 
 
 def test_admission_policy_bounds_the_ledger_as_the_agent_does(base) -> None:
