@@ -90,13 +90,18 @@ def require_helm() -> Path:
         pytest.skip(str(exc), allow_module_level=True)
 
 
-def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """helm with its own empty home: no repositories, plugins or user settings."""
+def helm_env() -> dict[str, str]:
+    """The environment for helm: its own empty home (no repositories, plugins or user
+    settings of whoever runs the tests)."""
     home = Path(os.environ.get("TMPDIR", "/tmp")) / f"nodefeatures-helm-{os.getuid()}"
-    env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+    return {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+
+
+def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """helm with its own empty home."""
     result = subprocess.run([str(require_helm()), *args], capture_output=True, text=True,
-                            timeout=120, env=env)
+                            timeout=120, env=helm_env())
     if check and result.returncode != 0:
         raise RuntimeError(f"helm {' '.join(args)} failed:\n{result.stderr}")
     return result
