@@ -1,7 +1,8 @@
 """The Helm chart on the real cluster: `helm install` starts an agent that labels its
 Node; `helm upgrade` with a changed config changes the labels without restarting the
-pod (the kubelet swaps the ConfigMap's files and the agent reloads them); `helm
-uninstall` leaves the labels.
+pod (the kubelet swaps the ConfigMap's files and the agent reloads them), and with an
+invalid config keeps the last good one and says so in an Event; `helm uninstall`
+leaves the labels.
 
 The tests share one release and run in file order. The chart's objects have the same
 names as deploy/'s, so the kustomize install of test_daemonset.py must be gone first
@@ -109,6 +110,29 @@ def test_helm_upgrade_with_a_new_config_relabels_without_a_restart(cluster, rele
              f"{RULE_LABEL} from the upgraded config", interval=0.5)
     pods = agent_pods(cluster)
     assert [p["metadata"]["uid"] for p in pods] == [release.pod_uid], "the pod was replaced"
+    assert pods[0]["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_helm_upgrade_with_an_invalid_config_keeps_the_last_good_one(cluster, release,
+                                                                     tmp_path: Path) -> None:
+    values = tmp_path / "config.yaml"
+    # Valid YAML, and a valid chart value (a string), but no configuration the agent takes.
+    values.write_text(yaml.safe_dump({"config": "core:\n  sleepInterval: soon\n"}))
+    helm(cluster, "upgrade", RELEASE, str(CHART), *release.image_values, "-f", str(values),
+         "--wait", f"--timeout={HELM_TIMEOUT_S}s")
+
+    def rejected() -> list[dict[str, object]]:
+        events = cluster.get_json("events", "-n", "default",
+                                  f"--field-selector=involvedObject.name={NODE_NAME},"
+                                  "reason=ConfigRejected")
+        return list(events["items"])
+
+    events = wait_for(rejected, RELOAD_TIMEOUT_S, "the ConfigRejected Event", interval=0.5)
+    assert "sleepInterval" in str(events[0]["message"])
+    # The rule of the last good config is still in force, and nothing restarted.
+    assert node_labels(cluster).get(RULE_LABEL) == "true"
+    pods = agent_pods(cluster)
+    assert [p["metadata"]["uid"] for p in pods] == [release.pod_uid]
     assert pods[0]["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
