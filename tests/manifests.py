@@ -1,8 +1,10 @@
-"""Render deploy/ exactly as `kubectl apply -k` does: with the real kustomize.
+"""Render deploy/ exactly as `kubectl apply -k` does, with the real kustomize, and the
+Helm chart under deploy/helm/ as `helm install` does, with the real helm.
 
 The binary is built from Go modules by tests/e2e/build.sh (scripts/test.sh does that)
 and found here in this order: $NODEFEATURES_KUSTOMIZE, the build cache, `kustomize`
-on PATH. Without one the tests that render skip with that reason, and fail under
+on PATH. helm comes from tests/helm/build.sh, found likewise ($NODEFEATURES_HELM, the
+cache, PATH). Without one the tests that render skip with that reason, and fail under
 CI=true.
 """
 
@@ -21,10 +23,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 BUILD_SCRIPT = REPO / "tests" / "e2e" / "build.sh"
+HELM_BUILD_SCRIPT = REPO / "tests" / "helm" / "build.sh"
+CHART = DEPLOY / "helm" / "nodefeatures"
+RELEASE = "nodefeatures"
 
 
 class KustomizeUnavailable(Exception):
-    """No kustomize binary was found."""
+    """No kustomize (or helm) binary was found."""
 
 
 @functools.cache
@@ -54,6 +59,58 @@ def require_kustomize() -> Path:
         if os.environ.get("CI") == "true":
             pytest.fail(str(exc), pytrace=False)
         pytest.skip(str(exc), allow_module_level=True)
+
+
+@functools.cache
+def helm() -> Path:
+    """The helm executable; raises :class:`KustomizeUnavailable` naming the fix."""
+    override = os.environ.get("NODEFEATURES_HELM")
+    if override:
+        if not os.access(override, os.X_OK):
+            raise KustomizeUnavailable(f"NODEFEATURES_HELM={override} is not executable")
+        return Path(override)
+    cache_dir = subprocess.run(["bash", str(HELM_BUILD_SCRIPT), "--print-dir"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    cached = Path(cache_dir) / "helm"
+    if os.access(cached, os.X_OK):
+        return cached
+    on_path = shutil.which("helm")
+    if on_path:
+        return Path(on_path)
+    raise KustomizeUnavailable(f"no helm: run `bash {HELM_BUILD_SCRIPT}`")
+
+
+def require_helm() -> Path:
+    """helm, or skip the calling test module (a failure under CI=true)."""
+    try:
+        return helm()
+    except KustomizeUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc), allow_module_level=True)
+
+
+def helm_env() -> dict[str, str]:
+    """The environment for helm: its own empty home (no repositories, plugins or user
+    settings of whoever runs the tests)."""
+    home = Path(os.environ.get("TMPDIR", "/tmp")) / f"nodefeatures-helm-{os.getuid()}"
+    return {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+
+
+def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """helm with its own empty home."""
+    result = subprocess.run([str(require_helm()), *args], capture_output=True, text=True,
+                            timeout=120, env=helm_env())
+    if check and result.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def render_chart(*values: str) -> list[dict[str, Any]]:
+    """All objects `helm template` emits for the chart, with these --set/-f arguments."""
+    out = run_helm("template", RELEASE, str(CHART), *values).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def render(directory: Path = DEPLOY) -> list[dict[str, Any]]:

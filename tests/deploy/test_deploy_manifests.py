@@ -6,6 +6,7 @@ import copy
 import itertools
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ AGENT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 MANAGED_PREFIXES = list(DEFAULT_MANAGED_PREFIXES)
 LEDGERS = [LEDGER_ANNOTATION, SOURCES_ANNOTATION]
 METRICS_PORT = 8080
+CONFIG_MAP = "nodefeatures-config"
+# Where the agent looks for its config file by default; --config names it explicitly.
+CONFIG_DIR = "/etc/nodefeatures"
 
 # The agent reads the host through one mount of its root: every other host path (/boot,
 # /lib/modules, features.d, ...) is optional and may be missing on a node, and a hostPath
@@ -84,6 +88,7 @@ def test_install_paths_create_the_expected_objects(base, gpu) -> None:
         ("ServiceAccount", SERVICE_ACCOUNT),
         ("ClusterRole", "nodefeatures"),
         ("ClusterRoleBinding", "nodefeatures"),
+        ("ConfigMap", CONFIG_MAP),
         ("ValidatingAdmissionPolicy", "nodefeatures-own-node"),
         ("ValidatingAdmissionPolicyBinding", "nodefeatures-own-node"),
         ("DaemonSet", "nodefeatures"),
@@ -91,7 +96,7 @@ def test_install_paths_create_the_expected_objects(base, gpu) -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in gpu] == [
         *kinds, ("DaemonSet", "nodefeatures-nvidia")]
     for obj in base + gpu:
-        if obj["kind"] in ("ResourceQuota", "ServiceAccount", "DaemonSet"):
+        if obj["kind"] in ("ResourceQuota", "ServiceAccount", "ConfigMap", "DaemonSet"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
@@ -214,7 +219,44 @@ def test_host_processes_and_devices_are_masked(daemonset) -> None:
         assert mounts[name]["readOnly"] is True
         assert volumes[name]["emptyDir"].get("sizeLimit"), f"{path}: bound the mask's size"
     assert set(volumes) == {n for n, v in volumes.items() if "hostPath" in v} | {
-        n for n, m in mounts.items() if m["mountPath"] in MASKED_HOST_PATHS}
+        n for n, m in mounts.items() if m["mountPath"] in MASKED_HOST_PATHS} | {
+        n for n, v in volumes.items() if "configMap" in v}
+
+
+def test_config_comes_from_the_configmap_mounted_as_a_directory(daemonset) -> None:
+    """A subPath mount is never updated by the kubelet: live reload needs the directory."""
+    from nodefeatures.discovery.config import DEFAULT_PATH
+
+    volumes, mounts = _volumes_and_mounts(daemonset)
+    configs = [n for n, v in volumes.items() if "configMap" in v]
+    assert len(configs) == 1
+    volume, mount = volumes[configs[0]], mounts[configs[0]]
+    assert volume["configMap"]["name"] == CONFIG_MAP
+    assert "items" not in volume["configMap"], "every key of the ConfigMap is a file"
+    assert mount["mountPath"] == CONFIG_DIR
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount and "subPathExpr" not in mount
+    args = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--config={DEFAULT_PATH}" in args
+    assert f"{CONFIG_DIR}/config.yaml" == DEFAULT_PATH
+
+
+def test_the_default_config_is_valid_and_changes_nothing(base, tmp_path: Path) -> None:
+    """The shipped ConfigMap's file loads and gives exactly the defaults."""
+    from nodefeatures.discovery.config import DEFAULT_PATH
+
+    data = find(base, "ConfigMap", CONFIG_MAP)["data"]
+    assert set(data) == {"config.yaml"}
+    path = tmp_path / "config.yaml"
+    path.write_text(data["config.yaml"])
+    cli = [sys.executable, "-m", "nodefeatures", "config"]
+    effective = subprocess.run([*cli, "--effective", "--config", str(path)],
+                               capture_output=True, text=True, check=True).stdout
+    # No file at all (the default path does not exist here): the defaults, merged.
+    assert not Path(DEFAULT_PATH).exists()
+    defaults = subprocess.run([*cli, "--effective"], capture_output=True, text=True,
+                              check=True).stdout
+    assert yaml.safe_load(effective) == yaml.safe_load(defaults)
 
 
 def test_nothing_mounts_a_container_runtime_socket_or_the_host_proc(daemonset) -> None:
@@ -227,7 +269,13 @@ def test_nothing_mounts_a_container_runtime_socket_or_the_host_proc(daemonset) -
 
 
 def test_cpu_only_install_has_nothing_nvidia(base) -> None:
-    text = yaml.safe_dump(daemonsets(base))
+    # nvidia.com/ as a label prefix the agent may write is no NVIDIA component.
+    pods = copy.deepcopy(daemonsets(base))
+    for ds in pods:
+        container = ds["spec"]["template"]["spec"]["containers"][0]
+        container["args"] = [a for a in container["args"]
+                             if a != "--managed-prefix=nvidia.com/"]
+    text = yaml.safe_dump(pods)
     assert "nvidia" not in text.lower()
     assert "affinity" not in daemonsets(base)[0]["spec"]["template"]["spec"]
 
@@ -337,6 +385,15 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
     assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
 
 
+def test_the_agent_writes_the_prefixes_the_policy_allows(base, gpu) -> None:
+    policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
+    variables = {v["name"]: v["expression"] for v in policy["variables"]}
+    for ds in daemonsets(gpu):
+        args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+        prefixes = [a.split("=", 1)[1] for a in args if a.startswith("--managed-prefix=")]
+        assert prefixes == yaml.safe_load(variables["prefixes"]) == MANAGED_PREFIXES
+
+
 def test_admission_policy_bounds_the_ledger_as_the_agent_does(base) -> None:
     policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
@@ -354,7 +411,10 @@ def test_every_file_in_deploy_is_part_of_an_install_path() -> None:
         names = spec.get("resources", []) + [p["path"] for p in spec.get("patches", [])
                                              if "path" in p]
         referenced.update((kustomization.parent / name).resolve() for name in names)
-    orphans = [p for p in DEPLOY.rglob("*.y*ml") if p.resolve() not in referenced]
+    # The Helm chart is the other install path; test_helm_chart.py checks it renders these.
+    chart = DEPLOY / "helm"
+    orphans = [p for p in DEPLOY.rglob("*.y*ml")
+               if p.resolve() not in referenced and chart not in p.parents]
     assert not orphans, f"not part of any kustomization: {orphans}"
 
 

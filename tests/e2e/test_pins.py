@@ -29,3 +29,10 @@ def test_kubelet_and_apiserver_come_from_one_kubernetes_version() -> None:
     shared = set(node) & set(apiserver)
     assert {"k8s.io/api", "k8s.io/client-go", "k8s.io/kubelet"} <= shared
     assert {m: node[m] for m in shared} == {m: apiserver[m] for m in shared}
+
+
+def test_helm_speaks_the_apiservers_kubernetes_minor() -> None:
+    """helm's Kubernetes modules (v0.N) match the kube-apiserver (v1.N) it is tested on."""
+    helm = k8s_versions(TESTS / "helm" / "go.mod")
+    kubernetes = k8s_versions(APISERVER_MOD)["k8s.io/kubernetes"]
+    assert helm["k8s.io/client-go"].split(".")[1] == kubernetes.split(".")[1]
