@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +31,9 @@ from agentkit import (
     annotations_of,
     discoverer,
     labels_of,
+    os_release_root,
     patch_node,
+    service_account_kubeconfig,
     start,
     wait_until,
     writes_to,
@@ -210,3 +215,45 @@ def test_base_agent_reports_the_missing_gpu_agent_and_keeps_the_host_labels(
         assert base.metrics.instance_missing.labels("gpu")._value.get() == 1
     finally:
         running.stop()
+
+
+def test_cli_apply_diff_and_prune_per_instance(apiserver: Any, node: str,
+                                               tmp_path: Path) -> None:
+    """`apply --instance`, `diff --expect-instance`, `prune --instance` as commands."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KUBERNETES_") and k not in ("NODE_NAME", "KUBECONFIG")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nodefeatures", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    kubeconfig = service_account_kubeconfig(apiserver, tmp_path)
+    common = ["--node", node, "--kubeconfig", str(kubeconfig), "--root",
+              str(os_release_root(tmp_path)), "--source", "system", "--allow-unconfined"]
+    os_id = F + "system-os_release.ID"
+    # The same source as two instances: the second finds every key owned by the first.
+    assert cli("apply", *common).returncode == 0
+    second = cli("apply", *common, "--instance", "gpu")
+    assert second.returncode == 0, second.stderr
+    assert f"other     {os_id}=debian" in second.stdout
+    assert "owned by agent instance default: left alone" in second.stdout
+    assert json.loads(annotations_of(apiserver, node)[GPU_LEDGER]) == {}
+    patch_node(apiserver, node, {"metadata": {"labels": {PCI: "true"},
+                                              "annotations": {GPU_LEDGER: None}}})
+    diff = cli("diff", *common[:-1], "--expect-instance", "gpu")
+    assert diff.returncode == 0, diff.stdout + diff.stderr  # nothing to write
+    assert f"warning: the Node has {PCI}=true but no agent of instance 'gpu'" in diff.stdout
+    bad = cli("diff", *common[:-1], "--instance", "GPU/x")
+    assert bad.returncode == 2 and "--instance" in bad.stderr
+    # prune --instance gpu touches nothing of the default instance.
+    patch_node(apiserver, node, {"metadata": {"annotations": {
+        GPU_LEDGER: Ledger({"nvidia.com/gpu.count": "nvidia"}, "gpu").encode()[GPU_LEDGER]},
+        "labels": {"nvidia.com/gpu.count": "1"}}})
+    before = labels_of(apiserver, node)
+    pruned = cli("prune", "--node", node, "--kubeconfig", str(kubeconfig),
+                 "--allow-unconfined", "--instance", "gpu")
+    assert pruned.returncode == 0, pruned.stderr
+    after = labels_of(apiserver, node)
+    assert set(before) - set(after) == {"nvidia.com/gpu.count"}
+    annotations = annotations_of(apiserver, node)
+    assert GPU_LEDGER not in annotations and LEDGER in annotations
