@@ -430,7 +430,7 @@ def plan(
        owns stay as they are, whatever any source reports, and it adds none.
     10. Each instance reads and writes only its own ledger (`ledger_annotation`); a key
         another instance's ledger lists is never added, changed, adopted or removed,
-        whatever this instance discovers (OTHER).
+        whatever this instance discovers (OTHER; docs/design.md, rule 13).
 
     `expect` names an instance that should run wherever a NVIDIA PCI label holds; its
     absent ledger there is a problem ("instance-missing:NAME").
