@@ -56,10 +56,32 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--managed-prefix", "prefixes", multiple=True, metavar="PREFIX",
                      default=DEFAULT_MANAGED_PREFIXES, show_default=True,
                      help="Label prefix this agent may add, change or remove (repeatable)."),
+        click.option("--instance", default="", metavar="NAME", callback=_checked_instance,
+                     help="Run as this named instance, with its own ledger annotation "
+                          "nodefeatures.dev/labels-NAME, beside other instances on the same "
+                          "Node (deploy/gpu's GPU agent is 'gpu') [default: the default "
+                          "instance, nodefeatures.dev/labels]."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def _checked_instance(ctx: Any, param: Any, value: str) -> str:
+    from nodefeatures.cluster.reconcile import check_instance
+
+    problem = check_instance(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
+
+
+def _expect_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--expect-instance", default=None, metavar="NAME", callback=_checked_instance,
+        help="The instance that must run wherever a NVIDIA PCI label holds (deploy/gpu: "
+             "'gpu'): where its ledger is absent, say so (diff: a warning; run: an Event "
+             "GPUAgentMissing after --expect-grace, and a metric).")(func)
 
 
 def confinement_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,7 +192,8 @@ def _evidence(host: HostChoice):
 
 
 def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
-              prefixes: tuple[str, ...], take_over: bool, **mode: Any) -> Any:
+              prefixes: tuple[str, ...], take_over: bool, instance: str,
+              expect: str | None = None, **mode: Any) -> Any:
     """Discover, plan against the live Node and print the plan; the patch body or None.
 
     `mode` is reconcile_once's dry_run / send switch: what `apply` and `diff` differ in;
@@ -187,7 +210,8 @@ def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
     if confinement is not None:
         mode["guard"] = _confinement_guard(api, *confinement)
     try:
-        decided, body, seen = reconcile_once(api, evidence, prefixes, take_over, **mode)
+        decided, body, seen = reconcile_once(api, evidence, prefixes, take_over,
+                                             instance=instance, expect=expect, **mode)
     except KubeError as exc:
         _api_failed(exc)
     click.echo(describe(decided, name, resource_version(seen), body))
@@ -214,11 +238,16 @@ def _api_failed(exc: Exception) -> None:
               show_default=True)
 @click.option("--output-file", default=None, metavar="PATH",
               help="Write an NFD features.d file instead of patching the Node.")
+@_expect_option
+@click.option("--expect-grace", type=_Duration(), default=300.0, show_default=True,
+              help="How long the expected instance's ledger may be absent before it is "
+                   "reported (the GPU agent's start-up).")
 @confinement_options
 def run(host: HostChoice, node: str | None, kubeconfig: str | None,
-        prefixes: tuple[str, ...], interval: float | None, metrics_port: int,
+        prefixes: tuple[str, ...], instance: str, interval: float | None, metrics_port: int,
         metrics_address: str, take_over: bool, log_format: str,
-        output_file: str | None, allow_unconfined: bool, confinement_policy: str) -> None:
+        output_file: str | None, expect_instance: str | None, expect_grace: float,
+        allow_unconfined: bool, confinement_policy: str) -> None:
     """Keep this node's labels true until SIGTERM (the DaemonSet's command)."""
     import signal
     import threading
@@ -281,7 +310,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     else:
         name = _need_node(node)
         options = Options(node=name, interval=seconds, prefixes=prefixes, take_over=take_over,
-                          allow_unconfined=allow_unconfined,
+                          instance=instance, expect_instance=expect_instance,
+                          expect_grace=expect_grace, allow_unconfined=allow_unconfined,
                           confinement_policy=confinement_policy)
         runner = Agent(_node_api(kubeconfig, name), discover, installed, options, metrics)
         target = f"node {name}"
@@ -392,11 +422,11 @@ def _once(runner: Any, output_file: str | None, discover: Callable[[], Any],
 @click.option("--take-over", is_flag=True, help="Adopt keys another writer set (migration).")
 @confinement_options
 def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
-          prefixes: tuple[str, ...], dry_run: bool, take_over: bool, allow_unconfined: bool,
-          confinement_policy: str) -> None:
+          prefixes: tuple[str, ...], instance: str, dry_run: bool, take_over: bool,
+          allow_unconfined: bool, confinement_policy: str) -> None:
     """Run one discovery pass, update the Node once, and exit."""
     name = _need_node(node)
-    body = _one_pass(host, name, kubeconfig, prefixes, take_over, dry_run=dry_run,
+    body = _one_pass(host, name, kubeconfig, prefixes, take_over, instance, dry_run=dry_run,
                      confinement=(allow_unconfined, confinement_policy))
     if dry_run and body is not None:
         click.echo("dry run: the API server accepted this patch; nothing was changed")
@@ -407,10 +437,12 @@ def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
 @click.command()
 @host_options
 @cluster_options
+@_expect_option
 def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
-         prefixes: tuple[str, ...]) -> None:
+         prefixes: tuple[str, ...], instance: str, expect_instance: str | None) -> None:
     """Show what `apply` would add, change and remove, and why. Exit 1 when it would write."""
-    body = _one_pass(host, _need_node(node), kubeconfig, prefixes, False, send=False)
+    body = _one_pass(host, _need_node(node), kubeconfig, prefixes, False, instance,
+                     expect_instance, send=False)
     sys.exit(1 if body is not None else 0)
 
 
@@ -421,9 +453,11 @@ def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
 @click.option("--dry-run", is_flag=True, help="Print the exact patch; nothing changes.")
 @confinement_options
 def prune(node: str | None, kubeconfig: str | None, prefixes: tuple[str, ...],
-          sources: tuple[str, ...], dry_run: bool, allow_unconfined: bool,
+          instance: str, sources: tuple[str, ...], dry_run: bool, allow_unconfined: bool,
           confinement_policy: str) -> None:
-    """Remove the labels this agent owns (its ledger) from a Node: uninstall cleanup."""
+    """Remove the labels this agent owns (its ledger) from a Node: uninstall cleanup.
+
+    With --instance NAME, only that instance's labels and ledger."""
     from nodefeatures.cluster.agent import prune_once
     from nodefeatures.cluster.kube import KubeError, resource_version
     from nodefeatures.cluster.reconcile import describe
@@ -433,7 +467,7 @@ def prune(node: str | None, kubeconfig: str | None, prefixes: tuple[str, ...],
     api = _node_api(kubeconfig, name)
     try:
         decided, body, seen = prune_once(
-            api, prefixes, sources, dry_run=dry_run,
+            api, prefixes, sources, dry_run=dry_run, instance=instance,
             guard=_confinement_guard(api, allow_unconfined, confinement_policy))
     except KubeError as exc:
         _api_failed(exc)

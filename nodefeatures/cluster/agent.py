@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +75,11 @@ class Options:
     jitter: float = 0.1  # each interval is stretched or shrunk by up to this fraction
     prefixes: tuple[str, ...] = DEFAULT_MANAGED_PREFIXES
     take_over: bool = False  # adopt foreign keys on the first pass (migration)
+    instance: str = ""  # whose ledger this agent keeps ("" the default instance)
+    # An instance that must run wherever a NVIDIA PCI label holds (deploy/gpu's GPU agent);
+    # its ledger absent that long is reported (Event GPUAgentMissing, a metric).
+    expect_instance: str | None = None
+    expect_grace: float = 300.0
     backoff_base: float = 0.5  # first retry after a 5xx or transport error
     backoff_cap: float = 60.0
     rejected_retry: float = 300.0  # 403/422 and friends
@@ -186,6 +191,7 @@ class Agent:
         self._conflicts: frozenset[str] = frozenset()
         self._skipped: frozenset[str] = frozenset()
         self._problems: dict[str, str] = {}  # the last plan's problems, reported once each
+        self._missing_since: dict[str, float] = {}  # instance-missing problems: first seen
         # What this process last left on the Node, {key: (value, source)}: it restores
         # ownership when another writer deletes or mangles the ledger.
         self._written: dict[str, tuple[str, str | None]] = {}
@@ -365,7 +371,9 @@ class Agent:
                 break
             node = self._current_node()
             decided = plan(self.evidence, node_labels(node), node_annotations(node),
-                           self.options.prefixes, self._take_over, self._written)
+                           self.options.prefixes, self._take_over, self._written,
+                           instance=self.options.instance,
+                           expect=self.options.expect_instance)
             self._report_plan(decided)
             body = decided.patch(resource_version(node))
             if body is None:
@@ -634,16 +642,33 @@ class Agent:
             log.warning("not publishing labels outside the managed prefixes (%s): %s",
                         ", ".join(self.options.prefixes), ", ".join(sorted(skipped)))
         self._skipped = skipped
-        for kind, message in sorted(decided.problems.items()):
+        problems = self._after_grace(decided.problems)
+        for kind, message in sorted(problems.items()):
             if self._problems.get(kind) == message:
                 continue  # said already
             log.warning("%s", message, extra={"node": self.options.node})
+            if kind.startswith("instance-missing:"):
+                self._event("Warning", "GPUAgentMissing", message)
+                continue
             # Labels held back by a budget are a source problem like a sanitised value.
             reason = "SourceProblem" if kind.startswith("budget:") else "LedgerProblem"
             self._event("Warning", reason, message)
             if kind == "ledger-restored":
                 self.metrics.ledger_restores.inc()
-        self._problems = dict(decided.problems)
+        self._problems = problems
+
+    def _after_grace(self, problems: Mapping[str, str]) -> dict[str, str]:
+        """The plan's problems, less a missing instance still within its grace period: a
+        GPU agent takes a while to start after the NVIDIA PCI label appears."""
+        now = time.monotonic()
+        missing = {k for k in problems if k.startswith("instance-missing:")}
+        self._missing_since = {k: self._missing_since.get(k, now) for k in missing}
+        late = {k for k in missing if now - self._missing_since[k] >= self.options.expect_grace}
+        expected = self.options.expect_instance
+        if expected is not None:
+            self.metrics.instance_missing.labels(expected).set(
+                1 if f"instance-missing:{expected}" in late else 0)
+        return {k: v for k, v in problems.items() if k not in missing or k in late}
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         now = time.monotonic()
@@ -788,7 +813,8 @@ class Agent:
         if evidence is None or not self._passed:
             return
         decided = plan(evidence, node_labels(node), node_annotations(node),
-                       self.options.prefixes, self._take_over, self._written)
+                       self.options.prefixes, self._take_over, self._written,
+                       instance=self.options.instance)
         if decided.needs_write or self._condition_patch(node) is not None:
             self._drift = True
             self._wake.set()
@@ -903,21 +929,24 @@ def write_once(api: NodeApi, decide: Callable[[dict[str, Any]], Plan], *, send: 
 
 def reconcile_once(api: NodeApi, evidence: Evidence, prefixes: Sequence[str], take_over: bool,
                    *, send: bool = True, dry_run: bool = False,
-                   guard: Callable[[], None] | None = None
+                   guard: Callable[[], None] | None = None, instance: str = "",
+                   expect: str | None = None
                    ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
     """One `apply` (or `diff` with send=False)."""
     return write_once(api, lambda node: plan(evidence, node_labels(node), node_annotations(node),
-                                             prefixes, take_over), send=send, dry_run=dry_run,
-                      guard=guard)
+                                             prefixes, take_over, instance=instance,
+                                             expect=expect),
+                      send=send, dry_run=dry_run, guard=guard)
 
 
 def prune_once(api: NodeApi, prefixes: Sequence[str], sources: Sequence[str], *,
-               dry_run: bool = False, guard: Callable[[], None] | None = None
+               dry_run: bool = False, guard: Callable[[], None] | None = None,
+               instance: str = ""
                ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
     """Remove the labels we own (optionally only those of some sources) and the ledger."""
     return write_once(api, lambda node: prune_plan(node_labels(node), node_annotations(node),
-                                                   prefixes, sources), dry_run=dry_run,
-                      guard=guard)
+                                                   prefixes, sources, instance),
+                      dry_run=dry_run, guard=guard)
 
 
 class FileAgent:

@@ -63,6 +63,11 @@ class Metrics:
             "nodefeatures_ledger_restores",
             "Times another writer deleted or changed the ledger annotation and the agent "
             "restored ownership from what it had written", registry=r)
+        self.instance_missing = Gauge(
+            "nodefeatures_instance_missing",
+            "1 while the Node has a NVIDIA PCI label but the expected agent instance (the GPU "
+            "agent) has written no ledger there for longer than its grace period",
+            ["instance"], registry=r)
         self.confined = Gauge(
             "nodefeatures_confined",
             "1 while writes are allowed: the own-node admission policy denied the last "

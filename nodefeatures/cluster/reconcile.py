@@ -10,6 +10,12 @@ JSON object {source: {prefix: [name, ...]}} of the keys this agent owns (a key i
 prefix + name; `?` stands for "source not recorded"). It is bounded by LEDGER_MAX_BYTES,
 which the admission policy enforces too. The older two-annotation form (comma-joined
 keys, plus `nodefeatures.dev/sources`) is still read, and rewritten once.
+
+Several agents may label one Node side by side, each as its own instance (`--instance
+NAME`, NFD's `-instance`): instance NAME keeps its ledger in `nodefeatures.dev/labels-NAME`
+(the default instance keeps the names above). Each reconciles only against its own
+ledger; a key another instance's ledger lists is that instance's, and is left alone.
+A named instance writes its ledger even when it owns nothing: `{}` says the agent runs.
 """
 
 from __future__ import annotations
@@ -35,6 +41,17 @@ MERGE_PATCH = "application/merge-patch+json"
 # 256 KiB for all of a Node's annotations; this leaves three quarters to other writers.
 # deploy/base/admission-policy.yaml enforces the same number.
 LEDGER_MAX_BYTES = 65536
+INSTANCE_LEDGER_PREFIX = LEDGER_ANNOTATION + "-"
+# An instance name becomes part of an annotation name: a DNS label, short enough that
+# `nodefeatures.dev/labels-NAME`'s name part stays within 63 characters.
+INSTANCE_MAX = 40
+_INSTANCE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# The GPU agent of deploy/gpu, and the Node labels that make its DaemonSet schedule it
+# there: the pci source's NVIDIA display or 3D controller, under each label form.
+GPU_INSTANCE = "gpu"
+NVIDIA_PCI_LABELS = ("feature.node.kubernetes.io/pci-10de.present",
+                     "feature.node.kubernetes.io/pci-0300_10de.present",
+                     "feature.node.kubernetes.io/pci-0302_10de.present")
 _UNATTRIBUTED = "?"  # the ledger's "source" of keys whose source is not recorded
 
 _PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/")
@@ -51,6 +68,7 @@ SKIP = "skip"  # discovered outside the managed prefixes: never published
 RELEASE = "release"  # ledger entry outside the managed prefixes: forgotten, label untouched
 FORGET = "forget"  # ledger entry whose label is already gone and no longer reported
 DROP = "drop"  # over its source's budget, or no room left in the ledger: not published
+OTHER = "other"  # listed in another instance's ledger: that agent's key, left alone
 
 
 # The GPU Operator's per-node switch for GPU Feature Discovery, whose labels the nvidia
@@ -80,6 +98,51 @@ def check_prefix(prefix: str) -> str | None:
     if not _PREFIX.fullmatch(prefix) or len(prefix) > 254:
         return "must be a lower-case DNS subdomain followed by '/', e.g. 'vendor.io/'"
     return None
+
+
+def check_instance(instance: str) -> str | None:
+    """Why `instance` cannot name an instance, or None when it can ("" is the default)."""
+    if instance and (len(instance) > INSTANCE_MAX or not _INSTANCE.fullmatch(instance)):
+        return (f"must be a lower-case DNS label of at most {INSTANCE_MAX} characters, "
+                "e.g. 'gpu'")
+    return None
+
+
+def ledger_annotation(instance: str = "") -> str:
+    """The annotation that holds `instance`'s ledger."""
+    return INSTANCE_LEDGER_PREFIX + instance if instance else LEDGER_ANNOTATION
+
+
+def other_instances(annotations: Mapping[str, str] | None, instance: str) -> dict[str, str]:
+    """{key: instance} of the keys the ledgers of instances other than `instance` list."""
+    annotations = annotations or {}
+    names = [name[len(INSTANCE_LEDGER_PREFIX):] for name in annotations
+             if name.startswith(INSTANCE_LEDGER_PREFIX)]
+    if instance:
+        names.append("")
+    held: dict[str, str] = {}
+    for name in sorted(n for n in names if n != instance and check_instance(n) is None):
+        for key in Ledger.parse(annotations, name).owners:
+            held.setdefault(key, name or "default")
+    return held
+
+
+def missing_instance(labels: Mapping[str, str] | None, annotations: Mapping[str, str] | None,
+                     expected: str) -> str | None:
+    """Why instance `expected` should run on this Node and has written no ledger, or None.
+
+    The GPU agent's DaemonSet follows the NVIDIA PCI labels; where one holds and the
+    ledger is absent, that agent has not started (its RuntimeClass missing, its image
+    unpullable, ...). The caller decides how long to wait before calling that a problem.
+    """
+    labels = labels or {}
+    found = [key for key in NVIDIA_PCI_LABELS if labels.get(key) == "true"]
+    if not found or ledger_annotation(expected) in (annotations or {}):
+        return None
+    return (f"the Node has {found[0]}=true but no agent of instance {expected!r} has "
+            f"written its ledger ({ledger_annotation(expected)}): the GPU agent is not "
+            "running here, so the Node has no GPU labels; check its DaemonSet's events "
+            "(is the 'nvidia' RuntimeClass installed?)")
 
 
 def managed(key: str, prefixes: Iterable[str]) -> bool:
@@ -146,25 +209,35 @@ class Ledger:
     """The keys this agent owns on one Node, each with the source that produced it."""
 
     owners: Mapping[str, str | None] = field(default_factory=dict)  # None: not recorded
+    instance: str = ""  # whose ledger: "" is the default instance
 
     @classmethod
-    def parse(cls, annotations: Mapping[str, str] | None) -> Ledger:
+    def parse(cls, annotations: Mapping[str, str] | None, instance: str = "") -> Ledger:
         """Read the ledger annotations; malformed parts are ignored, never fatal."""
-        return cls.read(annotations)[0]
+        return cls.read(annotations, instance)[0]
 
     @classmethod
-    def read(cls, annotations: Mapping[str, str] | None) -> tuple[Ledger, str | None]:
+    def read(cls, annotations: Mapping[str, str] | None,
+             instance: str = "") -> tuple[Ledger, str | None]:
         """The ledger, and what was wrong with it (None: absent or well-formed)."""
-        annotations = annotations or {}
-        text = annotations.get(LEDGER_ANNOTATION)
+        ledger, problem = cls._read(annotations or {}, instance)
+        return (replace(ledger, instance=instance) if instance else ledger), problem
+
+    @classmethod
+    def _read(cls, annotations: Mapping[str, str],
+              instance: str) -> tuple[Ledger, str | None]:
+        name = ledger_annotation(instance)
+        text = annotations.get(name)
         if text is None:
-            if SOURCES_ANNOTATION in annotations:
+            if not instance and SOURCES_ANNOTATION in annotations:
                 return cls({}), f"{SOURCES_ANNOTATION} without {LEDGER_ANNOTATION}"
             return cls({}), None
         if not isinstance(text, str):
             return cls({}), "not a string"
         if text.lstrip().startswith("{"):
             return cls._read_json(text)
+        if instance:  # the comma-joined form predates instances
+            return cls({}), "not a JSON object"
         return cls._read_key_list(text, annotations.get(SOURCES_ANNOTATION) or "")
 
     @classmethod
@@ -214,10 +287,15 @@ class Ledger:
         """The annotation, deterministic so an unchanged ledger is never rewritten."""
         return dict(self._encoded)
 
+    @property
+    def annotation(self) -> str:
+        return ledger_annotation(self.instance)
+
     @cached_property
     def _encoded(self) -> dict[str, str]:
         if not self.owners:
-            return {}
+            # A named instance's empty ledger still says "this agent runs here".
+            return {self.annotation: "{}"} if self.instance else {}
         groups: dict[str, dict[str, list[str]]] = {}
         for key, source in self.owners.items():
             prefix = _group_prefix(source, key)
@@ -225,7 +303,7 @@ class Ledger:
                 key[len(prefix):])
         data = {source: {prefix: sorted(names) for prefix, names in sorted(by_prefix.items())}
                 for source, by_prefix in sorted(groups.items())}
-        return {LEDGER_ANNOTATION: json.dumps(data, separators=(",", ":"))}
+        return {self.annotation: json.dumps(data, separators=(",", ":"))}
 
     def size(self) -> int:
         """Bytes of the encoded annotation values (what LEDGER_MAX_BYTES bounds)."""
@@ -236,7 +314,8 @@ class Ledger:
         current = current or {}
         wanted = self.encode()
         patch: dict[str, str | None] = {}
-        for name in (LEDGER_ANNOTATION, SOURCES_ANNOTATION):
+        names = (self.annotation,) if self.instance else (LEDGER_ANNOTATION, SOURCES_ANNOTATION)
+        for name in names:
             if wanted.get(name) != current.get(name):
                 patch[name] = wanted.get(name)
         return patch
@@ -324,6 +403,9 @@ def plan(
     prefixes: Iterable[str] = DEFAULT_MANAGED_PREFIXES,
     take_over: bool = False,
     written: Mapping[str, tuple[str, str | None]] | None = None,
+    *,
+    instance: str = "",
+    expect: str | None = None,
 ) -> Plan:
     """Decide what to change on a Node with these labels and annotations.
 
@@ -346,7 +428,12 @@ def plan(
        the ledger never grows past LEDGER_MAX_BYTES.
     9. A source the Node's labels pause (`paused_sources`) changes nothing: the keys it
        owns stay as they are, whatever any source reports, and it adds none.
+    10. Each instance reads and writes only its own ledger (`ledger_annotation`); a key
+        another instance's ledger lists is never added, changed, adopted or removed,
+        whatever this instance discovers (OTHER; docs/design.md, rule 13).
 
+    `expect` names an instance that should run wherever a NVIDIA PCI label holds; its
+    absent ledger there is a problem ("instance-missing:NAME").
     `written` is what this agent itself last left on the Node ({key: (value, source)});
     owned labels the ledger no longer lists but that still hold that value are taken
     back (another writer deleted or mangled the ledger).
@@ -354,7 +441,12 @@ def plan(
     labels = labels or {}
     prefixes = tuple(prefixes)
     problems: dict[str, str] = {}
-    ledger = _ledger_of(annotations, labels, written or {}, problems)
+    ledger = _ledger_of(annotations, labels, written or {}, problems, instance)
+    others = other_instances(annotations, instance)
+    if expect is not None and expect != instance:
+        missing = missing_instance(labels, annotations, expect)
+        if missing is not None:
+            problems[f"instance-missing:{expect}"] = missing
     frozen = paused_sources(labels)
     if frozen:
         # What a paused source reported before the pause is not used either, and no key
@@ -424,6 +516,9 @@ def plan(
                            source, True)
                 else:
                     owners[key] = source
+            elif key in others:
+                record(Change(key, OTHER, now, now, source,
+                              f"owned by agent instance {others[key]}: left alone", value))
             elif now is None:
                 record(Change(key, ADD, None, value, source, "newly discovered", value),
                    source, True)
@@ -451,7 +546,7 @@ def plan(
         else:
             record(Change(key, REMOVE, now, None, owner, why))
 
-    after = Ledger(dict(sorted(owners.items())))
+    after = Ledger(dict(sorted(owners.items())), instance)
     if after.size() > LEDGER_MAX_BYTES:
         after = _fit(after, ledger, rank, labels, changes, patch, problems)
     return Plan(changes, patch, after.annotation_patch(annotations), after, problems)
@@ -459,23 +554,24 @@ def plan(
 
 def _ledger_of(annotations: Mapping[str, str] | None, labels: Mapping[str, str],
                written: Mapping[str, tuple[str, str | None]],
-               problems: dict[str, str]) -> Ledger:
+               problems: dict[str, str], instance: str = "") -> Ledger:
     """The Node's ledger, with what another writer took out of it put back from `written`."""
-    ledger, damage = Ledger.read(annotations)
+    ledger, damage = Ledger.read(annotations, instance)
+    name = ledger.annotation
     lost = {key: owner for key, (value, owner) in written.items()
             if key not in ledger.owners and labels.get(key) == value}
     if lost:
         if damage is None:
-            damage = ("missing" if LEDGER_ANNOTATION not in (annotations or {})
+            damage = ("missing" if name not in (annotations or {})
                       else f"{len(lost)} of our labels missing from it")
         problems["ledger-restored"] = (
-            f"another writer deleted or changed the ledger annotation {LEDGER_ANNOTATION} "
+            f"another writer deleted or changed the ledger annotation {name} "
             f"({damage}): ownership of {len(lost)} labels restored from what this agent "
             "wrote")
-        return Ledger({**ledger.owners, **lost})
+        return Ledger({**ledger.owners, **lost}, instance)
     if damage is not None:
         problems["ledger"] = (
-            f"the ledger annotation {LEDGER_ANNOTATION} is damaged ({damage}): labels it "
+            f"the ledger annotation {name} is damaged ({damage}): labels it "
             "does not list are not known to be ours and are left as they are; "
             "'nodefeatures apply --take-over' adopts the ones discovery reports")
     return ledger
@@ -557,7 +653,8 @@ def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], labels: Mapping
         used += cost
         keep += 1
     while True:
-        fitted = Ledger(dict(sorted((k, after.owners[k]) for k in order[:keep])))
+        fitted = Ledger(dict(sorted((k, after.owners[k]) for k in order[:keep])),
+                        after.instance)
         if fitted.size() <= LEDGER_MAX_BYTES:
             break
         keep -= max(1, keep // 100)
@@ -606,15 +703,17 @@ def prune_plan(
     annotations: Mapping[str, str] | None,
     prefixes: Iterable[str] = DEFAULT_MANAGED_PREFIXES,
     sources: Iterable[str] = (),
+    instance: str = "",
 ) -> Plan:
     """Remove owned labels (all, or only those of `sources`) and their ledger entries.
 
-    Like every plan it touches only managed keys; the ledger is deleted when emptied.
+    Like every plan it touches only managed keys of `instance`'s ledger; the ledger is
+    deleted when emptied.
     """
     labels = labels or {}
     prefixes = tuple(prefixes)
     only = set(sources)
-    ledger = Ledger.parse(annotations)
+    ledger = Ledger.parse(annotations, instance)
     owners = dict(ledger.owners)
     changes: list[Change] = []
     patch: dict[str, str | None] = {}
@@ -631,8 +730,13 @@ def prune_plan(
         else:
             changes.append(Change(key, REMOVE, now, None, owner, "pruned"))
             patch[key] = None
-    after = Ledger(owners)
-    return Plan(changes, patch, after.annotation_patch(annotations), after)
+    after = Ledger(owners, instance)
+    annotation_patch = after.annotation_patch(annotations)
+    if instance and not owners:
+        # Pruned empty: no ledger at all, not the "{}" of an instance that runs.
+        annotation_patch = ({after.annotation: None}
+                            if after.annotation in (annotations or {}) else {})
+    return Plan(changes, patch, annotation_patch, after)
 
 
 def apply_to(labels: Mapping[str, str], plan_: Plan) -> dict[str, str]:

@@ -16,9 +16,11 @@ from manifests import DEPLOY, find, load_documents, render, require_kustomize
 
 from nodefeatures.cluster.reconcile import (
     DEFAULT_MANAGED_PREFIXES,
+    GPU_INSTANCE,
     LEDGER_ANNOTATION,
     LEDGER_MAX_BYTES,
     SOURCES_ANNOTATION,
+    ledger_annotation,
 )
 
 NAMESPACE = "nodefeatures"
@@ -26,7 +28,7 @@ SERVICE_ACCOUNT = "nodefeatures"
 AGENT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 # The agent's own constants: the policy must allow exactly what the agent writes.
 MANAGED_PREFIXES = list(DEFAULT_MANAGED_PREFIXES)
-LEDGERS = [LEDGER_ANNOTATION, SOURCES_ANNOTATION]
+LEDGERS = [LEDGER_ANNOTATION, SOURCES_ANNOTATION, ledger_annotation(GPU_INSTANCE)]
 METRICS_PORT = 8080
 CONFIG_MAP = "nodefeatures-config"
 # Where the agent looks for its config file by default; --config names it explicitly.
@@ -280,6 +282,13 @@ def test_cpu_only_install_has_nothing_nvidia(base) -> None:
     assert "affinity" not in daemonsets(base)[0]["spec"]["template"]["spec"]
 
 
+# The arguments that make each DaemonSet's agent the instance it is.
+BASE_INSTANCE_ARGS = ["--managed-prefix=feature.node.kubernetes.io/",
+                      f"--expect-instance={GPU_INSTANCE}"]
+GPU_INSTANCE_ARGS = [f"--instance={GPU_INSTANCE}", "--source=nvidia",
+                     "--managed-prefix=nvidia.com/"]
+
+
 def _without_gpu_differences(ds: dict[str, Any]) -> dict[str, Any]:
     """A DaemonSet with the documented base/GPU differences taken out."""
     ds = copy.deepcopy(ds)
@@ -292,6 +301,8 @@ def _without_gpu_differences(ds: dict[str, Any]) -> dict[str, Any]:
     pod.pop("affinity", None)
     container = pod["containers"][0]
     container["env"] = [e for e in container["env"] if not e["name"].startswith("NVIDIA_")]
+    container["args"] = [a for a in container["args"]
+                         if a not in BASE_INSTANCE_ARGS + GPU_INSTANCE_ARGS]
     return ds
 
 
@@ -310,6 +321,26 @@ def test_gpu_daemonset_is_the_base_pod_plus_the_nvidia_runtime(gpu) -> None:
     assert base_ds["spec"]["selector"] != gpu_ds["spec"]["selector"]
 
 
+def test_each_gpu_node_runs_both_agents_as_two_instances_with_disjoint_labels(gpu) -> None:
+    from nodefeatures.cli.cluster import run
+
+    base_args = find(gpu, "DaemonSet", "nodefeatures")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    gpu_args = find(gpu, "DaemonSet", "nodefeatures-nvidia")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert [a for a in base_args if a in BASE_INSTANCE_ARGS] == BASE_INSTANCE_ARGS
+    assert [a for a in gpu_args if a in GPU_INSTANCE_ARGS] == GPU_INSTANCE_ARGS
+    # The agent's own parser accepts both command lines, and they make two instances
+    # whose managed prefixes split the default ones between them.
+    params = [run.make_context("run", list(args[1:])).params for args in (base_args, gpu_args)]
+    assert [p["instance"] for p in params] == ["", GPU_INSTANCE]
+    assert params[0]["expect_instance"] == GPU_INSTANCE
+    assert not set(params[0]["prefixes"]) & set(params[1]["prefixes"])
+    assert sorted(params[0]["prefixes"] + params[1]["prefixes"]) == sorted(MANAGED_PREFIXES)
+    # The admission policy admits the GPU instance's ledger.
+    assert ledger_annotation(params[1]["instance"]) in LEDGERS
+
+
 def _node_matches(pod: dict[str, Any], labels: dict[str, str]) -> bool:
     """requiredDuringScheduling node affinity for In/NotIn, as the scheduler evaluates it."""
     affinity = pod.get("affinity")
@@ -326,14 +357,25 @@ def _node_matches(pod: dict[str, Any], labels: dict[str, str]) -> bool:
     return any(all(holds(e) for e in term["matchExpressions"]) for term in terms)
 
 
-def test_every_node_runs_exactly_one_agent(gpu) -> None:
-    pods = [ds["spec"]["template"]["spec"] for ds in daemonsets(gpu)]
+def test_base_agent_runs_everywhere_and_the_gpu_agent_beside_it_on_gpu_nodes(gpu) -> None:
+    base_pod = find(gpu, "DaemonSet", "nodefeatures")["spec"]["template"]["spec"]
+    gpu_pod = find(gpu, "DaemonSet", "nodefeatures-nvidia")["spec"]["template"]["spec"]
+    # No state of the Node's labels can take the base agent off it.
+    assert "affinity" not in base_pod and "nodeSelector" not in base_pod
+    assert "runtimeClassName" not in base_pod
+    assert not (DEPLOY / "gpu" / "base-skips-gpu-nodes.yaml").exists()
     # Each GPU label absent, "true" or something else, in every combination.
     for values in itertools.product([None, "true", "false"], repeat=len(GPU_NODE_LABELS)):
         labels = {k: v for k, v in zip(GPU_NODE_LABELS, values, strict=True) if v is not None}
-        running = [_node_matches(pod, labels) for pod in pods]
-        assert running.count(True) == 1, labels
-        assert running[1] == ("true" in values), labels
+        assert _node_matches(base_pod, labels), labels
+        assert _node_matches(gpu_pod, labels) == ("true" in values), labels
+    # The labels the GPU DaemonSet follows are the ones the base agent checks.
+    from nodefeatures.cluster.reconcile import NVIDIA_PCI_LABELS
+
+    keys = {e["key"] for t in gpu_pod["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        for e in t["matchExpressions"]}
+    assert keys == set(NVIDIA_PCI_LABELS) == set(GPU_NODE_LABELS)
 
 
 def test_namespace_admits_host_paths_and_still_warns_about_the_rest(base) -> None:
@@ -388,18 +430,35 @@ def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
 def test_the_agent_writes_the_prefixes_the_policy_allows(base, gpu) -> None:
     policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
-    for ds in daemonsets(gpu):
+    allowed = yaml.safe_load(variables["prefixes"])
+    assert allowed == MANAGED_PREFIXES
+
+    def prefixes(ds: dict) -> list[str]:
         args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
-        prefixes = [a.split("=", 1)[1] for a in args if a.startswith("--managed-prefix=")]
-        assert prefixes == yaml.safe_load(variables["prefixes"]) == MANAGED_PREFIXES
+        return [a.split("=", 1)[1] for a in args if a.startswith("--managed-prefix=")]
+
+    (alone,) = daemonsets(base)
+    assert prefixes(alone) == allowed
+    # On a GPU node the two instances split the allowed prefixes between them.
+    split = [prefixes(ds) for ds in daemonsets(gpu)]
+    assert len(split) == 2
+    assert sorted(p for part in split for p in part) == sorted(allowed)
+    assert not set(split[0]) & set(split[1])
 
 
 def test_admission_policy_bounds_the_ledger_as_the_agent_does(base) -> None:
     policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
-    assert all(f"'{name}'" in variables["ledgerBytes"] for name in LEDGERS)
+    # One sum per instance (the default one's two annotations together), each bounded.
+    import re
+
+    sums = re.split(r"\)\)\),\s*", variables["ledgerBytes"])
+    assert len(sums) == 2, sums
+    assert all(f"'{name}'" in sums[0] for name in LEDGERS[:2])
+    assert f"'{LEDGERS[2]}'" in sums[1]
+    assert variables["ledgerBytes"].endswith(f".filter(n, n > {LEDGER_MAX_BYTES})")
     checks = [v["expression"] for v in policy["validations"]]
-    assert f"variables.ledgerBytes <= {LEDGER_MAX_BYTES}" in checks
+    assert "size(variables.ledgerBytes) == 0" in checks
 
 
 def test_every_file_in_deploy_is_part_of_an_install_path() -> None:

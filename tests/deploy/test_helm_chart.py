@@ -100,17 +100,24 @@ def test_values_yaml_meets_its_own_schema_and_names_every_property() -> None:
 
 def test_managed_prefixes_reach_the_agent_and_the_policy_alike() -> None:
     prefixes = ["feature.node.kubernetes.io/", "example.com/"]
-    objects = render_chart("--set-json", f"managedPrefixes={json.dumps(prefixes)}",
-                           "--set", "gpu.enabled=true")
+    objects = render_chart("--set-json", f"managedPrefixes={json.dumps(prefixes)}")
     policy = find(objects, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
     assert yaml.safe_load(variables["prefixes"]) == prefixes
     message = next(v["messageExpression"] for v in policy["validations"]
                    if "foreignLabels" in v["expression"])
     assert "example.com/" in message and "nvidia.com/" not in message
-    for ds in (o for o in objects if o["kind"] == "DaemonSet"):
-        assert [a.split("=", 1)[1] for a in args_of(ds)
-                if a.startswith("--managed-prefix=")] == prefixes
+    def given(objects: list) -> dict[str, list[str]]:
+        return {ds["metadata"]["name"]: [a.split("=", 1)[1] for a in args_of(ds)
+                                         if a.startswith("--managed-prefix=")]
+                for ds in objects if ds["kind"] == "DaemonSet"}
+
+    assert given(objects) == {"nodefeatures": prefixes}
+    # With the GPU agent, instance "gpu" takes nvidia.com/ and the base agent the rest.
+    with_gpu = [*prefixes, "nvidia.com/"]
+    assert given(render_chart("--set-json", f"managedPrefixes={json.dumps(with_gpu)}",
+                              "--set", "gpu.enabled=true")) == {
+        "nodefeatures": prefixes, "nodefeatures-nvidia": ["nvidia.com/"]}
     # The defaults are the agent's own.
     default = find(render_chart(), "DaemonSet", "nodefeatures")
     assert [a.split("=", 1)[1] for a in args_of(default)
@@ -225,3 +232,13 @@ def test_monitors_scrape_the_agents_metrics_port() -> None:
         assert selects(service["spec"]["selector"], pod["metadata"]["labels"])
     assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
     assert [e["port"] for e in servicemonitor["spec"]["endpoints"]] == ["http"]
+
+
+def test_the_gpu_agent_without_nvidia_com_among_the_prefixes_is_refused() -> None:
+    # Without a --managed-prefix of its own the GPU agent would fall back to the
+    # default prefixes and take the host labels from the base agent.
+    result = run_helm("template", "x", str(CHART), "--set", "gpu.enabled=true",
+                      "--set-json", 'managedPrefixes=["feature.node.kubernetes.io/"]',
+                      check=False)
+    assert result.returncode != 0
+    assert "managedPrefixes must include nvidia.com/" in result.stderr

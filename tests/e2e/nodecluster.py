@@ -523,6 +523,13 @@ state = "{w / 'containerd/state'}"
       [plugins.{runtime}.containerd.runtimes.runc.options]
         BinaryName = "{self.paths['runc']}"
         SystemdCgroup = false
+    # A stand-in for the NVIDIA container runtime (plain runc, no GPU): the handler a
+    # RuntimeClass "nvidia" names, so deploy/gpu's GPU agent can start on this node.
+    [plugins.{runtime}.containerd.runtimes.nvidia]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.{runtime}.containerd.runtimes.nvidia.options]
+        BinaryName = "{self.paths['runc']}"
+        SystemdCgroup = false
 """)
         env = {"PATH": f"{self.paths['containerd'].parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
         containerd = self._spawn("containerd", [

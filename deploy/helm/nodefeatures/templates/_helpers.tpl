@@ -22,6 +22,10 @@ explain every field. Called with (dict "root" $ "name" ... "component" ... "gpu"
 {{- $root := .root -}}
 {{- $values := $root.Values -}}
 {{- $gpuLabels := include "nodefeatures.gpuLabels" $root | fromJsonArray -}}
+{{- $gpu := .gpu -}}
+{{- if and $gpu (not (has "nvidia.com/" $values.managedPrefixes)) -}}
+{{- fail "gpu.enabled: the GPU agent writes nvidia.com/ labels, so managedPrefixes must include nvidia.com/" -}}
+{{- end -}}
 apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -57,17 +61,6 @@ spec:
                     operator: In
                     values: ["true"]
               {{- end }}
-      {{- else if $values.gpu.enabled }}
-      affinity:
-        nodeAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            nodeSelectorTerms:
-              - matchExpressions:
-                  {{- range $gpuLabels }}
-                  - key: {{ . }}
-                    operator: NotIn
-                    values: ["true"]
-                  {{- end }}
       {{- end }}
       serviceAccountName: nodefeatures
       automountServiceAccountToken: true
@@ -102,8 +95,21 @@ spec:
             - --proc=/proc
             - --metrics-port=8080
             - --config=/etc/nodefeatures/config.yaml
+            {{- if .gpu }}
+            {{- /* The GPU agent is instance "gpu": only the nvidia source, only nvidia.com/,
+                   its own ledger (deploy/gpu/daemonset-nvidia.yaml). */}}
+            - --instance=gpu
+            - --source=nvidia
+            {{- end }}
             {{- range $values.managedPrefixes }}
+            {{- if or (not $values.gpu.enabled) (eq (hasPrefix "nvidia.com/" .) $gpu) }}
             - {{ printf "--managed-prefix=%s" . | quote }}
+            {{- end }}
+            {{- end }}
+            {{- if and $values.gpu.enabled (not .gpu) }}
+            {{- /* The base agent stays on GPU nodes and says when their GPU agent is
+                   missing (deploy/gpu/base-leaves-gpu-labels.yaml). */}}
+            - --expect-instance=gpu
             {{- end }}
           env:
             - name: NODE_NAME

@@ -1,0 +1,259 @@
+"""Two agent instances on one Node of a real kube-apiserver, under the shipped policy.
+
+deploy/gpu runs the base agent (default instance, feature.node.kubernetes.io/) and the
+GPU agent (instance gpu, nvidia.com/) side by side on every GPU node. Here both run as
+the agent's ServiceAccount bound to their Node, under a copy of
+deploy/base/admission-policy.yaml bound only to Nodes carrying POLICED.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from agentkit import (
+    FAST,
+    LEDGER,
+    REPO,
+    SA_USER,
+    F,
+    Switchable,
+    annotations_of,
+    discoverer,
+    labels_of,
+    os_release_root,
+    patch_node,
+    service_account_kubeconfig,
+    start,
+    wait_until,
+    writes_to,
+)
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from nodefeatures.cluster.agent import Agent, Options
+from nodefeatures.cluster.kube import NodeApi
+from nodefeatures.cluster.reconcile import LEDGER_MAX_BYTES, Ledger
+
+pytestmark = pytest.mark.integration
+
+POLICY_FILE = REPO / "deploy" / "base" / "admission-policy.yaml"
+POLICED = "nodefeatures.test/instances-policy"
+POLICY = "nodefeatures-own-node-instances-test"
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+GPU_LEDGER = "nodefeatures.dev/labels-gpu"
+AVX = F + "cpu-cpuid.AVX"
+PCI = F + "pci-10de.present"
+COUNT = "nvidia.com/gpu.count"
+PRODUCT = "nvidia.com/gpu.product"
+
+
+@pytest.fixture(scope="module")
+def policy(apiserver: Any, rbac: str) -> Iterator[str]:
+    documents = []
+    for document in copy.deepcopy(list(yaml.safe_load_all(POLICY_FILE.read_text()))):
+        document["metadata"]["name"] = POLICY
+        if document["kind"] == "ValidatingAdmissionPolicyBinding":
+            document["spec"]["policyName"] = POLICY
+            document["spec"]["matchResources"] = {
+                "objectSelector": {"matchLabels": {POLICED: "on"}}}
+        documents.append(document)
+    with apiserver.admin_client() as api:
+        admission = client.AdmissionregistrationV1Api(api)
+        admission.create_validating_admission_policy(documents[0])
+        admission.create_validating_admission_policy_binding(documents[1])
+        yield POLICY
+        admission.delete_validating_admission_policy_binding(POLICY)
+        admission.delete_validating_admission_policy(POLICY)
+
+
+def agent_client(apiserver: Any, node: str) -> Any:
+    return apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node})
+
+
+@pytest.fixture
+def policed(apiserver: Any, policy: str) -> Iterator[str]:
+    name = f"instances-{uuid.uuid4().hex[:8]}"
+    with apiserver.admin_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
+            name=name, labels={"kubernetes.io/hostname": name, POLICED: "on"})))
+        agent = client.CoreV1Api(agent_client(apiserver, name))
+
+        def enforced() -> bool:
+            try:
+                agent.patch_node(name, {"metadata": {"labels": {"team": "x"}}},
+                                 _content_type="application/merge-patch+json", dry_run="All")
+            except ApiException as error:
+                return error.status == 403 and policy in str(error.body)
+            return False
+
+        wait_until(enforced, 30, "the own-node policy to be enforced", every=0.2)
+        yield name
+        core.delete_node(name)
+
+
+def agent(apiserver: Any, node: str, sources: list[Switchable], root: Path,
+          **options: Any) -> Agent:
+    return Agent(NodeApi(agent_client(apiserver, node), node), discoverer(sources, root),
+                 [s.name for s in sources],
+                 Options(node=node, **{**FAST, "confinement_policy": POLICY, **options}))
+
+
+def as_agent(apiserver: Any, node: str, annotations: dict[str, str | None]) -> None:
+    client.CoreV1Api(agent_client(apiserver, node)).patch_node(
+        node, {"metadata": {"annotations": annotations}},
+        _content_type="application/merge-patch+json")
+
+
+def denial(apiserver: Any, node: str, annotations: dict[str, str | None]) -> str:
+    with pytest.raises(ApiException) as denied:
+        as_agent(apiserver, node, annotations)
+    assert denied.value.status == 403
+    return json.loads(denied.value.body)["message"]
+
+
+def test_two_instances_keep_their_own_labels_and_neither_removes_the_others(
+        apiserver: Any, policed: str, tmp_path: Path) -> None:
+    cpu = Switchable("cpu", {AVX: "true"})
+    pci = Switchable("pci", {PCI: "true"})
+    # The base agent also runs an nvidia source that (without NVML) says something else
+    # about the GPU count: under its prefixes it is never published.
+    base_nvidia = Switchable("nvidia", {COUNT: "0"})
+    nvidia = Switchable("nvidia", {COUNT: "2", PRODUCT: "H200"})
+    base = agent(apiserver, policed, [cpu, pci, base_nvidia], tmp_path / "base",
+                 prefixes=(F,), expect_instance="gpu")
+    gpu = agent(apiserver, policed, [nvidia], tmp_path / "gpu",
+                prefixes=("nvidia.com/",), instance="gpu")
+    running = [start(base), start(gpu)]
+    try:
+        want = {AVX: "true", PCI: "true", COUNT: "2", PRODUCT: "H200"}
+        wait_until(lambda: want.items() <= labels_of(apiserver, policed).items(), 15,
+                   "both agents' labels")
+        wait_until(lambda: base.ready and gpu.ready, what="both first passes")
+        annotations = annotations_of(apiserver, policed)
+        assert set(Ledger.parse(annotations).owners) == {AVX, PCI}
+        assert set(Ledger.parse(annotations, "gpu").owners) == {COUNT, PRODUCT}
+        # Settled: three more passes each write nothing (no fight over any key).
+        before = len(writes_to(apiserver, policed, SA_USER))
+        time.sleep(3.2)
+        assert len(writes_to(apiserver, policed, SA_USER)) == before
+        # Each removes on its own evidence only: the base agent's sources drop every
+        # GPU-ish key, the GPU agent drops the product, the host's CPU flag goes.
+        base_nvidia.current = {}
+        nvidia.current = {COUNT: "2"}
+        cpu.current = {}
+        wait_until(lambda: PRODUCT not in labels_of(apiserver, policed)
+                   and AVX not in labels_of(apiserver, policed), 10, "both removals")
+        time.sleep(2.2)
+        labels = labels_of(apiserver, policed)
+        assert labels[COUNT] == "2" and labels[PCI] == "true"
+        # The GPU agent is there: the base agent reports nothing missing.
+        assert base.metrics.instance_missing.labels("gpu")._value.get() == 0
+    finally:
+        for run in running:
+            run.stop()
+
+
+def test_policy_admits_both_ledgers_and_denies_an_unknown_one(
+        apiserver: Any, policed: str) -> None:
+    as_agent(apiserver, policed, {LEDGER: "{}", GPU_LEDGER: "{}"})
+    assert {LEDGER, GPU_LEDGER} <= set(annotations_of(apiserver, policed))
+    for unknown in ("nodefeatures.dev/labels-other", "nodefeatures.dev/other",
+                    "example.com/labels-gpu"):
+        message = denial(apiserver, policed, {unknown: "{}"})
+        assert "may change only its ledger annotations" in message
+        assert unknown in message
+    # Removing its own ledger is allowed (prune --instance gpu).
+    as_agent(apiserver, policed, {GPU_LEDGER: None})
+    assert GPU_LEDGER not in annotations_of(apiserver, policed)
+
+
+def test_policy_bounds_each_ledger_on_its_own(apiserver: Any, policed: str) -> None:
+    full = "x" * (LEDGER_MAX_BYTES - 2) + "\u00e9"  # exactly the bound, in bytes
+    # Both ledgers at the bound at once: each is within its own.
+    as_agent(apiserver, policed, {LEDGER: full, GPU_LEDGER: full})
+    annotations = annotations_of(apiserver, policed)
+    assert annotations[LEDGER] == annotations[GPU_LEDGER] == full
+    message = denial(apiserver, policed, {GPU_LEDGER: full + "x"})
+    assert f"may hold at most {LEDGER_MAX_BYTES}" in message
+    assert str(LEDGER_MAX_BYTES + 1) in message
+    # The default instance's two annotations still count together.
+    message = denial(apiserver, policed, {LEDGER: "x" * (LEDGER_MAX_BYTES // 2 + 1),
+                                          "nodefeatures.dev/sources":
+                                          "y" * (LEDGER_MAX_BYTES // 2)})
+    assert f"may hold at most {LEDGER_MAX_BYTES}" in message
+
+
+def test_base_agent_reports_the_missing_gpu_agent_and_keeps_the_host_labels(
+        apiserver: Any, policed: str, tmp_path: Path) -> None:
+    from agentkit import events_about
+
+    base = agent(apiserver, policed, [Switchable("cpu", {AVX: "true"})], tmp_path,
+                 prefixes=(F,), expect_instance="gpu", expect_grace=1.0)
+    patch_node(apiserver, policed, {"metadata": {"labels": {PCI: "true"}}})  # as admin
+    running = start(base)
+    try:
+        events = wait_until(lambda: [e for e in events_about(apiserver, policed)
+                                     if e.reason == "GPUAgentMissing"], 15,
+                            "a GPUAgentMissing Event")
+        assert GPU_LEDGER in events[0].message and events[0].type == "Warning"
+        labels = labels_of(apiserver, policed)
+        assert labels[AVX] == "true"
+        assert not [k for k in labels if k.startswith("nvidia.com/")]
+        assert GPU_LEDGER not in annotations_of(apiserver, policed)
+        assert base.metrics.instance_missing.labels("gpu")._value.get() == 1
+    finally:
+        running.stop()
+
+
+def test_cli_apply_diff_and_prune_per_instance(apiserver: Any, node: str,
+                                               tmp_path: Path) -> None:
+    """`apply --instance`, `diff --expect-instance`, `prune --instance` as commands."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KUBERNETES_") and k not in ("NODE_NAME", "KUBECONFIG")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nodefeatures", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    kubeconfig = service_account_kubeconfig(apiserver, tmp_path)
+    common = ["--node", node, "--kubeconfig", str(kubeconfig), "--root",
+              str(os_release_root(tmp_path)), "--source", "system", "--allow-unconfined"]
+    os_id = F + "system-os_release.ID"
+    # The same source as two instances: the second finds every key owned by the first.
+    assert cli("apply", *common).returncode == 0
+    second = cli("apply", *common, "--instance", "gpu")
+    assert second.returncode == 0, second.stderr
+    assert f"other     {os_id}=debian" in second.stdout
+    assert "owned by agent instance default: left alone" in second.stdout
+    assert json.loads(annotations_of(apiserver, node)[GPU_LEDGER]) == {}
+    patch_node(apiserver, node, {"metadata": {"labels": {PCI: "true"},
+                                              "annotations": {GPU_LEDGER: None}}})
+    diff = cli("diff", *common[:-1], "--expect-instance", "gpu")
+    assert diff.returncode == 0, diff.stdout + diff.stderr  # nothing to write
+    assert f"warning: the Node has {PCI}=true but no agent of instance 'gpu'" in diff.stdout
+    bad = cli("diff", *common[:-1], "--instance", "GPU/x")
+    assert bad.returncode == 2 and "--instance" in bad.stderr
+    # prune --instance gpu touches nothing of the default instance.
+    patch_node(apiserver, node, {"metadata": {"annotations": {
+        GPU_LEDGER: Ledger({"nvidia.com/gpu.count": "nvidia"}, "gpu").encode()[GPU_LEDGER]},
+        "labels": {"nvidia.com/gpu.count": "1"}}})
+    before = labels_of(apiserver, node)
+    pruned = cli("prune", "--node", node, "--kubeconfig", str(kubeconfig),
+                 "--allow-unconfined", "--instance", "gpu")
+    assert pruned.returncode == 0, pruned.stderr
+    after = labels_of(apiserver, node)
+    assert set(before) - set(after) == {"nvidia.com/gpu.count"}
+    annotations = annotations_of(apiserver, node)
+    assert GPU_LEDGER not in annotations and LEDGER in annotations
