@@ -1,6 +1,7 @@
 """deploy/gpu on a real kubelet: a node that gains an NVIDIA PCI label keeps its host labels.
 
-Runs after test_daemonset.py (file order), which uninstalls deploy/ and prunes its labels.
+Runs after test_daemonset.py (file order), which uninstalls deploy/ and prunes its labels;
+it prunes its own in turn for test_helm.py.
 The node has no GPU: the GPU agent runs the nvidia source, finds no NVML and publishes
 nothing but its (empty) ledger; the `nvidia` RuntimeClass names a plain-runc stand-in
 handler of the harness's containerd.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +69,12 @@ def overlay(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     cluster.kubectl("delete", "-k", str(gpu), "--wait=true", timeout=240, check=False)
     cluster.kubectl("delete", "runtimeclass", "nvidia", "--ignore-not-found", check=False)
     cluster.kubectl("label", "node", NODE_NAME, f"{PCI}-", check=False)
+    # Leave the Node as the next module expects it: none of the agents' labels.
+    for instance in ([], ["--instance", "gpu"]):
+        subprocess.run(cluster.in_network([
+            sys.executable, "-m", "nodefeatures", "prune", "--node", NODE_NAME,
+            f"--kubeconfig={cluster.kubeconfig}", "--allow-unconfined", *instance]),
+            capture_output=True, text=True, check=True)
 
 
 @pytest.fixture(scope="module")
