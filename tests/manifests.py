@@ -14,6 +14,7 @@ import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,62 +33,52 @@ class KustomizeUnavailable(Exception):
     """No kustomize (or helm) binary was found."""
 
 
-@functools.cache
-def kustomize() -> Path:
-    """The kustomize executable; raises :class:`KustomizeUnavailable` naming the fix."""
-    override = os.environ.get("NODEFEATURES_KUSTOMIZE")
+def _tool(name: str, override_env: str, build_script: Path, build_hint: str) -> Path:
+    """A tool's executable: the override, else our cache, else the PATH; raises
+    :class:`KustomizeUnavailable` naming the fix."""
+    override = os.environ.get(override_env)
     if override:
         if not os.access(override, os.X_OK):
-            raise KustomizeUnavailable(f"NODEFEATURES_KUSTOMIZE={override} is not executable")
+            raise KustomizeUnavailable(f"{override_env}={override} is not executable")
         return Path(override)
-    cache_dir = subprocess.run(["bash", str(BUILD_SCRIPT), "--print-dir"], check=True,
+    cache_dir = subprocess.run(["bash", str(build_script), "--print-dir"], check=True,
                                capture_output=True, text=True).stdout.strip()
-    cached = Path(cache_dir) / "kustomize"
+    cached = Path(cache_dir) / name
     if os.access(cached, os.X_OK):
         return cached
-    on_path = shutil.which("kustomize")
+    on_path = shutil.which(name)
     if on_path:
         return Path(on_path)
-    raise KustomizeUnavailable(f"no kustomize: run `bash {BUILD_SCRIPT} kustomize`")
+    raise KustomizeUnavailable(f"no {name}: run `{build_hint}`")
 
 
-def require_kustomize() -> Path:
-    """kustomize, or skip the calling test module (a failure under CI=true)."""
+def _required(find: Callable[[], Path]) -> Path:
+    """The tool, or skip the calling test module (a failure under CI=true)."""
     try:
-        return kustomize()
+        return find()
     except KustomizeUnavailable as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(str(exc), pytrace=False)
         pytest.skip(str(exc), allow_module_level=True)
+
+
+@functools.cache
+def kustomize() -> Path:
+    return _tool("kustomize", "NODEFEATURES_KUSTOMIZE", BUILD_SCRIPT,
+                 f"bash {BUILD_SCRIPT} kustomize")
 
 
 @functools.cache
 def helm() -> Path:
-    """The helm executable; raises :class:`KustomizeUnavailable` naming the fix."""
-    override = os.environ.get("NODEFEATURES_HELM")
-    if override:
-        if not os.access(override, os.X_OK):
-            raise KustomizeUnavailable(f"NODEFEATURES_HELM={override} is not executable")
-        return Path(override)
-    cache_dir = subprocess.run(["bash", str(HELM_BUILD_SCRIPT), "--print-dir"], check=True,
-                               capture_output=True, text=True).stdout.strip()
-    cached = Path(cache_dir) / "helm"
-    if os.access(cached, os.X_OK):
-        return cached
-    on_path = shutil.which("helm")
-    if on_path:
-        return Path(on_path)
-    raise KustomizeUnavailable(f"no helm: run `bash {HELM_BUILD_SCRIPT}`")
+    return _tool("helm", "NODEFEATURES_HELM", HELM_BUILD_SCRIPT, f"bash {HELM_BUILD_SCRIPT}")
+
+
+def require_kustomize() -> Path:
+    return _required(kustomize)
 
 
 def require_helm() -> Path:
-    """helm, or skip the calling test module (a failure under CI=true)."""
-    try:
-        return helm()
-    except KustomizeUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc), allow_module_level=True)
+    return _required(helm)
 
 
 def helm_env() -> dict[str, str]:

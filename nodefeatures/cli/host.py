@@ -104,7 +104,8 @@ def show_config(defaults: bool, effective: bool, config_path: str | None,
         return
     sources, cfg = HostChoice("/", None, config_path, (), None, gfd_config_path).prepare()
     shown: dict[str, object] = {"core": cfg.core,
-                                "sources": {n: _plain(o) for n, o in cfg.sources.items()}}
+                                "sources": {n: sources[n].config_of(o) if n in sources else o
+                                            for n, o in cfg.sources.items()}}
     if cfg.oneshot:
         shown["oneshot"] = True
     click.echo(yaml.safe_dump(_plain(shown), sort_keys=False).rstrip())

@@ -158,6 +158,11 @@ class Source(ABC):
         """
         return None
 
+    def config_of(self, options: Mapping[str, Any]) -> Any:
+        """`options` as a config file writes them under `sources.<name>`: what
+        `config --effective` shows, loadable again as it is."""
+        return options
+
     def qualify(self, name: str) -> str:
         """The full key of a label name this source returned."""
         if "/" in name:

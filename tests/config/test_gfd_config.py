@@ -230,7 +230,8 @@ def test_config_effective_prints_the_merged_configuration_in_force(tmp_path: Pat
     assert shown["core"]["sleepInterval"] == 180  # GFD's variable over both files
     assert shown["core"]["featureSources"] == ["all", "-memory"]
     assert shown["sources"]["nvidia"]["migStrategy"] == "single"
-    assert "uses the rule above" in shown["sources"]["custom"]["rules"]
+    # The rules as the config file writes them: a list, the names as given.
+    assert "uses the rule above" in [rule["name"] for rule in shown["sources"]["custom"]]
     bad = tmp_path / "bad.yaml"
     bad.write_text("core:\n  sleepInterval: soon\n")
     failed = CliRunner().invoke(main, ["config", "--effective", "--config", str(bad)])
@@ -249,3 +250,21 @@ def test_gfd_files_have_the_same_bounds_as_ours(tmp_path: Path) -> None:
     assert "larger than 1048576 bytes" in _problem({}, big)
     deep = _write(tmp_path, "version: v1\nflags: " + "[" * 40 + "]" * 40 + "\n")
     assert "nested too deeply" in _problem({}, deep)
+
+
+def test_config_effective_output_loads_again_as_the_same_configuration(tmp_path: Path) -> None:
+    import yaml
+
+    first = CliRunner().invoke(main, ["config", "--effective", "--config",
+                                      str(HERE / "nfd-worker.conf")])
+    assert first.exit_code == 0, first.output
+    assert yaml.safe_load(first.stdout)["sources"]["custom"], "the file has custom rules"
+    again = tmp_path / "effective.yaml"
+    again.write_text(first.stdout)
+    second = CliRunner().invoke(main, ["config", "--effective", "--config", str(again)])
+    assert second.exit_code == 0, second.output
+    assert second.stdout == first.stdout
+    # --defaults and --effective write sources.custom in the same shape.
+    defaults = yaml.safe_load(CliRunner().invoke(main, ["config", "--defaults"]).stdout)
+    effective = yaml.safe_load(CliRunner().invoke(main, ["config", "--effective"]).stdout)
+    assert defaults["sources"]["custom"] == effective["sources"]["custom"] == []

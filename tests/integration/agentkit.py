@@ -5,6 +5,8 @@ Test modules import the fixtures they use from here (`from agentkit import node,
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import threading
 import time
@@ -242,3 +244,61 @@ def os_release_root(directory: Path, text: str = 'ID=debian\nVERSION_ID="12"\n')
     (root / "etc").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "os-release").write_text(text)
     return root
+
+
+POLICY_FILE = REPO / "deploy" / "base" / "admission-policy.yaml"
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+
+
+def agent_as(apiserver: Any, node: str) -> Any:
+    """An API client as the agent's ServiceAccount, its token bound to `node`."""
+    return apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node})
+
+
+@contextlib.contextmanager
+def shipped_policy_as(apiserver: Any, name: str, selector: str) -> Iterator[str]:
+    """deploy/base's policy and binding, renamed `name` and bound only to Nodes labelled
+    `selector=on`, so a module can run agents under the real policy without touching the
+    other modules' Nodes; removed afterwards."""
+    documents = []
+    for document in copy.deepcopy(list(yaml.safe_load_all(POLICY_FILE.read_text()))):
+        document["metadata"]["name"] = name
+        if document["kind"] == "ValidatingAdmissionPolicyBinding":
+            document["spec"]["policyName"] = name
+            document["spec"]["matchResources"] = {
+                "objectSelector": {"matchLabels": {selector: "on"}}}
+        documents.append(document)
+    with apiserver.admin_client() as api:
+        admission = client.AdmissionregistrationV1Api(api)
+        admission.create_validating_admission_policy(documents[0])
+        admission.create_validating_admission_policy_binding(documents[1])
+        try:
+            yield name
+        finally:
+            admission.delete_validating_admission_policy_binding(name)
+            admission.delete_validating_admission_policy(name)
+
+
+@contextlib.contextmanager
+def policed_node(apiserver: Any, policy: str, selector: str, name: str) -> Iterator[str]:
+    """A fresh Node under `policy`, yielded once the server enforces the policy on it
+    (policies load asynchronously); deleted afterwards."""
+    with apiserver.admin_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
+            name=name, labels={"kubernetes.io/hostname": name, selector: "on"})))
+        agent = client.CoreV1Api(agent_as(apiserver, name))
+
+        def enforced() -> bool:
+            try:  # harmless: a dry run the policy must refuse
+                agent.patch_node(name, {"metadata": {"labels": {"team": "x"}}},
+                                 _content_type="application/merge-patch+json", dry_run="All")
+            except ApiException as error:
+                return error.status == 403 and policy in str(error.body)
+            return False
+
+        try:
+            wait_until(enforced, 30, "the own-node policy to be enforced", every=0.2)
+            yield name
+        finally:
+            core.delete_node(name)

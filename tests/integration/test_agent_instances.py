@@ -8,7 +8,6 @@ deploy/base/admission-policy.yaml bound only to Nodes carrying POLICED.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -20,20 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from agentkit import (
     FAST,
     LEDGER,
-    REPO,
     SA_USER,
     F,
     Switchable,
+    agent_as,
     annotations_of,
     discoverer,
     labels_of,
     os_release_root,
     patch_node,
+    policed_node,
     service_account_kubeconfig,
+    shipped_policy_as,
     start,
     wait_until,
     writes_to,
@@ -47,10 +47,8 @@ from nodefeatures.cluster.reconcile import LEDGER_MAX_BYTES, Ledger
 
 pytestmark = pytest.mark.integration
 
-POLICY_FILE = REPO / "deploy" / "base" / "admission-policy.yaml"
 POLICED = "nodefeatures.test/instances-policy"
 POLICY = "nodefeatures-own-node-instances-test"
-NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 GPU_LEDGER = "nodefeatures.dev/labels-gpu"
 AVX = F + "cpu-cpuid.AVX"
 PCI = F + "pci-10de.present"
@@ -60,47 +58,18 @@ PRODUCT = "nvidia.com/gpu.product"
 
 @pytest.fixture(scope="module")
 def policy(apiserver: Any, rbac: str) -> Iterator[str]:
-    documents = []
-    for document in copy.deepcopy(list(yaml.safe_load_all(POLICY_FILE.read_text()))):
-        document["metadata"]["name"] = POLICY
-        if document["kind"] == "ValidatingAdmissionPolicyBinding":
-            document["spec"]["policyName"] = POLICY
-            document["spec"]["matchResources"] = {
-                "objectSelector": {"matchLabels": {POLICED: "on"}}}
-        documents.append(document)
-    with apiserver.admin_client() as api:
-        admission = client.AdmissionregistrationV1Api(api)
-        admission.create_validating_admission_policy(documents[0])
-        admission.create_validating_admission_policy_binding(documents[1])
-        yield POLICY
-        admission.delete_validating_admission_policy_binding(POLICY)
-        admission.delete_validating_admission_policy(POLICY)
+    with shipped_policy_as(apiserver, POLICY, POLICED) as name:
+        yield name
 
 
 def agent_client(apiserver: Any, node: str) -> Any:
-    return apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node})
+    return agent_as(apiserver, node)
 
 
 @pytest.fixture
 def policed(apiserver: Any, policy: str) -> Iterator[str]:
-    name = f"instances-{uuid.uuid4().hex[:8]}"
-    with apiserver.admin_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-            name=name, labels={"kubernetes.io/hostname": name, POLICED: "on"})))
-        agent = client.CoreV1Api(agent_client(apiserver, name))
-
-        def enforced() -> bool:
-            try:
-                agent.patch_node(name, {"metadata": {"labels": {"team": "x"}}},
-                                 _content_type="application/merge-patch+json", dry_run="All")
-            except ApiException as error:
-                return error.status == 403 and policy in str(error.body)
-            return False
-
-        wait_until(enforced, 30, "the own-node policy to be enforced", every=0.2)
+    with policed_node(apiserver, policy, POLICED, f"instances-{uuid.uuid4().hex[:8]}") as name:
         yield name
-        core.delete_node(name)
 
 
 def agent(apiserver: Any, node: str, sources: list[Switchable], root: Path,

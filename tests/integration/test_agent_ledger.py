@@ -8,7 +8,6 @@ Nodes stay outside it.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from agentkit import (
     FAST,
     LEDGER,
@@ -29,6 +27,7 @@ from agentkit import (
     SOURCES,
     F,
     Switchable,
+    agent_as,
     annotations_of,
     discoverer,
     events_about,
@@ -36,13 +35,13 @@ from agentkit import (
     os_release_root,
     owned_on,
     patch_node,
+    policed_node,
     service_account_kubeconfig,
+    shipped_policy_as,
     start,
     wait_until,
     writes_to,
 )
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from nodefeatures.cluster.agent import Agent, Options
 from nodefeatures.cluster.kube import NodeApi
@@ -64,52 +63,21 @@ LEDGER_POLICY = "nodefeatures-own-node-ledger-test"
 @pytest.fixture(scope="module")
 def policy(apiserver: Any, rbac: str) -> Iterator[str]:
     """The shipped policy, renamed and bound to POLICED Nodes only; returns its name."""
-    shipped = list(yaml.safe_load_all(POLICY_FILE.read_text()))
-    name = LEDGER_POLICY
-    documents = []
-    for document in copy.deepcopy(shipped):
-        document["metadata"]["name"] = name
-        if document["kind"] == "ValidatingAdmissionPolicyBinding":
-            document["spec"]["policyName"] = name
-            document["spec"]["matchResources"] = {
-                "objectSelector": {"matchLabels": {POLICED: "on"}}}
-        documents.append(document)
-    with apiserver.admin_client() as api:
-        admission = client.AdmissionregistrationV1Api(api)
-        admission.create_validating_admission_policy(documents[0])
-        admission.create_validating_admission_policy_binding(documents[1])
+    with shipped_policy_as(apiserver, LEDGER_POLICY, POLICED) as name:
         yield name
-        admission.delete_validating_admission_policy_binding(name)
-        admission.delete_validating_admission_policy(name)
 
 
 @pytest.fixture
 def policed(apiserver: Any, policy: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh Node under the policy, once the server enforces it (loaded asynchronously)."""
+    """A fresh Node under the policy, once the server enforces it."""
     short = request.node.name.replace("_", "-").replace("[", "-").lower()[:36].strip("-]")
-    name = f"{short}-{uuid.uuid4().hex[:6]}"
-    with apiserver.admin_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-            name=name, labels={"kubernetes.io/hostname": name, POLICED: "on"})))
-        agent = client.CoreV1Api(agent_client(apiserver, name))
-
-        def enforced() -> bool:
-            try:  # harmless: a dry run the policy must refuse
-                agent.patch_node(name, {"metadata": {"labels": {"team": "x"}}},
-                                 _content_type="application/merge-patch+json", dry_run="All")
-            except ApiException as error:
-                return error.status == 403 and policy in str(error.body)
-            return False
-
-        wait_until(enforced, 30, "the own-node policy to be enforced", every=0.2)
+    with policed_node(apiserver, policy, POLICED, f"{short}-{uuid.uuid4().hex[:6]}") as name:
         yield name
-        core.delete_node(name)
 
 
 def agent_client(apiserver: Any, node: str) -> Any:
     """The agent's ServiceAccount as its pod-bound token on `node` presents it."""
-    return apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node})
+    return agent_as(apiserver, node)
 
 
 def host(tmp_path: Path, files: dict[str, str], os_id: str = "debian") -> Path:

@@ -55,7 +55,12 @@ class CustomSource(Source):
         from nodefeatures.discovery.rules.model import parse_rules
 
         rules, problems = parse_rules(given, origin="config sources.custom")
-        return {"rules": rules}, [str(p) if p.path else f": {p.message}" for p in problems]
+        # The rules as written stay beside the parsed ones, for `config --effective`.
+        return ({"rules": rules, "written": given},
+                [str(p) if p.path else f": {p.message}" for p in problems])
+
+    def config_of(self, options: Mapping[str, Any]) -> Any:
+        return options.get("written", [])
 
     def discover(self, ctx: Context) -> Features:
         configured: list[Rule] = list(ctx.options.get("rules", ()))
