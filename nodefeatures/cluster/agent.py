@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from nodefeatures.cluster import health as gpuhealth
 from nodefeatures.cluster.kube import (
@@ -44,10 +44,12 @@ from nodefeatures.cluster.reconcile import (
     SKIP,
     Evidence,
     Plan,
+    Scope,
     evidence_from,
     paused_sources,
     plan,
     prune_plan,
+    scope_of,
 )
 from nodefeatures.discovery.run import Discovery
 
@@ -107,8 +109,22 @@ def backoff(base: float, cap: float, failures: int) -> float:
     return min(cap, base * 2.0 ** min(max(failures - 1, 0), 64))
 
 
+class ScopeSource(Protocol):
+    """Where the keys the agent may touch come from (namespaces.LabelNamespacesSetting)."""
+
+    def scope(self) -> Scope | None:
+        """The scope in force; None while it is not known, and then nothing is written."""
+
+    def why(self) -> str:
+        """Why it is not known."""
+
+
 class Unconfined(Exception):
     """A write is due but confinement is not proven: nothing is sent."""
+
+
+class Held(Unconfined):
+    """A write is due but what the agent may write is not known yet: nothing is sent."""
 
 
 @dataclass(frozen=True)
@@ -159,9 +175,15 @@ class Agent:
 
     def __init__(self, api: NodeApi, discover: Callable[..., Discovery], installed: Iterable[str],
                  options: Options, metrics: Metrics | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, *,
+                 extend: Callable[[Discovery, Evidence], Evidence] | None = None,
+                 scope: ScopeSource | None = None) -> None:
         self.api = api
         self.discover = discover
+        # What cluster objects add to a pass (nfdapi.ClusterObjects.extend).
+        self.extend = extend
+        # The keys the agent may touch, when the cluster's setting decides (namespaces.py).
+        self.scope = scope
         self.installed = tuple(installed)
         self.options = options
         self.metrics = metrics or Metrics()
@@ -257,6 +279,10 @@ class Agent:
                     started = time.perf_counter()
                     try:
                         self.sync(drift=drifted)
+                    except Held:
+                        # The setting's watch pokes the loop when it arrives.
+                        retry_at, pending = now + 5.0, True
+                        self.metrics.passes.labels("held").inc()
                     except Unconfined:
                         retry_at, pending = self._probe_at, True  # resume once proven
                         self.metrics.passes.labels("unconfined").inc()
@@ -302,7 +328,7 @@ class Agent:
     @property
     def ready(self) -> bool:
         """A pass left the Node matching discovery, and writes are allowed."""
-        return self._passed and self._may_write()
+        return self._passed and self._may_write() and self._scope() is not None
 
     @ready.setter
     def ready(self, value: bool) -> None:
@@ -310,6 +336,8 @@ class Agent:
 
     def readiness(self) -> bool | str:
         """True when ready, else why not (the /readyz body)."""
+        if self._scope() is None:
+            return self._held() + "; nothing is written until then\n"
         if not self._may_write():
             proof = self._proof
             return (proof.message if proof is not None
@@ -355,6 +383,8 @@ class Agent:
         started = time.perf_counter()
         discovery = self.discover(frozenset(paused)) if paused else self.discover()
         evidence = evidence_from(discovery, self.installed)
+        if self.extend is not None:
+            evidence = self.extend(discovery, evidence)
         self._report_sources(discovery, evidence)
         self._health = gpuhealth.gpu_health(discovery.results)
         log.debug("discovery took %.1f ms", (time.perf_counter() - started) * 1000)
@@ -366,12 +396,15 @@ class Agent:
         if self.evidence is None:
             self.discover_now()
         assert self.evidence is not None
+        scope = self._scope()
+        if scope is None:
+            raise Held(self._held())
         for attempt in range(self.options.conflict_retries):
             if attempt and self._stopping.is_set():
                 break
             node = self._current_node()
             decided = plan(self.evidence, node_labels(node), node_annotations(node),
-                           self.options.prefixes, self._take_over, self._written,
+                           scope, self._take_over, self._written,
                            instance=self.options.instance,
                            expect=self.options.expect_instance)
             self._report_plan(decided)
@@ -639,8 +672,8 @@ class Agent:
         self._conflicts = conflicts
         skipped = frozenset(c.key for c in decided.by_action(SKIP))
         if skipped - self._skipped:
-            log.warning("not publishing labels outside the managed prefixes (%s): %s",
-                        ", ".join(self.options.prefixes), ", ".join(sorted(skipped)))
+            log.warning("not publishing labels outside what this agent may write (%s): %s",
+                        self._scope(), ", ".join(sorted(skipped)))
         self._skipped = skipped
         problems = self._after_grace(decided.problems)
         for kind, message in sorted(problems.items()):
@@ -650,12 +683,26 @@ class Agent:
             if kind.startswith("instance-missing:"):
                 self._event("Warning", "GPUAgentMissing", message)
                 continue
+            if kind.startswith(("object:", "objects:")):
+                # A NodeFeatureRule or NodeFeature that fails, or a kind not followed.
+                self._event("Warning", _OBJECT_EVENTS.get(kind.split(":", 1)[1].split("/")[0],
+                                                          "NFDObjectProblem"), message)
+                continue
             # Labels held back by a budget are a source problem like a sanitised value.
             reason = "SourceProblem" if kind.startswith("budget:") else "LedgerProblem"
             self._event("Warning", reason, message)
             if kind == "ledger-restored":
                 self.metrics.ledger_restores.inc()
         self._problems = problems
+
+    def _scope(self) -> Scope | None:
+        """The keys this agent may touch now; None while the cluster's setting is unknown."""
+        if self.scope is None:
+            return scope_of(self.options.prefixes)
+        return self.scope.scope()
+
+    def _held(self) -> str:
+        return self.scope.why() if self.scope is not None else "no scope"
 
     def _after_grace(self, problems: Mapping[str, str]) -> dict[str, str]:
         """The plan's problems, less a missing instance still within its grace period: a
@@ -812,8 +859,11 @@ class Agent:
         evidence = self.evidence
         if evidence is None or not self._passed:
             return
+        scope = self._scope()
+        if scope is None:
+            return
         decided = plan(evidence, node_labels(node), node_annotations(node),
-                       self.options.prefixes, self._take_over, self._written,
+                       scope, self._take_over, self._written,
                        instance=self.options.instance)
         if decided.needs_write or self._condition_patch(node) is not None:
             self._drift = True
@@ -823,6 +873,12 @@ class Agent:
         watch = self._watch  # no lock: this may run inside a signal handler
         if watch is not None:
             watch.close()
+
+
+# Event reasons for the problems of cluster objects, by the kind in the problem's name.
+_OBJECT_EVENTS = {"nodefeaturerule": "NodeFeatureRuleProblem",
+                  "nodefeature": "NodeFeatureProblem", "nodefeaturerules": "NFDAPIUnavailable",
+                  "nodefeatures": "NFDAPIUnavailable"}
 
 
 def _bookmark_version(obj: Any) -> str:
@@ -927,7 +983,8 @@ def write_once(api: NodeApi, decide: Callable[[dict[str, Any]], Plan], *, send: 
     raise KubeError(409, "Conflict", f"the Node kept changing under {attempts} attempts")
 
 
-def reconcile_once(api: NodeApi, evidence: Evidence, prefixes: Sequence[str], take_over: bool,
+def reconcile_once(api: NodeApi, evidence: Evidence, prefixes: Sequence[str] | Scope,
+                   take_over: bool,
                    *, send: bool = True, dry_run: bool = False,
                    guard: Callable[[], None] | None = None, instance: str = "",
                    expect: str | None = None
@@ -939,7 +996,7 @@ def reconcile_once(api: NodeApi, evidence: Evidence, prefixes: Sequence[str], ta
                       send=send, dry_run=dry_run, guard=guard)
 
 
-def prune_once(api: NodeApi, prefixes: Sequence[str], sources: Sequence[str], *,
+def prune_once(api: NodeApi, prefixes: Sequence[str] | Scope, sources: Sequence[str], *,
                dry_run: bool = False, guard: Callable[[], None] | None = None,
                instance: str = ""
                ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:

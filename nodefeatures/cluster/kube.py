@@ -23,6 +23,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -257,15 +258,13 @@ def _retry_after(headers: Any) -> float | None:
     return clamp_retry_after(value) if value is not None else None
 
 
-class NodeApi:
-    """Requests about one Node, returning plain dicts and raising only KubeError."""
+class _Requests:
+    """Requests through the client's REST layer: plain JSON in and out, KubeError only."""
 
-    def __init__(self, client: Any, node: str,
+    def __init__(self, client: Any,
                  on_request: Callable[[str, str], None] | None = None) -> None:
         self.client = client
-        self.node = node
         self.on_request = on_request or (lambda verb, outcome: None)
-        self._uid: str | None = None
 
     def _call(self, verb: str, path: str, method: str, *,
               query: list[tuple[str, str]] | None = None, body: Any = None,
@@ -303,6 +302,16 @@ class NodeApi:
         if not isinstance(data, dict):
             raise KubeError(None, "decode", "response is not a JSON object")
         return data
+
+
+class NodeApi(_Requests):
+    """Requests about one Node, returning plain dicts and raising only KubeError."""
+
+    def __init__(self, client: Any, node: str,
+                 on_request: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(client, on_request)
+        self.node = node
+        self._uid: str | None = None
 
     @property
     def _path(self) -> str:
@@ -373,6 +382,79 @@ class NodeApi:
             "count": 1,
         }
         self._json("event", f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", "POST", body=body)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Objects of one resource that the agent reads: where they are and which it wants.
+
+    `verb` names them in the request metric ("rules-list", "rules-watch", ...).
+    """
+
+    group: str  # "" for the core API
+    version: str
+    plural: str
+    verb: str
+    namespace: str | None = None  # None: every namespace, or a cluster-scoped resource
+    label_selector: str | None = None
+    field_selector: str | None = None
+
+    def path(self, namespace: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        namespace = namespace if namespace is not None else self.namespace
+        if namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        return f"{base}/{self.plural}"
+
+    def selectors(self) -> list[tuple[str, str]]:
+        query = []
+        if self.label_selector:
+            query.append(("labelSelector", self.label_selector))
+        if self.field_selector:
+            query.append(("fieldSelector", self.field_selector))
+        return query
+
+
+class ObjectApi(_Requests):
+    """List, watch and write objects of one Kind, as plain dicts (custom resources too)."""
+
+    def __init__(self, client: Any, kind: Kind,
+                 on_request: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(client, on_request)
+        self.kind = kind
+
+    def list(self, limit: int = 500, continue_token: str | None = None) -> dict[str, Any]:
+        """One page of the list; `metadata.continue` says whether more follow."""
+        query = [*self.kind.selectors(), ("limit", str(limit))]
+        if continue_token:
+            query.append(("continue", continue_token))
+        return self._json(f"{self.kind.verb}-list", self.kind.path(), "GET", query=query)
+
+    def watch(self, resource_version: str, timeout_seconds: int) -> NodeWatch:
+        query = [
+            *self.kind.selectors(),
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        response = self._call(f"{self.kind.verb}-watch", self.kind.path(), "GET", query=query,
+                              timeout=(REQUEST_TIMEOUT[0], WATCH_READ_TIMEOUT))
+        return NodeWatch(response)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._json(f"{self.kind.verb}-get",
+                          f"{self.kind.path(namespace)}/{quote(name, safe='')}", "GET")
+
+    def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json(f"{self.kind.verb}-create", self.kind.path(namespace), "POST",
+                          query=[("fieldManager", FIELD_MANAGER)], body=body)
+
+    def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A full update (PUT); 409 when body's resourceVersion is no longer current."""
+        return self._json(f"{self.kind.verb}-update",
+                          f"{self.kind.path(namespace)}/{quote(name, safe='')}", "PUT",
+                          query=[("fieldManager", FIELD_MANAGER)], body=body)
 
 
 class NodeWatch:

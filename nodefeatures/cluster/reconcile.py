@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nodefeatures.discovery.config import Budget
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, key_error
@@ -55,7 +55,9 @@ NVIDIA_PCI_LABELS = ("feature.node.kubernetes.io/pci-10de.present",
 _UNATTRIBUTED = "?"  # the ledger's "source" of keys whose source is not recorded
 
 _PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/")
-_SOURCE_NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*")
+# A source's name, or the origin of labels from a cluster object: `nodefeaturerule/NAME`,
+# `nodefeature/NAMESPACE/NAME` (cluster/nfdapi.py).
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_./]*")
 
 # What a plan does with one key. Only the first three (and an adoption that changes the
 # value) touch labels; the others are reported so `diff` can explain everything.
@@ -145,8 +147,57 @@ def missing_instance(labels: Mapping[str, str] | None, annotations: Mapping[str,
             "(is the 'nvidia' RuntimeClass installed?)")
 
 
-def managed(key: str, prefixes: Iterable[str]) -> bool:
-    """True when `key` is under one of the managed prefixes (exact prefix match)."""
+class Namespaces(Protocol):
+    """The allowed label namespaces (discovery/namespaces.py's LabelNamespaces)."""
+
+    def allows(self, key: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The label keys an agent may add, change and remove.
+
+    A key is in scope when it is under one of `prefixes` (when there are any: an instance
+    narrowed by --managed-prefix) and in an allowed namespace (when the cluster's label
+    namespaces setting is in force: --label-namespaces).
+    """
+
+    prefixes: tuple[str, ...] = DEFAULT_MANAGED_PREFIXES
+    namespaces: Namespaces | None = None
+
+    def allows(self, key: str) -> bool:
+        if self.prefixes and not any(key.startswith(p) for p in self.prefixes):
+            return False
+        return self.namespaces is None or self.namespaces.allows(key)
+
+    def why_not(self, key: str) -> str:
+        """Why `key` is out of scope, as the start of a sentence."""
+        if self.prefixes and not any(key.startswith(p) for p in self.prefixes):
+            return "outside the managed prefixes"
+        refusal = getattr(self.namespaces, "refusal", None)
+        why = refusal(key) if refusal is not None else None
+        return f"outside the allowed label namespaces ({why})" if why else \
+            "outside the allowed label namespaces"
+
+    def __str__(self) -> str:
+        parts = []
+        if self.prefixes:
+            parts.append("under " + ", ".join(self.prefixes))
+        if self.namespaces is not None:
+            parts.append("in the allowed label namespaces")
+        return " and ".join(parts) or "any key"
+
+
+def scope_of(prefixes: Iterable[str] | Scope) -> Scope:
+    """A Scope from a Scope or from managed prefixes alone."""
+    return prefixes if isinstance(prefixes, Scope) else Scope(tuple(prefixes))
+
+
+def managed(key: str, prefixes: Iterable[str] | Scope) -> bool:
+    """True when the agent may touch `key`: under a managed prefix (exact prefix match),
+    or within a Scope."""
+    if isinstance(prefixes, Scope):
+        return prefixes.allows(key)
     return any(key.startswith(prefix) for prefix in prefixes)
 
 
@@ -173,6 +224,13 @@ class Evidence:
     # ledger does not record be removed.
     complete: bool = False
     budget: Budget = field(default_factory=Budget)
+    # Origin prefixes of cluster objects ("nodefeaturerule/") whose every object the agent
+    # has listed: an owner of that kind without a report is an object that no longer
+    # exists, which is evidence its labels are gone. Without the list, it is none.
+    catalogued: frozenset[str] = frozenset()
+    # Problems of this pass outside any source's report (a cluster object that fails to
+    # evaluate), {kind: message}: they join the plan's problems.
+    problems: Mapping[str, str] = field(default_factory=dict)
 
     def desired(self) -> dict[str, tuple[str, str]]:
         """{key: (value, source)} after priority merging."""
@@ -400,7 +458,7 @@ def plan(
     evidence: Evidence,
     labels: Mapping[str, str] | None,
     annotations: Mapping[str, str] | None,
-    prefixes: Iterable[str] = DEFAULT_MANAGED_PREFIXES,
+    prefixes: Iterable[str] | Scope = DEFAULT_MANAGED_PREFIXES,
     take_over: bool = False,
     written: Mapping[str, tuple[str, str | None]] | None = None,
     *,
@@ -439,8 +497,8 @@ def plan(
     back (another writer deleted or mangled the ledger).
     """
     labels = labels or {}
-    prefixes = tuple(prefixes)
-    problems: dict[str, str] = {}
+    prefixes = scope_of(prefixes)
+    problems: dict[str, str] = dict(evidence.problems)
     ledger = _ledger_of(annotations, labels, written or {}, problems, instance)
     others = other_instances(annotations, instance)
     if expect is not None and expect != instance:
@@ -488,11 +546,11 @@ def plan(
         if not managed(key, prefixes):
             if ours:
                 record(Change(key, RELEASE, now, now, ledger.owners[key],
-                              "outside the managed prefixes: no longer tracked, label left"))
+                              f"{prefixes.why_not(key)}: no longer tracked, label left"))
             else:
                 value, source = desired[key]
                 record(Change(key, SKIP, now, now, source,
-                              "outside the managed prefixes: not published", value))
+                              f"{prefixes.why_not(key)}: not published", value))
             continue
         if key in desired:
             value, source = desired[key]
@@ -690,6 +748,8 @@ def _evidence_of_absence(evidence: Evidence, owner: str | None) -> tuple[bool, s
             return True, "source not recorded, and no source reports it any more"
         return False, "source not recorded and not every source ran cleanly: kept"
     report = evidence.report(owner)
+    if report is None and any(owner.startswith(kind) for kind in evidence.catalogued):
+        return True, f"{owner} no longer exists (or no longer concerns this node)"
     if report is None:
         return False, (f"source {owner} did not run (disabled or not installed): kept; "
                        f"'nodefeatures prune --source {owner}' removes it")
@@ -701,7 +761,7 @@ def _evidence_of_absence(evidence: Evidence, owner: str | None) -> tuple[bool, s
 def prune_plan(
     labels: Mapping[str, str] | None,
     annotations: Mapping[str, str] | None,
-    prefixes: Iterable[str] = DEFAULT_MANAGED_PREFIXES,
+    prefixes: Iterable[str] | Scope = DEFAULT_MANAGED_PREFIXES,
     sources: Iterable[str] = (),
     instance: str = "",
 ) -> Plan:
@@ -711,7 +771,7 @@ def prune_plan(
     deleted when emptied.
     """
     labels = labels or {}
-    prefixes = tuple(prefixes)
+    prefixes = scope_of(prefixes)
     only = set(sources)
     ledger = Ledger.parse(annotations, instance)
     owners = dict(ledger.owners)
@@ -724,7 +784,7 @@ def prune_plan(
         now = labels.get(key)
         if not managed(key, prefixes):
             changes.append(Change(key, RELEASE, now, now, owner,
-                                  "outside the managed prefixes: forgotten, label left"))
+                                  f"{prefixes.why_not(key)}: forgotten, label left"))
         elif now is None:
             changes.append(Change(key, FORGET, None, None, owner, "already gone"))
         else:
