@@ -54,8 +54,15 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Kubeconfig file [default: in-cluster, else $KUBECONFIG or "
                           "~/.kube/config]."),
         click.option("--managed-prefix", "prefixes", multiple=True, metavar="PREFIX",
-                     default=DEFAULT_MANAGED_PREFIXES, show_default=True,
-                     help="Label prefix this agent may add, change or remove (repeatable)."),
+                     help="Label prefix this agent may add, change or remove (repeatable) "
+                          f"[default: {', '.join(DEFAULT_MANAGED_PREFIXES)}; with "
+                          "--label-namespaces: any prefix in the allowed namespaces]."),
+        click.option("--label-namespaces", "label_namespaces", default=None,
+                     metavar="NAMESPACE/NAME", callback=_checked_reference,
+                     help="The ConfigMap that says which label namespaces the agent may "
+                          "write (NFD's denyLabelNs and extraLabelNs), the one the admission "
+                          "policy enforces (deploy/base/label-namespaces.yaml). Without it, "
+                          "only the managed prefixes."),
         click.option("--instance", default="", metavar="NAME", callback=_checked_instance,
                      help="Run as this named instance, with its own ledger annotation "
                           "nodefeatures.dev/labels-NAME, beside other instances on the same "
@@ -65,6 +72,47 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def _checked_reference(ctx: Any, param: Any, value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    from nodefeatures.cluster.namespaces import parse_reference
+
+    reference = parse_reference(value)
+    if reference is None:
+        raise click.BadParameter("must be NAMESPACE/NAME of a ConfigMap, e.g. "
+                                 "nodefeatures/nodefeatures-label-namespaces")
+    return reference
+
+
+def nfd_api_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the commands that read NFD's API objects (run, apply, diff)."""
+    decorators = [
+        click.option("--nfd-api/--no-nfd-api", "nfd_api", default=None,
+                     help="Read NodeFeatureRule objects and this Node's NodeFeature objects "
+                          "and publish what they give, as nfd-master would [default: on for "
+                          "the default instance, off for a named one]."),
+        click.option("--namespace", "own_namespace", envvar="POD_NAMESPACE", default=None,
+                     metavar="NAMESPACE",
+                     help="The agent's namespace: its NodeFeature objects come first, and "
+                          "--output nodefeature writes there [default: $POD_NAMESPACE, the "
+                          "pod's service account namespace, else nodefeatures]."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _own_namespace(given: str | None) -> str:
+    if given:
+        return given
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as file:
+            found = file.read(254).strip()
+    except OSError:
+        found = ""
+    return found or "nodefeatures"
 
 
 def _checked_instance(ctx: Any, param: Any, value: str) -> str:
@@ -118,14 +166,50 @@ def _confinement_guard(api: Any, allow_unconfined: bool, policy: str) -> Any:
     return guard
 
 
-def _checked_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    from nodefeatures.cluster.reconcile import check_prefix
+def _checked_prefixes(prefixes: tuple[str, ...],
+                      label_namespaces: tuple[str, str] | None = None) -> tuple[str, ...]:
+    """The managed prefixes given, checked; none given: the defaults, or no narrowing when
+    the label namespaces setting decides."""
+    from nodefeatures.cluster.reconcile import DEFAULT_MANAGED_PREFIXES, check_prefix
 
     for prefix in prefixes:
         problem = check_prefix(prefix)
         if problem:
             fail(f"--managed-prefix {prefix!r}: {problem}")
+    if not prefixes and label_namespaces is None:
+        return DEFAULT_MANAGED_PREFIXES
     return prefixes
+
+
+def _scope_once(api: Any, prefixes: tuple[str, ...],
+                label_namespaces: tuple[str, str] | None) -> Any:
+    """The scope of a one-shot command: the prefixes, and the setting read once."""
+    from nodefeatures.cluster.kube import KubeError
+    from nodefeatures.cluster.namespaces import read_once
+
+    if label_namespaces is None:
+        return prefixes
+    try:
+        return read_once(api.client, *label_namespaces, prefixes)
+    except (KubeError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _objects_once(api: Any, node: str, nfd_api: bool | None, instance: str,
+                  own_namespace: str | None) -> Any:
+    """What NFD's objects add to a one-shot pass (a list of each kind), or None."""
+    if not (nfd_api if nfd_api is not None else not instance):
+        return None
+    from nodefeatures.cluster.nfdapi import ClusterObjects
+    from nodefeatures.cluster.objectcache import wait_all
+
+    objects = ClusterObjects(api.client, node, _own_namespace(own_namespace), lambda: None)
+    objects.start()
+    wait_all(objects.caches, 10.0)
+    objects.stop()
+    for message in objects.problems().values():
+        log.warning("%s", message)
+    return objects
 
 
 # A Node's name is a lower-case DNS subdomain (RFC 1123) of at most 253 characters.
@@ -182,35 +266,40 @@ def _installed() -> Any:
     return registry.installed()
 
 
-def _evidence(host: HostChoice):
+def _evidence(host: HostChoice, objects: Any = None):
     from nodefeatures.cluster.reconcile import evidence_from
 
     discover, installed, _, _ = _discoverer(host)
     discovery = discover()
     report(discovery)
-    return evidence_from(discovery, installed)
+    evidence = evidence_from(discovery, installed)
+    return objects.extend(discovery, evidence) if objects is not None else evidence
 
 
 def _one_pass(host: HostChoice, name: str, kubeconfig: str | None,
               prefixes: tuple[str, ...], take_over: bool, instance: str,
-              expect: str | None = None, **mode: Any) -> Any:
+              expect: str | None = None, *, cluster: dict[str, Any], **mode: Any) -> Any:
     """Discover, plan against the live Node and print the plan; the patch body or None.
 
     `mode` is reconcile_once's dry_run / send switch: what `apply` and `diff` differ in;
     `confinement=(allow_unconfined, policy)` makes a real write prove confinement first.
+    `cluster` holds the options about the cluster's own settings and objects.
     """
     from nodefeatures.cluster.agent import reconcile_once
     from nodefeatures.cluster.kube import KubeError, resource_version
     from nodefeatures.cluster.reconcile import describe
 
-    prefixes = _checked_prefixes(prefixes)
-    evidence = _evidence(host)
+    label_namespaces = cluster["label_namespaces"]
+    prefixes = _checked_prefixes(prefixes, label_namespaces)
     api = _node_api(kubeconfig, name)
+    scope = _scope_once(api, prefixes, label_namespaces)
+    objects = _objects_once(api, name, cluster["nfd_api"], instance, cluster["own_namespace"])
+    evidence = _evidence(host, objects)
     confinement = mode.pop("confinement", None)
     if confinement is not None:
         mode["guard"] = _confinement_guard(api, *confinement)
     try:
-        decided, body, seen = reconcile_once(api, evidence, prefixes, take_over,
+        decided, body, seen = reconcile_once(api, evidence, scope, take_over,
                                              instance=instance, expect=expect, **mode)
     except KubeError as exc:
         _api_failed(exc)
@@ -238,16 +327,23 @@ def _api_failed(exc: Exception) -> None:
               show_default=True)
 @click.option("--output-file", default=None, metavar="PATH",
               help="Write an NFD features.d file instead of patching the Node.")
+@click.option("--output", "output", type=click.Choice(["node", "nodefeature"]), default="node",
+              show_default=True,
+              help="node: label the Node. nodefeature: write this node's features and labels "
+                   "as one NodeFeature object in the agent's namespace, for an nfd-master "
+                   "to label the Node (a drop-in nfd-worker).")
 @_expect_option
 @click.option("--expect-grace", type=_Duration(), default=300.0, show_default=True,
               help="How long the expected instance's ledger may be absent before it is "
                    "reported (the GPU agent's start-up).")
 @confinement_options
+@nfd_api_options
 def run(host: HostChoice, node: str | None, kubeconfig: str | None,
-        prefixes: tuple[str, ...], instance: str, interval: float | None, metrics_port: int,
-        metrics_address: str, take_over: bool, log_format: str,
-        output_file: str | None, expect_instance: str | None, expect_grace: float,
-        allow_unconfined: bool, confinement_policy: str) -> None:
+        prefixes: tuple[str, ...], label_namespaces: tuple[str, str] | None, instance: str,
+        interval: float | None, metrics_port: int, metrics_address: str, take_over: bool,
+        log_format: str, output_file: str | None, output: str, expect_instance: str | None,
+        expect_grace: float, allow_unconfined: bool, confinement_policy: str,
+        nfd_api: bool | None, own_namespace: str | None) -> None:
     """Keep this node's labels true until SIGTERM (the DaemonSet's command)."""
     import signal
     import threading
@@ -263,7 +359,9 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     from nodefeatures.cluster.reload import LiveConfig, Reactor, config_files
     from nodefeatures.discovery.run import publishing, run_pass
 
-    prefixes = _checked_prefixes(prefixes)
+    prefixes = _checked_prefixes(prefixes, label_namespaces)
+    if output == "nodefeature" and output_file is not None:
+        fail("--output nodefeature and --output-file are two different outputs: choose one")
     sources, cfg = host.prepare()
     read = host.live_host()
     running = publishing(sources, cfg)
@@ -293,7 +391,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         return run_pass(read, {n: s for n, s in sources.items() if n not in paused},
                         live.config)
 
-    runner: Agent | FileAgent | NoPublishAgent
+    runner: Any
+    followers: list[Any] = []  # watches of cluster objects, started before the loop
     if cfg.core.get("noPublish"):
         # nfd-worker's dry run: discovery as usual, no credentials, no request, no file.
         if node:
@@ -307,13 +406,31 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         options = Options(node=node or "", interval=seconds, prefixes=prefixes)
         runner = FileAgent(output_file, discover, installed, options, metrics)
         target = output_file
+    elif output == "nodefeature":
+        from nodefeatures.cluster.nodefeatureout import NodeFeatureAgent
+
+        name = _need_node(node)
+        namespace = _own_namespace(own_namespace)
+        options = Options(node=name, interval=seconds, prefixes=prefixes)
+        api = _node_api(kubeconfig, name)
+        runner = NodeFeatureAgent(api.client, namespace, discover, options, metrics)
+        target = f"NodeFeature {namespace}/{name}"
     else:
         name = _need_node(node)
         options = Options(node=name, interval=seconds, prefixes=prefixes, take_over=take_over,
                           instance=instance, expect_instance=expect_instance,
                           expect_grace=expect_grace, allow_unconfined=allow_unconfined,
                           confinement_policy=confinement_policy)
-        runner = Agent(_node_api(kubeconfig, name), discover, installed, options, metrics)
+        api = _node_api(kubeconfig, name)
+        setting, objects = _cluster_followers(
+            api, name, prefixes, label_namespaces, nfd_api if nfd_api is not None
+            else not instance, _own_namespace(own_namespace), metrics,
+            lambda: runner_box[0].poke() if runner_box else None)
+        runner = Agent(api, discover, installed, options, metrics,
+                       extend=objects.extend if objects is not None else None, scope=setting)
+        if setting is not None:
+            setting.post_event = runner.post_event
+        followers = [f for f in (setting, objects) if f is not None]
         target = f"node {name}"
     runner_box.append(runner)
     server = None
@@ -339,10 +456,22 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         timer.daemon = True
         timer.start()
 
+    if followers:
+        from nodefeatures.cluster.objectcache import wait_all
+
+        for follower in followers:
+            follower.start()
+        # The first pass knows the cluster's rules and setting when they come quickly; a
+        # later list reaches the loop through a poke.
+        wait_all([c for f in followers for c in getattr(f, "caches", [f.cache])], 5.0)
     if cfg.oneshot:
         if server is not None:
             server.stop()
-        _once(runner, output_file, discover, installed, prefixes)
+        try:
+            _once(runner, output_file, discover, installed, prefixes)
+        finally:
+            for follower in followers:
+                follower.stop()
         return
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -372,6 +501,8 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
     while loop.is_alive():
         loop.join(0.5)
     reactor.stop()
+    for follower in followers:
+        follower.stop()
     if server is not None:
         server.stop()
     if crashed:
@@ -382,6 +513,25 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         fail(f"the agent loop stopped on an unexpected error after {runner.writes} writes: "
               f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
     log.info("stopped after %d writes", runner.writes)
+
+
+def _cluster_followers(api: Any, node: str, prefixes: tuple[str, ...],
+                       label_namespaces: tuple[str, str] | None, nfd_api: bool,
+                       namespace: str, metrics: Any, poke: Callable[[], None]
+                       ) -> tuple[Any, Any]:
+    """The label namespaces setting and NFD's objects the agent follows (either None)."""
+    setting = objects = None
+    if label_namespaces is not None:
+        from nodefeatures.cluster.namespaces import LabelNamespacesSetting
+
+        setting = LabelNamespacesSetting(api.client, *label_namespaces, prefixes, poke,
+                                         metrics, on_request=metrics.request)
+    if nfd_api:
+        from nodefeatures.cluster.nfdapi import ClusterObjects
+
+        objects = ClusterObjects(api.client, node, namespace, poke,
+                                 on_request=metrics.request, metrics=metrics)
+    return setting, objects
 
 
 def _once(runner: Any, output_file: str | None, discover: Callable[[], Any],
@@ -410,6 +560,10 @@ def _once(runner: Any, output_file: str | None, discover: Callable[[], Any],
         fail(str(exc))
     except KubeError as exc:
         _api_failed(exc)
+    if isinstance(decided, bool):  # --output nodefeature
+        log.info("NodeFeature %s/%s %s", runner.namespace, runner.name,
+                 "written" if decided else "unchanged")
+        return
     log.info("node %s: %d labels published", runner.options.node,
              len(decided.ledger.owners))
 
@@ -421,13 +575,17 @@ def _once(runner: Any, output_file: str | None, discover: Callable[[], Any],
               help="Print the plan and the exact patch; the server validates it, nothing changes.")
 @click.option("--take-over", is_flag=True, help="Adopt keys another writer set (migration).")
 @confinement_options
+@nfd_api_options
 def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
-          prefixes: tuple[str, ...], instance: str, dry_run: bool, take_over: bool,
-          allow_unconfined: bool, confinement_policy: str) -> None:
+          prefixes: tuple[str, ...], label_namespaces: tuple[str, str] | None, instance: str,
+          dry_run: bool, take_over: bool, allow_unconfined: bool, confinement_policy: str,
+          nfd_api: bool | None, own_namespace: str | None) -> None:
     """Run one discovery pass, update the Node once, and exit."""
     name = _need_node(node)
     body = _one_pass(host, name, kubeconfig, prefixes, take_over, instance, dry_run=dry_run,
-                     confinement=(allow_unconfined, confinement_policy))
+                     confinement=(allow_unconfined, confinement_policy),
+                     cluster={"label_namespaces": label_namespaces, "nfd_api": nfd_api,
+                              "own_namespace": own_namespace})
     if dry_run and body is not None:
         click.echo("dry run: the API server accepted this patch; nothing was changed")
     elif body is not None:
@@ -438,11 +596,15 @@ def apply(host: HostChoice, node: str | None, kubeconfig: str | None,
 @host_options
 @cluster_options
 @_expect_option
+@nfd_api_options
 def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
-         prefixes: tuple[str, ...], instance: str, expect_instance: str | None) -> None:
+         prefixes: tuple[str, ...], label_namespaces: tuple[str, str] | None, instance: str,
+         expect_instance: str | None, nfd_api: bool | None, own_namespace: str | None) -> None:
     """Show what `apply` would add, change and remove, and why. Exit 1 when it would write."""
     body = _one_pass(host, _need_node(node), kubeconfig, prefixes, False, instance,
-                     expect_instance, send=False)
+                     expect_instance, send=False,
+                     cluster={"label_namespaces": label_namespaces, "nfd_api": nfd_api,
+                              "own_namespace": own_namespace})
     sys.exit(1 if body is not None else 0)
 
 
@@ -453,8 +615,8 @@ def diff(host: HostChoice, node: str | None, kubeconfig: str | None,
 @click.option("--dry-run", is_flag=True, help="Print the exact patch; nothing changes.")
 @confinement_options
 def prune(node: str | None, kubeconfig: str | None, prefixes: tuple[str, ...],
-          instance: str, sources: tuple[str, ...], dry_run: bool, allow_unconfined: bool,
-          confinement_policy: str) -> None:
+          label_namespaces: tuple[str, str] | None, instance: str, sources: tuple[str, ...],
+          dry_run: bool, allow_unconfined: bool, confinement_policy: str) -> None:
     """Remove the labels this agent owns (its ledger) from a Node: uninstall cleanup.
 
     With --instance NAME, only that instance's labels and ledger."""
@@ -463,11 +625,12 @@ def prune(node: str | None, kubeconfig: str | None, prefixes: tuple[str, ...],
     from nodefeatures.cluster.reconcile import describe
 
     name = _need_node(node)
-    prefixes = _checked_prefixes(prefixes)
+    prefixes = _checked_prefixes(prefixes, label_namespaces)
     api = _node_api(kubeconfig, name)
+    scope = _scope_once(api, prefixes, label_namespaces)
     try:
         decided, body, seen = prune_once(
-            api, prefixes, sources, dry_run=dry_run, instance=instance,
+            api, scope, sources, dry_run=dry_run, instance=instance,
             guard=_confinement_guard(api, allow_unconfined, confinement_policy))
     except KubeError as exc:
         _api_failed(exc)

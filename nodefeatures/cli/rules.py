@@ -100,10 +100,20 @@ def problem_data(path: str, located: Located) -> dict[str, Any]:
               help="Match against a captured fixture instead of this machine.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
-def test(host: HostChoice, fixture: str | None, fmt: str, files: tuple[str, ...]) -> None:
-    """Evaluate the rules of FILE... against this node or a fixture, and say why each
-    matched or not.
+@click.option("--from-cluster", is_flag=True,
+              help="Also evaluate the cluster's NodeFeatureRule objects, as the agent does: "
+                   "by name, after the node's own rules, rule.matched starting empty.")
+@click.option("--kubeconfig", default=None, metavar="PATH",
+              help="Kubeconfig for --from-cluster [default: in-cluster, else $KUBECONFIG or "
+                   "~/.kube/config].")
+@click.option("--node", default=None, metavar="NAME",
+              help="With --from-cluster: add the features of this Node's NodeFeature "
+                   "objects, as the agent on that Node sees them.")
+@click.argument("files", nargs=-1, metavar="[FILE...]")
+def test(host: HostChoice, fixture: str | None, fmt: str, from_cluster: bool,
+         kubeconfig: str | None, node: str | None, files: tuple[str, ...]) -> None:
+    """Evaluate the rules of FILE... (and with --from-cluster the cluster's
+    NodeFeatureRules) against this node or a fixture, and say why each matched or not.
 
     A FILE holds NodeFeatureRule objects, a list of rules (a custom.d file) or an
     nfd-worker config with sources.custom. NFD's built-in rules and the rules of
@@ -117,11 +127,17 @@ def test(host: HostChoice, fixture: str | None, fmt: str, files: tuple[str, ...]
     from nodefeatures.sources.custom.builtin import BUILTIN_RULES
 
     context = click.get_current_context()
+    if not files and not from_cluster:
+        fail("name the rule files to test, or --from-cluster for the cluster's "
+             "NodeFeatureRules")
+    if node is not None and not from_cluster:
+        fail("--node names the Node whose NodeFeature objects --from-cluster reads")
     if fixture is not None and (
             context.get_parameter_source("root") != click.core.ParameterSource.DEFAULT
             or host.proc is not None):
         fail("--fixture replays a captured host: it cannot be combined with --root or --proc")
     loaded = load_documents(files)
+    cluster = cluster_documents(kubeconfig, node) if from_cluster else ([], [])
     sources, cfg = host.prepare()
     if fixture is not None:
         try:
@@ -142,6 +158,17 @@ def test(host: HostChoice, fixture: str | None, fmt: str, files: tuple[str, ...]
     before = [*BUILTIN_RULES, *options.get("rules", ())]
     tested = [rule for _, document in loaded for rule in document.rules]
     outcomes = explain.run([*before, *tested], features)[len(before):]
+    cluster_loaded, intakes = cluster
+    if from_cluster:
+        # As on the node: the pass's features and this Node's NodeFeatures, a fresh
+        # rule.matched, the objects by name.
+        from nodefeatures.discovery import nodefeature
+        from nodefeatures.discovery.rules.features import FeatureSet
+
+        features = FeatureSet.from_results(discovery.results)
+        nodefeature.merge_into(features, intakes)
+        outcomes += explain.run([r for _, d in cluster_loaded for r in d.rules], features)
+        loaded += cluster_loaded
     problems = [(path, p) for path, document in loaded for p in document.problems]
     failed = bool(problems) or any(o.error is not None for o in outcomes)
     if fmt == "json":
@@ -155,6 +182,36 @@ def test(host: HostChoice, fixture: str | None, fmt: str, files: tuple[str, ...]
         click.echo(test_text(target, len(before), outcomes, problems))
     if failed:
         raise SystemExit(1)
+
+
+def cluster_documents(kubeconfig: str | None, node: str | None
+                      ) -> tuple[list[tuple[str, RuleDocument]], list[Any]]:
+    """The cluster's NodeFeatureRules as rule documents (by name), and the intakes of
+    `node`'s NodeFeature objects (none without a node)."""
+    import yaml
+
+    from nodefeatures.cluster.kube import KubeError, connect
+    from nodefeatures.cluster.nfdapi import RULES, list_all, node_features_kind
+    from nodefeatures.discovery import nodefeature
+    from nodefeatures.discovery.rules import documents
+
+    try:
+        client = connect(kubeconfig)
+        objects = list_all(client, RULES)
+        features = list_all(client, node_features_kind(node)) if node else []
+    except KubeError as exc:
+        fail(f"cannot read the cluster's NodeFeatureRules: {exc}")
+    loaded = []
+    for obj in sorted(objects, key=lambda o: str((o.get("metadata") or {}).get("name"))):
+        name = str((obj.get("metadata") or {}).get("name", "?"))
+        shown = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                 "metadata": {"name": name}, "spec": obj.get("spec")}
+        origin = f"nodefeaturerule/{name}"
+        text = yaml.safe_dump(shown, sort_keys=False).encode()
+        loaded.append((origin, documents.parse(text, origin)))
+    intakes = nodefeature.ordered([nodefeature.read(o) for o in features],
+                                  os.environ.get("POD_NAMESPACE") or "nodefeatures")
+    return loaded, intakes
 
 
 def published(outcome: Outcome) -> tuple[dict[str, str], dict[str, str]]:

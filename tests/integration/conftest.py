@@ -11,6 +11,9 @@ import pytest
 # The agent tests' shared fixtures: the shipped RBAC applied once, and a fresh Node.
 from agentkit import node, rbac  # noqa: F401
 
+# NFD's CRDs, for the tests of NodeFeatureRule and NodeFeature objects.
+from nfdkit import nfd_crds  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def apiserver() -> Iterator[kubeharness.ControlPlane]:

@@ -1,0 +1,219 @@
+"""NFD's API on the node against the real API server: NodeFeatureRules and NodeFeatures
+reach the Node through the agent's watches, leave only on evidence, and cost nothing
+while stable."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agentkit import (
+    SA_USER,
+    Switchable,
+    events_about,
+    labels_of,
+    owned_on,
+    requests_on,
+    start,
+    wait_until,
+    writes_to,
+)
+from nfdkit import (
+    delete_rules,
+    nfd_agent,
+    node_feature,
+    replace_rules,
+    rule_object,
+)
+
+F = "feature.node.kubernetes.io/"
+
+
+def always(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """A rule with no match terms: it always matches."""
+    return {"name": name, "labels": labels}
+
+
+def on_fake(name: str, value: str, labels: dict[str, str]) -> dict[str, Any]:
+    """A rule on the test source's `env.fake` attribute `gpu`."""
+    return {"name": name, "labels": labels, "matchFeatures": [
+        {"feature": "env.fake", "matchExpressions": {"gpu": {"op": "In", "value": [value]}}}]}
+
+
+def timed(predicate: Any, what: str, timeout: float = 5.0) -> float:
+    started = time.monotonic()
+    wait_until(predicate, timeout, what, every=0.02)
+    return time.monotonic() - started
+
+
+def test_a_rule_created_changed_and_deleted_reaches_the_node_within_2_s(
+        apiserver, nfd_crds, node, tmp_path):
+    source = Switchable("env", {"gpu": "a100"})
+    agent, objects = nfd_agent(apiserver, node, [source], tmp_path, interval=300.0)
+    running = start(agent)
+    try:
+        wait_until(lambda: agent.ready, 10, "the first pass")
+        key = F + f"nfr-{node[-6:]}"
+        with rule_object(apiserver, [always("r1", {key: "one"})]) as name:
+            created = timed(lambda: labels_of(apiserver, node).get(key) == "one", "created")
+            assert owned_on(apiserver, node)[key] == f"nodefeaturerule/{name}"
+            replace_rules(apiserver, name, [always("r1", {key: "two"})])
+            changed = timed(lambda: labels_of(apiserver, node).get(key) == "two", "changed")
+            delete_rules(apiserver, name)
+            deleted = timed(lambda: key not in labels_of(apiserver, node), "deleted")
+        # The interval is 5 minutes: only the watch can have brought these.
+        assert max(created, changed, deleted) < 2.0, (created, changed, deleted)
+        assert key not in owned_on(apiserver, node)
+    finally:
+        running.stop()
+        objects.stop()
+
+
+def test_a_rule_on_a_discovered_feature_follows_the_feature(apiserver, nfd_crds, node,
+                                                          tmp_path):
+    source = Switchable("env", {"gpu": "a100"})
+    agent, objects = nfd_agent(apiserver, node, [source], tmp_path)
+    key = F + f"fast-gpu-{node[-6:]}"
+    with rule_object(apiserver, [on_fake("fast", "a100", {key: "true"})]):
+        running = start(agent)
+        try:
+            wait_until(lambda: labels_of(apiserver, node).get(key) == "true", 10, "the label")
+            source.current = {"gpu": "t4"}  # the next pass no longer matches
+            wait_until(lambda: key not in labels_of(apiserver, node), 10, "its removal")
+        finally:
+            running.stop()
+            objects.stop()
+
+
+def test_a_rule_object_that_stops_evaluating_keeps_its_labels_and_is_reported(
+        apiserver, nfd_crds, node, tmp_path):
+    source = Switchable("env", {"gpu": "a100"})
+    agent, objects = nfd_agent(apiserver, node, [source], tmp_path)
+    key = F + f"kept-{node[-6:]}"
+    with rule_object(apiserver, [always("ok", {key: "true"})]) as name:
+        running = start(agent)
+        try:
+            wait_until(lambda: labels_of(apiserver, node).get(key) == "true", 10, "the label")
+            # Valid to the CRD's schema, but its template does not parse.
+            replace_rules(apiserver, name, [{"name": "broken", "labelsTemplate": "{{ .x "}])
+            wait_until(lambda: any(e.reason == "NodeFeatureRuleProblem"
+                                   for e in events_about(apiserver, node)), 10, "the Event")
+            time.sleep(1.5)  # more passes: still there
+            assert labels_of(apiserver, node).get(key) == "true"
+            assert owned_on(apiserver, node)[key] == f"nodefeaturerule/{name}"
+        finally:
+            running.stop()
+            objects.stop()
+
+
+def test_stable_rules_cost_no_request_and_a_restart_writes_nothing(apiserver, nfd_crds, node,
+                                                                  tmp_path):
+    source = Switchable("env", {"gpu": "a100"})
+    key = F + f"stable-{node[-6:]}"
+    with rule_object(apiserver, [always("s", {key: "true"})]):
+        agent, objects = nfd_agent(apiserver, node, [source], tmp_path)
+        running = start(agent)
+        try:
+            wait_until(lambda: labels_of(apiserver, node).get(key) == "true", 10, "the label")
+            time.sleep(1.0)
+            before = {e["auditID"] for e in requests_on(apiserver, node, SA_USER)}
+            time.sleep(3.0)  # three passes
+            later = [e for e in requests_on(apiserver, node, SA_USER)
+                     if e["auditID"] not in before and e["verb"] != "watch"]
+            assert later == [], [(e["verb"], e["requestURI"]) for e in later]
+        finally:
+            running.stop()
+            objects.stop()
+        writes = len(writes_to(apiserver, node, SA_USER))
+        # A new process: it reads the Node, the rules, and finds nothing to do.
+        agent, objects = nfd_agent(apiserver, node, [source], tmp_path)
+        running = start(agent)
+        try:
+            wait_until(lambda: agent.ready, 10, "the restarted agent's first pass")
+            time.sleep(1.5)
+            assert len(writes_to(apiserver, node, SA_USER)) == writes
+            assert labels_of(apiserver, node).get(key) == "true"
+        finally:
+            running.stop()
+            objects.stop()
+
+
+def test_gfd_style_node_feature_labels_are_published_and_leave_with_their_object(
+        apiserver, nfd_crds, node, tmp_path):
+    agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path)
+    gfd = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8"}
+    vendor = {"vendor.feature.node.kubernetes.io/x": "1"}
+    running = start(agent)
+    try:
+        wait_until(lambda: agent.ready, 10, "the first pass")
+        with node_feature(apiserver, "gpu-operator", f"nvidia-features-for-{node}", node, gfd):
+            with node_feature(apiserver, "vendor", f"vendor-{node}", node, vendor):
+                wait_until(lambda: labels_of(apiserver, node).get("nvidia.com/gpu.count") == "8"
+                           and "vendor.feature.node.kubernetes.io/x" in labels_of(apiserver, node),
+                           10, "both objects' labels")
+                owners = owned_on(apiserver, node)
+                assert owners["nvidia.com/gpu.product"] == \
+                    f"nodefeature/gpu-operator/nvidia-features-for-{node}"
+            # Deleting one object removes exactly its labels.
+            wait_until(lambda: "vendor.feature.node.kubernetes.io/x" not in
+                       labels_of(apiserver, node), 10, "the vendor label's removal")
+            assert labels_of(apiserver, node).get("nvidia.com/gpu.count") == "8"
+        wait_until(lambda: "nvidia.com/gpu.count" not in labels_of(apiserver, node), 10,
+                   "the GFD labels' removal")
+    finally:
+        running.stop()
+        objects.stop()
+
+
+def test_node_feature_features_feed_rules_and_other_nodes_objects_do_not(
+        apiserver, nfd_crds, node, tmp_path):
+    agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path)
+    key = F + f"from-nf-{node[-6:]}"
+    rule = {"name": "vendor", "labels": {key: "yes"}, "matchFeatures": [
+        {"feature": "vendor.accel", "matchExpressions": {"model": {"op": "In",
+                                                                  "value": ["x1"]}}}]}
+    features = {"attributes": {"vendor.accel": {"elements": {"model": "x1"}}}}
+    running = start(agent)
+    try:
+        with rule_object(apiserver, [rule]):
+            # The same features for another node give this one nothing.
+            with node_feature(apiserver, "vendor", f"other-{node}", "some-other-node",
+                              {"vendor.io/other": "1"}, features):
+                wait_until(lambda: agent.ready, 10, "the first pass")
+                time.sleep(1.5)
+                assert key not in labels_of(apiserver, node)
+                assert "vendor.io/other" not in labels_of(apiserver, node)
+            with node_feature(apiserver, "vendor", f"accel-{node}", node, {}, features):
+                wait_until(lambda: labels_of(apiserver, node).get(key) == "yes", 10,
+                           "the rule over the NodeFeature's features")
+            wait_until(lambda: key not in labels_of(apiserver, node), 10,
+                       "the rule's label to go with the features")
+    finally:
+        running.stop()
+        objects.stop()
+
+
+def test_without_permission_to_list_rules_nothing_is_added_or_removed(
+        apiserver, nfd_crds, node, tmp_path):
+    key = F + f"denied-{node[-6:]}"
+    with rule_object(apiserver, [always("d", {key: "true"})]) as name:
+        agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path)
+        running = start(agent)
+        try:
+            wait_until(lambda: labels_of(apiserver, node).get(key) == "true", 10, "the label")
+        finally:
+            running.stop()
+            objects.stop()
+        # Restarted with a token that may not list rules: the label is no one's to remove.
+        agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                                   objects_user="system:serviceaccount:nobody:nobody")
+        running = start(agent)
+        try:
+            wait_until(lambda: agent.ready, 10, "the first pass")
+            assert objects.rules is not None and objects.rules.known is False
+            time.sleep(1.5)
+            assert labels_of(apiserver, node).get(key) == "true"
+            assert owned_on(apiserver, node)[key] == f"nodefeaturerule/{name}"
+        finally:
+            running.stop()
+            objects.stop()

@@ -1,0 +1,88 @@
+"""`run --output nodefeature` against the real API server: one NodeFeature in NFD's
+format, written only when something changed, put back when someone deletes it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agentkit import FAST, Switchable, discoverer, start, wait_until
+from kubernetes.client.exceptions import ApiException
+from nfdkit import GROUP, NODE_NAME_LABEL, VERSION, custom, ensure_namespace
+
+from nodefeatures.cluster.agent import Options
+from nodefeatures.cluster.nodefeatureout import NodeFeatureAgent
+
+NAMESPACE = "nfd-out"
+
+
+def read(apiserver: Any, name: str) -> dict[str, Any] | None:
+    with apiserver.admin_client() as api:
+        try:
+            return custom(api).get_namespaced_custom_object(GROUP, VERSION, NAMESPACE,
+                                                            "nodefeatures", name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+
+def writes_of(apiserver: Any, name: str) -> list[dict[str, Any]]:
+    return [e for e in apiserver.audit_events(verbs={"create", "update", "patch"}, name=name)
+            if e.get("objectRef", {}).get("resource") == "nodefeatures"]
+
+
+def output_agent(apiserver: Any, name: str, source: Switchable, tmp_path: Any,
+                 **options: Any) -> NodeFeatureAgent:
+    ensure_namespace(apiserver, NAMESPACE)
+    return NodeFeatureAgent(apiserver.admin_client(), NAMESPACE, discoverer([source], tmp_path),
+                            Options(node=name, **{**FAST, **options}))
+
+
+def test_the_object_is_written_once_and_again_only_on_a_change(apiserver, nfd_crds, tmp_path):
+    name = "out-node-1"
+    source = Switchable("env", {"feature.node.kubernetes.io/env-a": "1"})
+    agent = output_agent(apiserver, name, source, tmp_path)
+    running = start(agent)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: read(apiserver, name) is not None, 10, "the NodeFeature")
+        obj = read(apiserver, name)
+        assert obj is not None
+        assert obj["metadata"]["labels"][NODE_NAME_LABEL] == name
+        assert obj["spec"]["labels"]
+        assert "env.fake" in obj["spec"]["features"]["attributes"]
+        time.sleep(3.0)  # three passes with nothing new
+        assert len(writes_of(apiserver, name)) == 1
+        source.current = {"feature.node.kubernetes.io/env-a": "2"}
+        wait_until(lambda: len(writes_of(apiserver, name)) == 2, 10, "one update")
+        obj = read(apiserver, name)
+        assert obj is not None
+        assert obj["spec"]["features"]["attributes"]["env.fake"]["elements"] == {
+            "feature.node.kubernetes.io/env-a": "2"}
+    finally:
+        running.stop()
+
+
+def test_a_deleted_object_is_put_back_and_others_metadata_is_kept(apiserver, nfd_crds,
+                                                                 tmp_path):
+    name = "out-node-2"
+    # Five minutes between passes: only the watch can put it back in time.
+    agent = output_agent(apiserver, name, Switchable("env", {"k": "v"}), tmp_path,
+                         interval=300.0)
+    running = start(agent)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: read(apiserver, name) is not None, 10, "the NodeFeature")
+        with apiserver.admin_client() as api:
+            custom(api).patch_namespaced_custom_object(
+                GROUP, VERSION, NAMESPACE, "nodefeatures", name,
+                {"metadata": {"labels": {"team": "infra"}}})
+            time.sleep(1.5)
+            obj = read(apiserver, name)
+            assert obj is not None and obj["metadata"]["labels"]["team"] == "infra"
+            custom(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE,
+                                                        "nodefeatures", name)
+        started = time.monotonic()
+        wait_until(lambda: read(apiserver, name) is not None, 5, "the object put back")
+        assert time.monotonic() - started < 2.0
+    finally:
+        running.stop()
