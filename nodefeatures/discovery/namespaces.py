@@ -56,7 +56,8 @@ def _reserved(ns: str) -> bool:
     return ns == RESERVED or ns.endswith("." + RESERVED)
 
 
-def _subdomain(text: str) -> bool:
+def is_subdomain(text: str) -> bool:
+    """A lower-case DNS subdomain: a namespace entry, or a Kubernetes object's name."""
     return (0 < len(text) <= 253
             and all(len(part) <= 63 and _DNS_LABEL.fullmatch(part) for part in text.split(".")))
 
@@ -132,7 +133,7 @@ def _entries(data: Mapping[str, Any], key: str, default: tuple[str, ...], wildca
         if not entry or entry in entries:
             continue
         name = entry[2:] if wildcards and entry.startswith("*.") else entry
-        if not _subdomain(name):
+        if not is_subdomain(name):
             shape = "a DNS subdomain or *. and one" if wildcards else "a DNS subdomain"
             problems.append(f"{key}: {quote(entry)} is not {shape} (lower-case letters, "
                             "digits, '-' and '.')")

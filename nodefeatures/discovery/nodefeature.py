@@ -18,14 +18,13 @@ kept, then a count.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from nodefeatures import __version__
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, Label, checked
-from nodefeatures.discovery.namespaces import DEFAULT, LabelNamespaces
+from nodefeatures.discovery.namespaces import DEFAULT, LabelNamespaces, is_subdomain
 from nodefeatures.discovery.rules.features import FeatureSet
 from nodefeatures.discovery.run import Discovery
 from nodefeatures.discovery.text import quote
@@ -47,8 +46,6 @@ MAX_TOTAL_ELEMENTS = 100_000
 MAX_STRING = 1024
 MAX_PROBLEMS = 20
 KINDS = ("flags", "attributes", "instances")
-
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def node_feature(discovery: Discovery, node: str, namespace: str) -> dict[str, Any]:
@@ -161,8 +158,7 @@ def merged_labels(intakes: Iterable[Intake]) -> dict[str, dict[str, str]]:
 
 
 def _object_name(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 253 and bool(
-        _DNS_SUBDOMAIN.fullmatch(value))
+    return isinstance(value, str) and is_subdomain(value)
 
 
 def _shown(value: Any) -> str:

@@ -89,6 +89,15 @@ class FeatureSet:
         self._convert(name)
         self._attributes.setdefault(name, {}).update(values)
 
+    def replace_attributes(self, name: str, values: Mapping[str, str] | None) -> None:
+        """Set a feature's attributes to `values`, or remove them (None): how an
+        evaluation puts `rule.matched` back as it found it."""
+        self._convert(name)
+        if values is None:
+            self._attributes.pop(name, None)
+        else:
+            self._attributes[name] = dict(values)
+
     def asked(self) -> set[str]:
         """The feature names rules asked for so far (present or not)."""
         return set(self._converted)
