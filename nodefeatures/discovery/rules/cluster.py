@@ -17,10 +17,11 @@ this node as nfd-master's processNodeFeatureRule evaluates them.
 The budget (`EvalBudget`) is CPU time of the evaluating thread (`time.thread_time`), so
 a busy node does not fail cheap objects, plus a count of rules. An object larger than the
 rules left is not started; otherwise it may spend at most half the time left when it
-starts (the last object all of it), checked between rules. One rule is never cut, but is
-bounded itself: template steps (gotemplate.MAX_STEPS, about 0.1 s here) and regexps in
-linear time (linear.py). So one hostile object leaves at least half the budget, less one
-rule, to the objects after it. A cut object gives no labels, and the `rule.matched` of
+starts (the last object all of it): it stops before a rule that, as costly as its
+costliest so far, would go over. One rule is never cut, but is bounded itself: template
+steps (gotemplate.MAX_STEPS, about 0.1 s here) and regexps in linear time (linear.py).
+So one hostile object leaves at least half the budget, less one rule, to the objects
+after it. A cut object gives no labels, and the `rule.matched` of
 its evaluated rules is taken back, so what follows does not depend on where it was cut.
 """
 
@@ -179,8 +180,8 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
                 outcome.ok = False
                 outcome.problems.append(
                     f"not evaluated: over the per-pass budget ({done} of {len(obj.rules)} "
-                    f"rules in {outcome.seconds:.3f} s CPU, more than the {cap:.3f} s it "
-                    f"may use of {budget.seconds} s); the labels it gave before are kept")
+                    f"rules in {outcome.seconds:.3f} s CPU; it may use {cap:.3f} s of the "
+                    f"{budget.seconds} s); the labels it gave before are kept")
     finally:
         features.replace_attributes(RULE_MATCHED, saved)
     return outcomes
@@ -206,9 +207,12 @@ def _run(obj: RuleObject, features: FeatureSet, outcome: ObjectOutcome,
     """Evaluate the object's rules until done or over `cap`; how many ran."""
     started = time.thread_time()
     done = 0
+    slowest = 0.0
     try:
         for rule in obj.rules:
+            before = time.thread_time()
             [result] = engine.run([rule], features)
+            slowest = max(slowest, time.thread_time() - before)
             done += 1
             if result.error is not None:
                 outcome.ok = False
@@ -220,7 +224,8 @@ def _run(obj: RuleObject, features: FeatureSet, outcome: ObjectOutcome,
                                             f"dropped: {why}")
                 outcome.labels.update(_qualified(rule, result.labels, namespaces,
                                                  outcome.problems))
-            if done < len(obj.rules) and time.thread_time() - started > cap:
+            # Stop before a rule as costly as the costliest so far would go over.
+            if done < len(obj.rules) and time.thread_time() - started + slowest > cap:
                 break
     finally:
         outcome.seconds = time.thread_time() - started
