@@ -239,3 +239,19 @@ def test_an_object_too_costly_to_read_is_not_usable(monkeypatch: pytest.MonkeyPa
     obj = load(nfr("aaa", rules))
     assert time.thread_time() - started < 0.5
     assert not obj.usable and "took more than 0.05 s CPU" in obj.problems[-1]
+
+
+def test_an_unexpected_error_in_one_rule_costs_only_that_rule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cluster.engine.run
+
+    def failing(rules: Any, given: FeatureSet) -> Any:
+        if rules[0].name == "boom":
+            raise RecursionError("deep")
+        return real(rules, given)
+
+    monkeypatch.setattr(cluster.engine, "run", failing)
+    obj = loaded("a", {"name": "boom", "labels": {"x": "1"}}, dict(FINE))
+    [outcome] = evaluate([obj], features())
+    assert not outcome.ok and outcome.labels == {"feature.node.kubernetes.io/fine": "true"}
+    assert any("'boom'" in p and "RecursionError" in p for p in outcome.problems)

@@ -211,7 +211,10 @@ def _run(obj: RuleObject, features: FeatureSet, outcome: ObjectOutcome,
     try:
         for rule in obj.rules:
             before = time.thread_time()
-            [result] = engine.run([rule], features)
+            try:
+                [result] = engine.run([rule], features)
+            except Exception as exc:  # a bug in one rule's evaluation costs that rule
+                result = engine.Outcome(rule, error=f"internal error: {type(exc).__name__}")
             slowest = max(slowest, time.thread_time() - before)
             done += 1
             if result.error is not None:
