@@ -15,10 +15,18 @@ log = logging.getLogger("nodefeatures")
 @host_options
 @click.option("--fixture", default=None, metavar="DIR",
               help="Replay a captured fixture instead of reading this machine.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml", "nodefeature"]),
+              default="text", show_default=True,
+              help="nodefeature: the NodeFeature object nfd-worker would write, as YAML.")
 @click.option("--explain", is_flag=True, help="Show the raw fact behind every label.")
-def dump(host: HostChoice, fixture: str | None, fmt: str, explain: bool) -> None:
+@click.option("--node", envvar="NODE_NAME", default=None, metavar="NAME",
+              help="The node's name, for --format nodefeature [default: $NODE_NAME, else "
+                   "the host name].")
+@click.option("--namespace", envvar="POD_NAMESPACE", default=None, metavar="NAME",
+              help="The NodeFeature's namespace, for --format nodefeature [default: "
+                   "$POD_NAMESPACE, else nodefeatures].")
+def dump(host: HostChoice, fixture: str | None, fmt: str, explain: bool, node: str | None,
+         namespace: str | None) -> None:
     """Print the labels this node would get."""
     from nodefeatures.cli import render
     from nodefeatures.discovery.fixture import FixtureError, replay_host
@@ -32,9 +40,32 @@ def dump(host: HostChoice, fixture: str | None, fmt: str, explain: bool) -> None
             fail(str(exc))
     else:
         read = host.live_host()
+    if fmt == "nodefeature":
+        node, namespace = _object_names(node, namespace)
     discovery = run_pass(read, sources, cfg)
     report(discovery)
-    click.echo(render.FORMATS[fmt](discovery, explain))
+    if fmt == "nodefeature":
+        click.echo(render.to_nodefeature(discovery, node, namespace))
+    else:
+        click.echo(render.FORMATS[fmt](discovery, explain))
+
+
+def _object_names(node: str | None, namespace: str | None) -> tuple[str, str]:
+    """The NodeFeature's name and namespace, refused before any discovery if invalid."""
+    import socket
+
+    from nodefeatures.discovery.namespaces import is_subdomain
+    from nodefeatures.discovery.text import quote
+
+    node = node or socket.gethostname().lower()
+    namespace = namespace or "nodefeatures"
+    if not is_subdomain(node):
+        fail(f"--node {quote(node, 80)}: not a valid Node name (a lower-case DNS subdomain "
+             "of at most 253 characters)")
+    if len(namespace) > 63 or "." in namespace or not is_subdomain(namespace):
+        fail(f"--namespace {quote(namespace, 80)}: not a valid namespace (a lower-case DNS "
+             "label of at most 63 characters)")
+    return node, namespace
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""Output formats for `dump`: a readable table, JSON and YAML."""
+"""Output formats for `dump`: a readable table, JSON, YAML and a NodeFeature object."""
 
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ def to_yaml(discovery: Discovery, explain: bool) -> str:
     import yaml  # only this format needs it
 
     return yaml.safe_dump(as_data(discovery, explain), sort_keys=True, width=1000).rstrip()
+
+
+def to_nodefeature(discovery: Discovery, node: str, namespace: str) -> str:
+    """The NodeFeature nfd-worker would write for this pass, as YAML (keys in NFD's order)."""
+    import yaml
+
+    from nodefeatures.discovery.nodefeature import node_feature
+
+    return yaml.safe_dump(node_feature(discovery, node, namespace), sort_keys=False,
+                          width=1000).rstrip()
 
 
 def to_text(discovery: Discovery, explain: bool) -> str:

@@ -350,3 +350,47 @@ def test_an_error_message_is_one_line_whatever_it_holds(tmp_path: Path) -> None:
     code, _, err = cli("dump", "--root", str(make_host(tmp_path)), "--config", str(missing))
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("nodefeatures: error: ") and "a\\nnodefeatures: error: forged" in err
+
+
+def test_dump_nodefeature_is_the_object_nfd_worker_would_write() -> None:
+    from testpaths import FIXTURES
+
+    fixture = str(FIXTURES / "intel-spr-rhel9")
+    code, out, _ = run("dump", "--fixture", fixture, "--format", "nodefeature",
+                       "--node", "gpu-1", "--namespace", "nfd")
+    assert code == 0
+    obj = yaml.safe_load(out)
+    assert (obj["apiVersion"], obj["kind"]) == ("nfd.k8s-sigs.io/v1alpha1", "NodeFeature")
+    assert obj["metadata"]["name"] == "gpu-1" and obj["metadata"]["namespace"] == "nfd"
+    assert obj["metadata"]["labels"] == {"nfd.node.kubernetes.io/node-name": "gpu-1"}
+    code, labels, _ = run("dump", "--fixture", fixture, "--format", "json")
+    assert code == 0 and obj["spec"]["labels"] == json.loads(labels)
+    flags = obj["spec"]["features"]["flags"]["cpu.cpuid"]["elements"]
+    prefix = "feature.node.kubernetes.io/cpu-cpuid."
+    shown = {k[len(prefix):] for k in obj["spec"]["labels"] if k.startswith(prefix)}
+    assert "AVX512F" in shown and shown <= set(flags) and flags["AVX512F"] == {}
+    assert obj["spec"]["features"]["instances"]["pci.device"]["elements"]
+
+
+def test_dump_nodefeature_names_from_the_environment_then_the_host() -> None:
+    import socket
+
+    from testpaths import FIXTURES
+
+    args = ["dump", "--fixture", str(FIXTURES / "dgx-h100"), "--format", "nodefeature"]
+    result = CliRunner().invoke(main, args, env={"NODE_NAME": "from-env",
+                                                 "POD_NAMESPACE": "agents"})
+    metadata = yaml.safe_load(result.stdout)["metadata"]
+    assert (metadata["name"], metadata["namespace"]) == ("from-env", "agents")
+    result = CliRunner().invoke(main, args, env={"NODE_NAME": None, "POD_NAMESPACE": None})
+    metadata = yaml.safe_load(result.stdout)["metadata"]
+    assert metadata["name"] == socket.gethostname().lower()
+    assert metadata["namespace"] == "nodefeatures"
+
+
+def test_dump_nodefeature_refuses_a_name_no_object_can_have() -> None:
+    from testpaths import FIXTURES
+
+    code, _, err = run("dump", "--fixture", str(FIXTURES / "dgx-h100"), "--format",
+                       "nodefeature", "--node", "Bad\nName")
+    assert code != 0 and "'Bad\\nName'" in err and "\n" not in err.strip()

@@ -3,7 +3,9 @@
 It is NFD's NodeFeatureSpec shape without the objects: flags are a set of names,
 attributes a name -> value mapping, instances a list of attribute mappings. Features of
 a source are converted only when a rule first asks for one of them, so a pass that
-evaluates only the two built-in rules converts two features, not hundreds.
+evaluates only the two built-in rules converts two features, not hundreds. Features merged
+from NodeFeature objects (`merge`) wait the same way, and join a feature when it is
+converted.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class FeatureSet:
         self._sources: dict[str, Features] = {}
         self._converted: set[str] = set()
         self._providers: dict[str, Callable[[FeatureSet], None]] = {}
+        # NodeFeature data merged in, by feature name, waiting for the feature's conversion.
+        self._merged: dict[str, list[tuple[str, Any]]] = {}
 
     @classmethod
     def from_results(cls, results: Iterable[_HasFeatures]) -> FeatureSet:
@@ -41,6 +45,16 @@ class FeatureSet:
 
     def add_source(self, name: str, features: Features) -> None:
         self._sources[name] = features
+
+    def merge(self, features: Mapping[str, Any]) -> None:
+        """NFD's `Features.MergeInto` of NodeFeatureSpec-shaped `features` (as
+        nodefeature.read validates them) onto these: flags are a union, attribute
+        elements overwrite, instances are appended; a feature with no element is created."""
+        for kind in ("flags", "attributes", "instances"):
+            for name, feature in features.get(kind, {}).items():
+                self._merged.setdefault(name, []).append((kind, feature.get("elements")))
+                if name in self._converted:
+                    self._apply_merged(name)
 
     def provide(self, name: str, provider: Callable[[FeatureSet], None]) -> None:
         """Run `provider` (which sets feature `name`) only when a rule first asks for it."""
@@ -75,13 +89,22 @@ class FeatureSet:
         self._convert(name)
         self._attributes.setdefault(name, {}).update(values)
 
+    def replace_attributes(self, name: str, values: Mapping[str, str] | None) -> None:
+        """Set a feature's attributes to `values`, or remove them (None): how an
+        evaluation puts `rule.matched` back as it found it."""
+        self._convert(name)
+        if values is None:
+            self._attributes.pop(name, None)
+        else:
+            self._attributes[name] = dict(values)
+
     def asked(self) -> set[str]:
         """The feature names rules asked for so far (present or not)."""
         return set(self._converted)
 
     def names(self) -> list[str]:
         """Every feature name, converting everything (for dumps, not for rule passes)."""
-        for name in list(self._providers):
+        for name in [*self._providers, *self._merged]:
             self._convert(name)
         for source, features in self._sources.items():
             for table in (features.flags, features.attributes, features.instances):
@@ -109,7 +132,21 @@ class FeatureSet:
         provider = self._providers.pop(name, None)
         if provider is not None:
             provider(self)
-            return
+        else:
+            self._convert_source(name)
+        self._apply_merged(name)
+
+    def _apply_merged(self, name: str) -> None:
+        for kind, elements in self._merged.pop(name, ()):
+            if kind == "flags":
+                self._flags[name] = {*self._flags.get(name, ()), *(elements or ())}
+            elif kind == "attributes":
+                self._attributes[name] = {**self._attributes.get(name, {}), **(elements or {})}
+            else:
+                self._instances[name] = [*self._instances.get(name, ()),
+                                         *(dict(i["attributes"]) for i in elements or ())]
+
+    def _convert_source(self, name: str) -> None:
         source, dot, feature = name.partition(".")
         features = self._sources.get(source) if dot else None
         if features is None:
