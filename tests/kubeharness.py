@@ -53,6 +53,11 @@ AUDIT_POLICY = {
     "omitStages": ["RequestReceived"],
     "rules": [
         {"level": "Metadata", "resources": [{"group": "", "resources": ["nodes", "nodes/status"]}]},
+        # What the agent reads and writes of NFD's API, and its label namespaces setting.
+        {"level": "Metadata", "resources": [{"group": "nfd.k8s-sigs.io",
+                                             "resources": ["nodefeatures", "nodefeaturerules"]}]},
+        {"level": "Metadata", "resources": [{"group": "", "resources": ["configmaps"]}],
+         "namespaces": ["nodefeatures"]},
         {"level": "None"},
     ],
 }
@@ -388,7 +393,8 @@ class ControlPlane:
     def audit_events(
         self, verbs: Iterable[str] | None = None, name: str | None = None
     ) -> list[dict[str, Any]]:
-        """Audit events written so far (only nodes are audited), optionally filtered.
+        """Audit events written so far (nodes, NFD's objects and the agent namespace's
+        ConfigMaps are audited), optionally filtered.
 
         ``verbs`` such as ``{"create", "update", "patch", "delete"}`` select write requests;
         ``name`` selects events about one object.  Events are written just after the

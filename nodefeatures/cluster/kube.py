@@ -144,6 +144,9 @@ def connect(kubeconfig: str | None = None) -> Any:
     # One quick reconnect for a pooled connection the server closed; every other retry
     # is the agent's own, with backoff, so the request count stays honest.
     config.retries = urllib3.Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0)
+    # The pool warns before its one retry; the failure itself is reported by the caller,
+    # once, in the project's own words.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     client = k.ApiClient(config)
     client.user_agent = f"nodefeatures/{__version__}"
     return client

@@ -29,11 +29,16 @@ from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.objectcache import ObjectCache
 from nodefeatures.cluster.reconcile import Evidence, SourceReport
 from nodefeatures.discovery import nodefeature
+from nodefeatures.discovery.namespaces import LabelNamespaces
 from nodefeatures.discovery.rules import cluster as cluster_rules
 from nodefeatures.discovery.rules.features import FeatureSet
 from nodefeatures.discovery.run import Discovery
 
 log = logging.getLogger(__name__)
+
+# Objects' labels are read with only the namespaces that are never allowed left out; the
+# cluster's setting then decides in reconcile (Scope), so `diff` shows what it holds back.
+NEVER_ALLOWED = LabelNamespaces(deny=(), extra=())
 
 RULE_ORIGIN = "nodefeaturerule/"
 FEATURE_ORIGIN = "nodefeature/"
@@ -108,7 +113,7 @@ class ClusterObjects:
             _, objects, known = self.features.snapshot()
             if known:
                 catalogued.add(FEATURE_ORIGIN)
-            intakes = [self._load(obj, seen, nodefeature.read) for obj in objects.values()]
+            intakes = [self._load(obj, seen, _read) for obj in objects.values()]
             intakes = nodefeature.ordered(intakes, self.namespace)
             nodefeature.merge_into(features, intakes)
             for intake in intakes:
@@ -123,7 +128,8 @@ class ClusterObjects:
                 catalogued.add(RULE_ORIGIN)
             loaded = sorted((self._load(obj, seen, cluster_rules.load)
                              for obj in objects.values()), key=lambda r: r.name)
-            for outcome in cluster_rules.evaluate(loaded, features, self.budget):
+            for outcome in cluster_rules.evaluate(loaded, features, self.budget,
+                                                  NEVER_ALLOWED):
                 reports.append(SourceReport(outcome.origin, dict(outcome.labels), outcome.ok,
                                             "" if outcome.ok else _first(outcome.problems)))
                 outcomes[outcome.origin] = "ok" if outcome.ok else "failed"
@@ -160,6 +166,10 @@ class ClusterObjects:
             loaded = loader(obj)
         seen[key] = loaded
         return loaded
+
+
+def _read(obj: Mapping[str, Any]) -> nodefeature.Intake:
+    return nodefeature.read(obj, NEVER_ALLOWED)
 
 
 def _first(problems: Any) -> str:

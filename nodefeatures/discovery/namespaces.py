@@ -57,9 +57,10 @@ def _reserved(ns: str) -> bool:
 
 
 def is_subdomain(text: str) -> bool:
-    """A lower-case DNS subdomain: a namespace entry, or a Kubernetes object's name."""
-    return (0 < len(text) <= 253
-            and all(len(part) <= 63 and _DNS_LABEL.fullmatch(part) for part in text.split(".")))
+    """A lower-case DNS subdomain as Kubernetes checks one (IsDNS1123Subdomain): at most
+    253 characters of dot-separated labels; like Kubernetes, no bound on one label, since
+    an object's name such as GFD's `nvidia-features-for-<node>` may exceed 63."""
+    return 0 < len(text) <= 253 and all(_DNS_LABEL.fullmatch(part) for part in text.split("."))
 
 
 @dataclass(frozen=True)

@@ -255,3 +255,13 @@ def test_merge_into_keeps_conversion_lazy() -> None:
         "flags": {"third.party": {"elements": {"x": {}}}}})])
     assert "third.party" in features.names()
     assert features.as_dict()["flags"]["third.party"] == {"elements": {"x": {}}}
+
+
+def test_an_object_name_with_a_label_over_63_characters_is_read() -> None:
+    # GFD names its object nvidia-features-for-<node>: past 63 characters for a long node
+    # name, which Kubernetes allows in an object name (a DNS subdomain, 253 at most).
+    name = "nvidia-features-for-" + "n" * 60
+    intake = nf.read({"metadata": {"name": name, "namespace": "gpu-operator"},
+                      "spec": {"labels": {"nvidia.com/gpu.count": "8"}}})
+    assert intake.origin == f"nodefeature/gpu-operator/{name}"
+    assert intake.labels == {"nvidia.com/gpu.count": "8"}
