@@ -21,6 +21,23 @@ Check = Callable[[], bool | str]
 _PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def _registered_when_set(gauge: Any, registry: Any) -> Any:
+    """A Gauge class whose instance joins `registry` on its first `set`."""
+    joining = threading.Lock()  # the loop and the watch thread may both set it first
+
+    class Announced(gauge):  # type: ignore[misc, valid-type]
+        _joined = False
+
+        def set(self, value: float) -> None:
+            super().set(value)
+            with joining:
+                if not self._joined:
+                    self._joined = True
+                    registry.register(self)
+
+    return Announced
+
+
 class Metrics:
     """The agent's metrics in a registry of its own (several agents may share a process)."""
 
@@ -70,11 +87,13 @@ class Metrics:
             "1 while the Node has a NVIDIA PCI label but the expected agent instance (the GPU "
             "agent) has written no ledger there for longer than its grace period",
             ["instance"], registry=r)
-        self.confined = Gauge(
+        # Exported from the first probe on: an agent that never writes to a Node has no
+        # confinement, and a 0 would read as one that refuses to.
+        self.confined = _registered_when_set(Gauge, r)(
             "nodefeatures_confined",
             "1 while writes are allowed: the own-node admission policy denied the last "
             "confinement probe (or --allow-unconfined); 0 while the agent refuses to write",
-            registry=r)
+            registry=None)
         self.confinement_checks = Counter(
             "nodefeatures_confinement_checks",
             "Confinement probes by outcome: confined (denied by the policy), unconfined "

@@ -196,3 +196,15 @@ def test_the_config_metrics_are_in_the_agents_own_registry() -> None:
     metrics.config_reloads.labels("applied").inc()
     assert metrics.registry.get_sample_value(
         "nodefeatures_config_reloads_total", {"result": "applied"}) == 1
+
+
+def test_confined_is_absent_until_the_agent_has_probed() -> None:
+    # An agent that never writes to a Node (core.noPublish, --output-file) has no
+    # confinement to report; a 0 there would read as "refuses to write" and alert.
+    metrics = Metrics()
+    assert b"nodefeatures_confined " not in metrics.render()
+    metrics.confined.set(0)
+    assert metrics.registry.get_sample_value("nodefeatures_confined") == 0
+    metrics.confined.set(1)
+    assert metrics.registry.get_sample_value("nodefeatures_confined") == 1
+    assert metrics.render().count(b"# TYPE nodefeatures_confined gauge") == 1

@@ -39,9 +39,11 @@ ALERTS = {"NodefeaturesWritesRejected", "NodefeaturesUnconfined", "NodefeaturesN
 
 def exported() -> dict[str, set[str]]:
     """Every series name a running agent's /metrics can carry, with its label names: the
-    registry `run` builds, once a source has reported NVML's state."""
+    registry `run` builds, once a source has reported NVML's state and a confinement
+    probe has answered (the two gauges appear only then)."""
     metrics = Metrics()
     metrics.nvml_initialized(True)
+    metrics.confined.set(1)
     labels_of = {getattr(c, "_name", ""): set(getattr(c, "_labelnames", ()))
                  for c in vars(metrics).values()}
     labels_of["nodefeatures_nvml_initialized"] = set()
@@ -113,7 +115,7 @@ def test_the_registry_read_is_the_agents_own() -> None:
     # and NVML gauges appear once their owners register them.
     assert {"nodefeatures_passes_total", "nodefeatures_pass_duration_seconds_bucket",
             "nodefeatures_config_reloads_total", "nodefeatures_ready",
-            "nodefeatures_nvml_initialized"} <= set(known)
+            "nodefeatures_nvml_initialized", "nodefeatures_confined"} <= set(known)
     assert "nodefeatures_passes" not in known
     assert known["nodefeatures_api_requests_total"] == {"verb", "code"}
 
