@@ -16,7 +16,26 @@ from typing import Any
 
 from nodefeatures import __version__
 
+Check = Callable[[], bool | str]
+
 _PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _registered_when_set(gauge: Any, registry: Any) -> Any:
+    """A Gauge class whose instance joins `registry` on its first `set`."""
+    joining = threading.Lock()  # the loop and the watch thread may both set it first
+
+    class Announced(gauge):  # type: ignore[misc, valid-type]
+        _joined = False
+
+        def set(self, value: float) -> None:
+            super().set(value)
+            with joining:
+                if not self._joined:
+                    self._joined = True
+                    registry.register(self)
+
+    return Announced
 
 
 class Metrics:
@@ -68,18 +87,44 @@ class Metrics:
             "1 while the Node has a NVIDIA PCI label but the expected agent instance (the GPU "
             "agent) has written no ledger there for longer than its grace period",
             ["instance"], registry=r)
-        self.confined = Gauge(
+        # Exported from the first probe on: an agent that never writes to a Node has no
+        # confinement, and a 0 would read as one that refuses to.
+        self.confined = _registered_when_set(Gauge, r)(
             "nodefeatures_confined",
             "1 while writes are allowed: the own-node admission policy denied the last "
             "confinement probe (or --allow-unconfined); 0 while the agent refuses to write",
-            registry=r)
+            registry=None)
         self.confinement_checks = Counter(
             "nodefeatures_confinement_checks",
             "Confinement probes by outcome: confined (denied by the policy), unconfined "
             "(accepted), refused (denied by something else), unanswered (no answer)",
             ["result"], registry=r)
+        # Set by LiveConfig (every `run` has one); defined here so that everything the
+        # dashboard and the alert rules may query is in this one registry.
+        self.config_reloads = Counter(
+            "nodefeatures_config_reloads",
+            "Config file changes by result: applied, or rejected (the previous "
+            "configuration stays in force)", ["result"], registry=r)
+        self.config_rejected = Gauge(
+            "nodefeatures_config_rejected",
+            "1 while the config files on disk are rejected and an earlier configuration "
+            "is in force", registry=r)
+        self.ready = Gauge(
+            "nodefeatures_ready",
+            "1 while /readyz answers 200: a pass left the Node matching discovery and "
+            "writes are allowed; read at each scrape", registry=r)
         self._nvml: Any = None
         self._gauge = Gauge
+
+    def follow_readiness(self, ready: Check) -> None:
+        """`nodefeatures_ready` asks `ready` at each scrape; a check that raises reads 0."""
+        def value() -> float:
+            try:
+                return 1.0 if ready() is True else 0.0
+            except Exception:  # the scrape must still answer; /readyz logs the error
+                return 0.0
+
+        self.ready.set_function(value)
 
     def request(self, verb: str, code: str) -> None:
         self.requests.labels(verb, code).inc()
@@ -109,9 +154,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-Check = Callable[[], bool | str]
-
-
 class StatusServer:
     """Serves /metrics, /healthz (the loop is alive) and /readyz (first pass succeeded).
 
@@ -132,6 +174,7 @@ class StatusServer:
         self.metrics = metrics
         self.alive = alive
         self.ready = ready
+        metrics.follow_readiness(ready)
         self.max_connections = max(1, max_connections)
         self.timeout = timeout
         family = socket.AF_INET6 if ":" in address else socket.AF_INET

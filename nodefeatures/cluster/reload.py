@@ -46,19 +46,9 @@ class LiveConfig:
         self.rejected: str | None = None  # why the files on disk are not in force
         self._said = set(config.notices)
         self._fingerprint = self._digest()
-        self._reloads = self._rejected_gauge = None
+        self._metrics = metrics
         if metrics is not None:
-            from prometheus_client import Counter, Gauge
-
-            self._reloads = Counter(
-                "nodefeatures_config_reloads",
-                "Config file changes by result: applied, or rejected (the previous "
-                "configuration stays in force)", ["result"], registry=metrics.registry)
-            self._rejected_gauge = Gauge(
-                "nodefeatures_config_rejected",
-                "1 while the config files on disk are rejected and an earlier configuration "
-                "is in force", registry=metrics.registry)
-            self._rejected_gauge.set(0)
+            metrics.config_rejected.set(0)
 
     def reload(self) -> bool:
         """Load the files again if they changed; True when a new configuration is in force."""
@@ -91,9 +81,9 @@ class LiveConfig:
         return True
 
     def _count(self, result: str, rejected: int) -> None:
-        if self._reloads is not None and self._rejected_gauge is not None:
-            self._reloads.labels(result).inc()
-            self._rejected_gauge.set(rejected)
+        if self._metrics is not None:
+            self._metrics.config_reloads.labels(result).inc()
+            self._metrics.config_rejected.set(rejected)
 
     def _digest(self) -> bytes:
         """What the files hold now: equal digests, nothing to reload (an event on the

@@ -9,9 +9,12 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from nodefeatures.discovery import gfdoptions
 from nodefeatures.discovery.source import NEVER, LabelDoc, Source
 
 INTRO = Path(__file__).with_name("catalogue_intro.md")
+# Sources whose labels GFD's options change: the options are listed beside them.
+OPTIONS = {"nvidia": gfdoptions.OPTIONS}
 
 
 def key_of(source: Source, row: LabelDoc) -> str:
@@ -45,13 +48,23 @@ def render(sources: Mapping[str, Source]) -> str:
         if not emitted:
             lines += ["(This source documents no labels.)", ""]
             continue
-        lines += ["| Label | Values | From |", "|---|---|---|"]
+        options = OPTIONS.get(name, ())
+        if options:
+            lines += ["| Label | Values | From | GFD options |", "|---|---|---|---|"]
+        else:
+            lines += ["| Label | Values | From |", "|---|---|---|"]
         for row in emitted:
             key = key_of(source, row)
-            lines.append(f"| `{_cell(key)}` | {_cell(row.values)} | {_cell(row.origin)} |")
+            line = f"| `{_cell(key)}` | {_cell(row.values)} | {_cell(row.origin)} |"
+            if options:
+                changed_by = [o for o in options if row.name in o.labels]
+                line += " " + ", ".join(_option_name(o) for o in changed_by) + " |"
+            lines.append(line)
             if row.deviation:
                 deviations.append((key, row.deviation))
         lines.append("")
+        if options:
+            lines += _options_section(options)
     lines += ["## Deviations from NFD and GFD", "",
               "Where the reference behaviour is wrong or loses information, we do better:", ""]
     lines += [f"- `{key}`: {text}" for key, text in deviations]
@@ -81,6 +94,29 @@ def render(sources: Mapping[str, Source]) -> str:
               "becomes `_`). A value that is still invalid after them, such as a GFD "
               "product name longer than 63 characters, is dropped too.", ""]
     return "\n".join(lines)
+
+
+def _option_name(option: gfdoptions.GfdOption) -> str:
+    """The option's first key, shortened where several share one meaning."""
+    key = option.keys[0]
+    if len(option.keys) > 1 and key.startswith("sharing."):
+        strategies = ",".join(k.split(".")[1] for k in option.keys)
+        return f"`sharing.{{{strategies}}}.{key.split('.', 2)[2]}`"
+    return f"`{key}`"
+
+
+def _options_section(options: tuple[gfdoptions.GfdOption, ...]) -> list[str]:
+    """Every key of GFD's file, its variables, what it does and the labels it changes."""
+    lines = ["### GFD's config file and environment", "", gfdoptions.PRECEDENCE, "",
+             "| GFD file key | Environment (first set wins) | Here | Labels it changes |",
+             "|---|---|---|---|"]
+    for option in options:
+        keys = ", ".join(f"`{k}`" for k in option.keys)
+        variables = ", ".join(f"`{v}`" for v in option.variables) or "-"
+        labels = ", ".join(f"`{label}`" for label in option.labels) or "none"
+        lines.append(f"| {keys} | {variables} | {_cell(option.effect)} | {labels} |")
+    lines.append("")
+    return lines
 
 
 def _cell(text: str) -> str:

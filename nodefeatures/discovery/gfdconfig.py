@@ -59,6 +59,9 @@ _FLAGS: dict[str, Any] = {
 }
 _TOP = ("version", "flags", "resources", "sharing", "imex")
 _SHARING_BLOCK = ("renameByDefault", "failRequestsGreaterThanOne", "resources")
+SHARING_STRATEGIES = ("timeSlicing", "mps")
+# The device plugin's sections whose keys are checked and otherwise left alone.
+_SECTIONS = {"resources": ("gpus", "mig"), "imex": ("channelIDs", "required")}
 
 # Settings GFD acts on that mean nothing to this agent, and why.
 _IGNORED = {
@@ -71,6 +74,28 @@ _IGNORED = {
                          "object",
     "deviceDiscoveryStrategy": "the nvidia source finds PCI, Tegra and WSL2 GPUs by itself",
 }
+
+
+def accepted_keys() -> frozenset[str]:
+    """Every leaf key of the v1 file this module reads, dotted (`flags.gfd.oneshot`,
+    `sharing.mps.resources`): the keys docs/labels.md must document."""
+    def leaves(schema: Mapping[str, Any], where: str) -> set[str]:
+        found: set[str] = set()
+        for key, kind in schema.items():
+            path = f"{where}.{key}"
+            found |= leaves(kind, path) if isinstance(kind, Mapping) else {path}
+        return found
+
+    keys = {"version"} | leaves(_FLAGS, "flags")
+    keys |= {f"{section}.{key}" for section, names in _SECTIONS.items() for key in names}
+    keys |= {f"sharing.{strategy}.{key}" for strategy in SHARING_STRATEGIES
+             for key in _SHARING_BLOCK}
+    return frozenset(keys)
+
+
+def environment_key(setting: str) -> str:
+    """The file key an ENVIRONMENT setting stands for."""
+    return f"flags.{setting}"
 
 
 class GfdConfigError(ValueError):
@@ -157,7 +182,7 @@ def _file_settings(data: Any, origin: str, problems: list[str],
     flags = data.get("flags")
     if flags is not None:
         _walk_flags(flags, _FLAGS, "flags", origin, problems, given)
-    for section, keys in (("resources", ("gpus", "mig")), ("imex", ("channelIDs", "required"))):
+    for section, keys in _SECTIONS.items():
         value = data.get(section)
         if value is None:
             continue
@@ -291,7 +316,7 @@ def _sharing(sharing: Any, where: str, problems: list[str], notices: list[str]
     """GFD's sharing section as sources.nvidia.sharing, with GFD's own limits applied:
     per-resource `rename` and `devices` are not supported there, so they are dropped."""
     empty = {"renameByDefault": False, "failRequestsGreaterThanOne": False, "resources": []}
-    result = {"timeSlicing": dict(empty), "mps": dict(empty)}
+    result = {strategy: dict(empty) for strategy in SHARING_STRATEGIES}
     if not isinstance(sharing, Mapping):
         problems.append(f"{where}: must be a mapping, not {describe(sharing)}")
         return result
@@ -299,7 +324,7 @@ def _sharing(sharing: Any, where: str, problems: list[str], notices: list[str]
         if key not in result:
             problems.append(f"{where}.{key!s:.40}: unknown key (expected timeSlicing, mps)")
     dropped: set[str] = set()
-    for strategy in ("timeSlicing", "mps"):
+    for strategy in SHARING_STRATEGIES:
         block = sharing.get(strategy)
         path = f"{where}.{strategy}"
         if block is None:

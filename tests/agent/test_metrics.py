@@ -155,3 +155,56 @@ def test_a_connection_shed_while_its_request_is_waiting_does_not_break_the_round
         newer.close()
     finally:
         server.stop()
+
+
+def test_ready_gauge_follows_the_readiness_check_at_each_scrape() -> None:
+    # /readyz is for the kubelet; the same answer as a series lets an alert say which
+    # node's agent cannot write, and why is in the /readyz body and the log.
+    metrics = Metrics()
+    assert metrics.registry.get_sample_value("nodefeatures_ready") == 0
+    state: dict[str, bool | str] = {"ready": "not confined\n"}
+    server = StatusServer(metrics, lambda: True, lambda: state["ready"], 0, "127.0.0.1").start()
+    try:
+        assert "nodefeatures_ready 0.0" in fetch(server.port, "/metrics")[1]
+        state["ready"] = True
+        assert "nodefeatures_ready 1.0" in fetch(server.port, "/metrics")[1]
+        state["ready"] = False
+        assert "nodefeatures_ready 0.0" in fetch(server.port, "/metrics")[1]
+    finally:
+        server.stop()
+
+
+def test_a_failing_readiness_check_reads_as_not_ready_and_the_scrape_still_answers() -> None:
+    def broken() -> bool:
+        raise RuntimeError("boom")
+
+    metrics = Metrics()
+    server = StatusServer(metrics, lambda: True, broken, 0, "127.0.0.1").start()
+    try:
+        status, body = fetch(server.port, "/metrics")
+        assert status == 200
+        assert "nodefeatures_ready 0.0" in body
+    finally:
+        server.stop()
+
+
+def test_the_config_metrics_are_in_the_agents_own_registry() -> None:
+    # Every run builds a LiveConfig; its metrics belong with the rest, so what the
+    # dashboard and alerts may use is all in Metrics().
+    metrics = Metrics()
+    assert metrics.registry.get_sample_value("nodefeatures_config_rejected") == 0
+    metrics.config_reloads.labels("applied").inc()
+    assert metrics.registry.get_sample_value(
+        "nodefeatures_config_reloads_total", {"result": "applied"}) == 1
+
+
+def test_confined_is_absent_until_the_agent_has_probed() -> None:
+    # An agent that never writes to a Node (core.noPublish, --output-file) has no
+    # confinement to report; a 0 there would read as "refuses to write" and alert.
+    metrics = Metrics()
+    assert b"nodefeatures_confined " not in metrics.render()
+    metrics.confined.set(0)
+    assert metrics.registry.get_sample_value("nodefeatures_confined") == 0
+    metrics.confined.set(1)
+    assert metrics.registry.get_sample_value("nodefeatures_confined") == 1
+    assert metrics.render().count(b"# TYPE nodefeatures_confined gauge") == 1

@@ -220,7 +220,8 @@ def test_monitors_scrape_the_agents_metrics_port() -> None:
         assert selects(podmonitor["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
         ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
         assert {e["port"] for e in podmonitor["spec"]["podMetricsEndpoints"]} <= ports
-    assert podmonitor["spec"]["podMetricsEndpoints"] == [
+    assert [{k: e[k] for k in ("port", "path", "interval")}
+            for e in podmonitor["spec"]["podMetricsEndpoints"]] == [
         {"port": "http", "path": "/metrics", "interval": "15s"}]
 
     service = find(objects, "Service", "nodefeatures-metrics")
