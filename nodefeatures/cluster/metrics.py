@@ -109,12 +109,31 @@ class Metrics:
             "nodefeatures_config_rejected",
             "1 while the config files on disk are rejected and an earlier configuration "
             "is in force", registry=r)
+        # Exported (`export`) by nfdapi.ClusterObjects and namespaces.LabelNamespacesSetting
+        # when `run` follows them: an agent without NFD's API has no such objects.
+        self.nfd_objects = Gauge(
+            "nodefeatures_nfd_objects",
+            "NodeFeatureRule and NodeFeature objects of the last pass, by kind and state: "
+            "ok, failed (its labels are kept), unknown (1 when the kind cannot be listed)",
+            ["kind", "state"], registry=None)
+        self.label_namespaces_rejected = Gauge(
+            "nodefeatures_label_namespaces_rejected",
+            "1 while the label namespaces ConfigMap holds a version the agent rejected (an "
+            "earlier one stays in force, or nothing is written)", registry=None)
+        self._exported: set[int] = set()
         self.ready = Gauge(
             "nodefeatures_ready",
             "1 while /readyz answers 200: a pass left the Node matching discovery and "
             "writes are allowed; read at each scrape", registry=r)
         self._nvml: Any = None
         self._gauge = Gauge
+
+    def export(self, metric: Any) -> Any:
+        """Add one of the metrics defined without a registry to this one (once)."""
+        if id(metric) not in self._exported:
+            self._exported.add(id(metric))
+            self.registry.register(metric)
+        return metric
 
     def follow_readiness(self, ready: Check) -> None:
         """`nodefeatures_ready` asks `ready` at each scrape; a check that raises reads 0."""

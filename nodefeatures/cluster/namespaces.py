@@ -64,12 +64,7 @@ class LabelNamespacesSetting:
                                  self._changed, content=lambda obj: obj.get("data"))
         self._gauge = None
         if metrics is not None:
-            from prometheus_client import Gauge
-
-            self._gauge = Gauge(
-                "nodefeatures_label_namespaces_rejected",
-                "1 while the label namespaces ConfigMap holds a version the agent rejected "
-                "(an earlier one stays in force)", registry=metrics.registry)
+            self._gauge = metrics.export(metrics.label_namespaces_rejected)
             self._gauge.set(0)
 
     def start(self) -> LabelNamespacesSetting:

@@ -71,15 +71,7 @@ class ClusterObjects:
         # once, not every pass.
         self._loaded: dict[tuple[str, str, str], Any] = {}
         self.outcomes: dict[str, str] = {}  # origin -> "ok" / "failed", of the last pass
-        self._gauge = None
-        if metrics is not None:
-            from prometheus_client import Gauge
-
-            self._gauge = Gauge(
-                "nodefeatures_nfd_objects",
-                "NodeFeatureRule and NodeFeature objects of the last pass, by kind and state: "
-                "ok, failed (its labels are kept), unknown (the kind cannot be listed)",
-                ["kind", "state"], registry=metrics.registry)
+        self._gauge = metrics.export(metrics.nfd_objects) if metrics is not None else None
 
     @property
     def caches(self) -> list[ObjectCache]:

@@ -34,7 +34,8 @@ KUBE_STATE_METRICS = {
 
 ALERTS = {"NodefeaturesWritesRejected", "NodefeaturesUnconfined", "NodefeaturesNotReady",
           "NodefeaturesSourceFailing", "NodefeaturesConfigRejected",
-          "NodefeaturesGPUAgentMissing", "NodefeaturesGPURuntimeClassMissing"}
+          "NodefeaturesGPUAgentMissing", "NodefeaturesGPURuntimeClassMissing",
+          "NodefeaturesNFDObjectFailing", "NodefeaturesLabelNamespacesRejected"}
 
 
 def exported() -> dict[str, set[str]]:
@@ -44,6 +45,9 @@ def exported() -> dict[str, set[str]]:
     metrics = Metrics()
     metrics.nvml_initialized(True)
     metrics.confined.set(1)
+    # Exported by an agent that follows NFD's API and the label namespaces setting.
+    metrics.export(metrics.nfd_objects)
+    metrics.export(metrics.label_namespaces_rejected)
     labels_of = {getattr(c, "_name", ""): set(getattr(c, "_labelnames", ()))
                  for c in vars(metrics).values()}
     labels_of["nodefeatures_nvml_initialized"] = set()

@@ -90,7 +90,19 @@ def agent_series() -> list[dict[str, str]]:
                          "1x90" if node == "n7" else "0x90"),
                   series("nodefeatures_source_ok", {**target(node), "source": "cpu"}, "1x90"),
                   series("nodefeatures_api_requests_total",
-                         {**target(node), "verb": "patch", "code": "200"}, "0+1x90")]
+                         {**target(node), "verb": "patch", "code": "200"}, "0+1x90"),
+                  series("nodefeatures_label_namespaces_rejected", target(node),
+                         "1x90" if node == "n2" else "0x90")]
+        for kind in ("nodefeaturerule", "nodefeature"):
+            found += [series("nodefeatures_nfd_objects", {**target(node), "kind": kind,
+                                                           "state": "ok"}, "3x90"),
+                      series("nodefeatures_nfd_objects", {**target(node), "kind": kind,
+                                                           "state": "unknown"}, "0x90"),
+                      series("nodefeatures_nfd_objects", {
+                          **target(node), "kind": kind, "state": "failed"},
+                          # n9's rule object fails for the whole window, n6's only briefly.
+                          "1x90" if (node, kind) == ("n9", "nodefeaturerule") else
+                          "0x80 1x10" if node == "n6" else "0x90")]
     found += [
         series("nodefeatures_api_requests_total",
                {**target("n1"), "verb": "patch", "code": "403"}, "0+1x90"),
@@ -162,6 +174,10 @@ def test_each_alert_fires_on_its_synthetic_series_and_only_there(tmp_path: Path)
         "NodefeaturesNotReady": [target("n4")],
         "NodefeaturesSourceFailing": [{**target("n5"), "source": "pci"}],
         "NodefeaturesConfigRejected": [target("n7")],
+        "NodefeaturesLabelNamespacesRejected": [target("n2")],
+        "NodefeaturesNFDObjectFailing": [{**{k: target("n9")[k]
+                                             for k in ("namespace", "pod", "node")},
+                                          "kind": "nodefeaturerule"}],
     }
     missing = [{**target("n8"), "exported_instance": "gpu"}]
     tests = {
