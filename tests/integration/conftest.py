@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import kubeharness
 import pytest
 
-# The agent tests' shared fixtures: the shipped RBAC applied once, and a fresh Node.
-from agentkit import node, rbac  # noqa: F401
+# The agent tests' shared fixtures: the shipped RBAC applied once, a fresh Node, and
+# deploy/nfd-crds/ served.
+from agentkit import nfd_crds, node, rbac  # noqa: F401
 
 
 @pytest.fixture(scope="session")
