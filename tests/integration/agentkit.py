@@ -316,6 +316,46 @@ def shipped_policy_as(apiserver: Any, name: str, selector: str,
                 client.CoreV1Api(api).delete_namespaced_config_map(params, SA_NAMESPACE)
 
 
+PARAMS_KEEPER = "nodefeatures-test-configmap-params-keeper"
+
+
+def keep_configmap_params(apiserver: Any) -> None:
+    """A policy and binding that name ConfigMap as their paramKind and match nothing,
+    created once when the server starts.
+
+    kube-apiserver (1.34 and others; kubernetes/kubernetes#130887, #133827) stops its
+    ConfigMap parameter informer for good once no binding uses that paramKind for a
+    moment; a policy bound later then finds no params ("no params found") or stale
+    ones, until the server restarts. Modules here delete and recreate the shipped
+    policy and binding, so without this keeper the order of modules would decide
+    whether the next module's policy can read its ConfigMap.
+    """
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": PARAMS_KEEPER},
+        "spec": {"failurePolicy": "Ignore",
+                 "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                 "matchConstraints": {"resourceRules": [{
+                     "apiGroups": ["nodefeatures.test"], "apiVersions": ["*"],
+                     "operations": ["CREATE"], "resources": ["nothing"]}]},
+                 "validations": [{"expression": "true"}]}}
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": PARAMS_KEEPER},
+        "spec": {"policyName": PARAMS_KEEPER, "validationActions": ["Deny"],
+                 "paramRef": {"name": PARAMS_KEEPER, "namespace": "default",
+                              "parameterNotFoundAction": "Allow"}}}
+    with apiserver.admin_client() as api:
+        admission = client.AdmissionregistrationV1Api(api)
+        for create, body in ((admission.create_validating_admission_policy, policy),
+                             (admission.create_validating_admission_policy_binding, binding)):
+            try:
+                create(body)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+
+
 @pytest.fixture(scope="session")
 def nfd_crds(apiserver: Any) -> None:
     """deploy/nfd-crds/ created (unless some module did already) and served. Left in

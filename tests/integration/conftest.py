@@ -10,7 +10,7 @@ import pytest
 
 # The agent tests' shared fixtures: the shipped RBAC applied once, a fresh Node, and
 # deploy/nfd-crds/ served.
-from agentkit import nfd_crds, node, rbac  # noqa: F401
+from agentkit import keep_configmap_params, nfd_crds, node, rbac  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -28,4 +28,6 @@ def apiserver() -> Iterator[kubeharness.ControlPlane]:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     with kubeharness.control_plane(binaries) as plane:
+        # Before any policy with ConfigMap params comes and goes (agentkit says why).
+        keep_configmap_params(plane)
         yield plane
