@@ -267,3 +267,19 @@ def test_reinstalling_the_binding_keeps_the_namespaces_in_force() -> None:
                            "the policy to enforce the edited ConfigMap")
             except AssertionError:
                 raise AssertionError({k: verdict(k) for k in wanted}) from None
+
+
+def test_long_lists_and_many_labels_stay_within_the_policys_cost_budget(
+        apiserver, token_api, node) -> None:
+    """CEL has a per-request cost budget: 100 entries in each list and a 300-label patch
+    are judged, not refused for cost."""
+    deny = [f"deny{i}.example.com" for i in range(50)] + [f"*.wild{i}.example" for i in range(50)]
+    extra = [f"extra{i}.kubernetes.io" for i in range(100)]
+    set_namespaces(apiserver, {"denyLabelNs": ",".join(deny), "extraLabelNs": ",".join(extra)})
+    wait_for(token_api, node, {"deny7.example.com/x": False, "a.wild9.example/x": False,
+                               "extra99.kubernetes.io/x": True})
+    labels = {f"vendor{i}.io/feature-{i}": "true" for i in range(300)}
+    assert refusal(token_api, node, labels, dry_run=False) is None
+    labels["a.wild49.example/x"] = "1"
+    message = refusal(token_api, node, labels)
+    assert message is not None and "a.wild49.example/x" in message
