@@ -179,8 +179,8 @@ def test_editing_the_configmap_flips_what_the_token_may_write(apiserver, token_a
 
 def test_an_extra_namespace_never_admits_the_confinement_probe(apiserver, token_api,
                                                                node) -> None:
-    """Were the probe admitted, the agent would take the policy for missing and stop,
-    and a deliberate edit could fake confinement: its namespace is denied in CEL."""
+    """Were the probe admitted, every agent would take the policy for missing and stop
+    writing: its namespace is denied in the policy itself, beyond the ConfigMap."""
     probe_namespace = PROBE_LABEL.split("/")[0]
     set_namespaces(apiserver, {"denyLabelNs": "", "extraLabelNs": probe_namespace})
     wait_for(token_api, node, {"k8s.io/x": True})  # the edit is in force
