@@ -292,5 +292,9 @@ def test_the_chart_and_deploy_nfd_crds_install_the_same_crds() -> None:
     for obj in chart.values():
         assert "helm.sh/resource-policy" not in obj["metadata"].get("annotations", {})
     assert not (CHART / "crds").exists()
+    # One file: the chart's is a link to deploy/'s, inside the repository.
+    link = CHART / "files" / "nfd-api-crds.yaml"
+    assert link.is_symlink()
+    assert link.resolve() == (DEPLOY / "nfd-crds" / "nfd-api-crds.yaml").resolve()
     # Not part of deploy/: the agent runs without them, and NFD may own them.
     assert not [o for o in render(DEPLOY / "gpu") if o["kind"] == "CustomResourceDefinition"]

@@ -22,7 +22,6 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubeharness
@@ -430,9 +429,3 @@ def test_helm_leaves_crds_someone_else_installed_alone(fresh_plane) -> None:
         for name in NFD_CRD_NAMES:
             crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
             assert "meta.helm.sh/release-name" not in (crd.metadata.annotations or {})
-
-
-def test_the_chart_takes_its_crds_from_deploy() -> None:
-    link = CHART / "files" / "nfd-api-crds.yaml"
-    assert link.resolve() == (DEPLOY / "nfd-crds" / "nfd-api-crds.yaml").resolve()
-    assert Path(os.path.relpath(link.resolve(), link.parent)).parts[0] == ".."
