@@ -14,8 +14,8 @@ import pytest
 import yaml
 from manifests import DEPLOY, find, load_documents, render, require_kustomize
 
+from nodefeatures.cluster.kube import PROBE_LABEL
 from nodefeatures.cluster.reconcile import (
-    DEFAULT_MANAGED_PREFIXES,
     GPU_INSTANCE,
     LEDGER_ANNOTATION,
     LEDGER_MAX_BYTES,
@@ -27,10 +27,12 @@ NAMESPACE = "nodefeatures"
 SERVICE_ACCOUNT = "nodefeatures"
 AGENT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 # The agent's own constants: the policy must allow exactly what the agent writes.
-MANAGED_PREFIXES = list(DEFAULT_MANAGED_PREFIXES)
 LEDGERS = [LEDGER_ANNOTATION, SOURCES_ANNOTATION, ledger_annotation(GPU_INSTANCE)]
 METRICS_PORT = 8080
 CONFIG_MAP = "nodefeatures-config"
+# The allowed label namespaces: one ConfigMap, read by the agents and the policy.
+LABEL_NAMESPACES = "nodefeatures-label-namespaces"
+LABEL_NAMESPACES_ARG = f"--label-namespaces={NAMESPACE}/{LABEL_NAMESPACES}"
 # Where the agent looks for its config file by default; --config names it explicitly.
 CONFIG_DIR = "/etc/nodefeatures"
 
@@ -88,17 +90,24 @@ def test_install_paths_create_the_expected_objects(base, gpu) -> None:
         ("Namespace", NAMESPACE),
         ("ResourceQuota", "nodefeatures-critical-pods"),
         ("ServiceAccount", SERVICE_ACCOUNT),
+        ("Role", "nodefeatures"),
         ("ClusterRole", "nodefeatures"),
+        ("RoleBinding", "nodefeatures"),
         ("ClusterRoleBinding", "nodefeatures"),
         ("ConfigMap", CONFIG_MAP),
+        # Before the binding that needs it, or every write of the agent is denied.
+        ("ConfigMap", LABEL_NAMESPACES),
         ("ValidatingAdmissionPolicy", "nodefeatures-own-node"),
+        ("ValidatingAdmissionPolicy", "nodefeatures-own-nodefeature"),
         ("ValidatingAdmissionPolicyBinding", "nodefeatures-own-node"),
+        ("ValidatingAdmissionPolicyBinding", "nodefeatures-own-nodefeature"),
         ("DaemonSet", "nodefeatures"),
     ]
     assert [(o["kind"], o["metadata"]["name"]) for o in gpu] == [
         *kinds, ("DaemonSet", "nodefeatures-nvidia")]
     for obj in base + gpu:
-        if obj["kind"] in ("ResourceQuota", "ServiceAccount", "ConfigMap", "DaemonSet"):
+        if obj["kind"] in ("ResourceQuota", "ServiceAccount", "ConfigMap", "DaemonSet", "Role",
+                           "RoleBinding"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
@@ -271,13 +280,7 @@ def test_nothing_mounts_a_container_runtime_socket_or_the_host_proc(daemonset) -
 
 
 def test_cpu_only_install_has_nothing_nvidia(base) -> None:
-    # nvidia.com/ as a label prefix the agent may write is no NVIDIA component.
-    pods = copy.deepcopy(daemonsets(base))
-    for ds in pods:
-        container = ds["spec"]["template"]["spec"]["containers"][0]
-        container["args"] = [a for a in container["args"]
-                             if a != "--managed-prefix=nvidia.com/"]
-    text = yaml.safe_dump(pods)
+    text = yaml.safe_dump(daemonsets(base))
     assert "nvidia" not in text.lower()
     assert "affinity" not in daemonsets(base)[0]["spec"]["template"]["spec"]
 
@@ -321,6 +324,20 @@ def test_gpu_daemonset_is_the_base_pod_plus_the_nvidia_runtime(gpu) -> None:
     assert base_ds["spec"]["selector"] != gpu_ds["spec"]["selector"]
 
 
+def _cli_knows_label_namespaces() -> None:
+    """Skip (fail under CI) while the agent's CLI lacks --label-namespaces, which the
+    manifests pass: the flag and these manifests land together."""
+    import os
+
+    from nodefeatures.cli.cluster import run
+
+    if not any("--label-namespaces" in p.opts for p in run.params):
+        reason = "the agent's CLI has no --label-namespaces yet"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
 def test_each_gpu_node_runs_both_agents_as_two_instances_with_disjoint_labels(gpu) -> None:
     from nodefeatures.cli.cluster import run
 
@@ -330,15 +347,31 @@ def test_each_gpu_node_runs_both_agents_as_two_instances_with_disjoint_labels(gp
         "containers"][0]["args"]
     assert [a for a in base_args if a in BASE_INSTANCE_ARGS] == BASE_INSTANCE_ARGS
     assert [a for a in gpu_args if a in GPU_INSTANCE_ARGS] == GPU_INSTANCE_ARGS
-    # The agent's own parser accepts both command lines, and they make two instances
-    # whose managed prefixes split the default ones between them.
+    # Both read the same allowed namespaces; each is narrowed to its own prefix, and
+    # the two prefixes are disjoint, so no key can be both agents'.
+    assert LABEL_NAMESPACES_ARG in base_args and LABEL_NAMESPACES_ARG in gpu_args
+    # The agent's own parser accepts both command lines, and they make two instances.
+    _cli_knows_label_namespaces()
     params = [run.make_context("run", list(args[1:])).params for args in (base_args, gpu_args)]
     assert [p["instance"] for p in params] == ["", GPU_INSTANCE]
     assert params[0]["expect_instance"] == GPU_INSTANCE
-    assert not set(params[0]["prefixes"]) & set(params[1]["prefixes"])
-    assert sorted(params[0]["prefixes"] + params[1]["prefixes"]) == sorted(MANAGED_PREFIXES)
+    assert list(params[0]["prefixes"]) == ["feature.node.kubernetes.io/"]
+    assert list(params[1]["prefixes"]) == ["nvidia.com/"]
     # The admission policy admits the GPU instance's ledger.
     assert ledger_annotation(params[1]["instance"]) in LEDGERS
+
+
+def test_the_base_agent_alone_is_not_narrowed(base) -> None:
+    """Without deploy/gpu the agent writes every allowed namespace (vendor.io/ from
+    features.d, rules' labels): no --managed-prefix narrows it."""
+    (alone,) = daemonsets(base)
+    args = alone["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert LABEL_NAMESPACES_ARG in args
+    assert not [a for a in args if a.startswith("--managed-prefix")]
+    _cli_knows_label_namespaces()
+    from nodefeatures.cli.cluster import run
+
+    run.make_context("run", list(args[1:]))
 
 
 def _node_matches(pod: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -393,57 +426,82 @@ def test_quota_admits_the_agents_priority_class_on_any_cluster_size(base) -> Non
     assert set(spec["hard"]) == {"pods"}
 
 
+def _rules(role: dict[str, Any]) -> dict[tuple[Any, ...], list[str]]:
+    return {(tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r.get("resourceNames", ()))):
+            sorted(r["verbs"]) for r in role["rules"]}
+
+
 def test_rbac_grants_exactly_the_agent_contract(base) -> None:
     rbac = load_documents(DEPLOY / "base" / "rbac.yaml")
-    assert [o["kind"] for o in rbac] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"])
-             for r in find(base, "ClusterRole", "nodefeatures")["rules"]}
-    assert rules == {
-        (("",), ("nodes",)): ["get", "patch", "watch"],
-        (("",), ("nodes/status",)): ["patch"],  # the GPU condition, and nothing else
-        (("",), ("events",)): ["create"],
+    assert [o["kind"] for o in rbac] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                         "Role", "RoleBinding"]
+    assert _rules(find(base, "ClusterRole", "nodefeatures")) == {
+        (("",), ("nodes",), ()): ["get", "patch", "watch"],
+        (("",), ("nodes/status",), ()): ["patch"],  # the GPU condition, and nothing else
+        (("",), ("events",), ()): ["create"],
+        # NFD's API, read only, cluster-wide: rules, and NodeFeatures in any namespace.
+        (("nfd.k8s-sigs.io",), ("nodefeaturerules", "nodefeatures"), ()):
+            ["get", "list", "watch"],
     }
-    binding = find(base, "ClusterRoleBinding", "nodefeatures")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
-                                  "kind": "ClusterRole", "name": "nodefeatures"}
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
+    role = find(base, "Role", "nodefeatures")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert _rules(role) == {
+        # The allowed label namespaces, and no other ConfigMap.
+        (("",), ("configmaps",), (LABEL_NAMESPACES,)): ["get", "list", "watch"],
+        # `run --output nodefeature`: its own NodeFeature (nodefeature-policy.yaml).
+        (("nfd.k8s-sigs.io",), ("nodefeatures",), ()): ["create", "get", "patch", "update"],
+    }
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = find(base, kind, "nodefeatures")
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                      "kind": role_kind, "name": "nodefeatures"}
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
 
 
-def test_admission_policy_names_the_agent_and_its_prefixes(base) -> None:
+def test_admission_policy_names_the_agent_and_reads_the_label_namespaces(base) -> None:
     policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
     assert policy["failurePolicy"] == "Fail"
     assert policy["matchConditions"] == [{
         "name": "is-nodefeatures-agent",
         "expression": f'request.userInfo.username == "{AGENT_USER}"'}]
+    assert policy["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
-    assert yaml.safe_load(variables["prefixes"]) == MANAGED_PREFIXES
     assert yaml.safe_load(variables["ledgers"]) == LEDGERS
+    # The probe's namespace is denied in the policy itself, whatever the ConfigMap says.
+    probe_namespace = PROBE_LABEL.split("/")[0]
+    assert f"k.split('/')[0] == '{probe_namespace}'" in variables["foreignLabels"]
     # The one condition the policy lets the agent write is the one it writes.
     from nodefeatures.cluster.health import CONDITION
 
     assert yaml.safe_load(variables["ownCondition"]) == CONDITION
     binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")["spec"]
-    assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
+    assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"],
+                       "paramRef": {"name": LABEL_NAMESPACES, "namespace": NAMESPACE,
+                                    "parameterNotFoundAction": "Deny"}}
+    configmap = find(base, "ConfigMap", LABEL_NAMESPACES)
+    assert configmap["metadata"]["namespace"] == NAMESPACE
+    assert configmap["data"] == {"denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": ""}
 
 
-def test_the_agent_writes_the_prefixes_the_policy_allows(base, gpu) -> None:
-    policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
-    variables = {v["name"]: v["expression"] for v in policy["variables"]}
-    allowed = yaml.safe_load(variables["prefixes"])
-    assert allowed == MANAGED_PREFIXES
-
-    def prefixes(ds: dict) -> list[str]:
+def test_every_agent_reads_the_policys_label_namespaces(base, gpu) -> None:
+    for ds in daemonsets(base) + daemonsets(gpu):
         args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
-        return [a.split("=", 1)[1] for a in args if a.startswith("--managed-prefix=")]
+        assert args.count(LABEL_NAMESPACES_ARG) == 1, ds["metadata"]["name"]
 
-    (alone,) = daemonsets(base)
-    assert prefixes(alone) == allowed
-    # On a GPU node the two instances split the allowed prefixes between them.
-    split = [prefixes(ds) for ds in daemonsets(gpu)]
-    assert len(split) == 2
-    assert sorted(p for part in split for p in part) == sorted(allowed)
-    assert not set(split[0]) & set(split[1])
+
+def test_nodefeature_policy_confines_the_agent_to_its_own_object(base) -> None:
+    policy = find(base, "ValidatingAdmissionPolicy", "nodefeatures-own-nodefeature")["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    assert policy["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": ["nfd.k8s-sigs.io"], "apiVersions": ["*"],
+         "operations": ["CREATE", "UPDATE"], "resources": ["nodefeatures"]}]
+    assert policy["matchConditions"] == [{
+        "name": "is-nodefeatures-agent",
+        "expression": f'request.userInfo.username == "{AGENT_USER}"'}]
+    binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-nodefeature")
+    assert binding["spec"] == {"policyName": "nodefeatures-own-nodefeature",
+                               "validationActions": ["Deny"]}
 
 
 def test_admission_policy_bounds_the_ledger_as_the_agent_does(base) -> None:

@@ -13,8 +13,6 @@ import pytest
 import yaml
 from manifests import CHART, DEPLOY, RELEASE, find, render, render_chart, run_helm
 
-from nodefeatures.cluster.reconcile import DEFAULT_MANAGED_PREFIXES
-
 # Labels Helm's conventions add to every object's metadata (never to selectors or pod
 # templates, which must stay what deploy/ has).
 HELM_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance",
@@ -79,6 +77,12 @@ def test_the_default_config_value_is_deploys_configmap() -> None:
     ["--set", "gpu.enabled=yes please"],
     ["--set", "managedPrefixes={example.com}"],  # no trailing slash: not a prefix
     ["--set", "managedPrefixes=null"],
+    ["--set", "labelNamespaces.denyLabelNs=example.com"],  # a string, not a list
+    ["--set-json", 'labelNamespaces.denyLabelNs=["a.io,b.io"]'],  # the comma is the chart's
+    ["--set-json", 'labelNamespaces.denyLabelNs=["Example.com"]'],
+    ["--set-json", 'labelNamespaces.extraLabelNs=["*.example.com"]'],  # exact names only
+    ["--set-json", 'labelNamespaces.extraLabelNs=[" x.io"]'],
+    ["--set", "labelNamespaces.denyLabelns={x.io}"],
     ["--set", "config=3"],
     ["--set", "unknownKey=1"],
     ["--set-json", 'extraHostPaths=[{"name":"x","path":"/x","mountPath":"/x",'
@@ -98,30 +102,59 @@ def test_values_yaml_meets_its_own_schema_and_names_every_property() -> None:
     assert set(values) == set(schema["properties"]), "a value without a schema, or the reverse"
 
 
-def test_managed_prefixes_reach_the_agent_and_the_policy_alike() -> None:
+LABEL_NAMESPACES = "nodefeatures-label-namespaces"
+
+
+def test_label_namespaces_reach_the_configmap_that_agent_and_policy_read() -> None:
+    objects = render_chart("--set-json", 'labelNamespaces={"denyLabelNs":["vendor.io",'
+                           '"*.example.com"],"extraLabelNs":["k8s.io","node-role.kubernetes.io"]}',
+                           "--set", "gpu.enabled=true")
+    configmap = find(objects, "ConfigMap", LABEL_NAMESPACES)
+    assert configmap["metadata"]["namespace"] == "nodefeatures"
+    assert configmap["data"] == {"denyLabelNs": "vendor.io,*.example.com",
+                                 "extraLabelNs": "k8s.io,node-role.kubernetes.io"}
+    # The policy reads that very object ...
+    binding = find(objects, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")
+    assert binding["spec"]["paramRef"] == {"name": LABEL_NAMESPACES, "namespace": "nodefeatures",
+                                           "parameterNotFoundAction": "Deny"}
+    policy = find(objects, "ValidatingAdmissionPolicy", "nodefeatures-own-node")
+    assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    # ... and so does every agent, which RBAC lets read it and no other ConfigMap.
+    for ds in (o for o in objects if o["kind"] == "DaemonSet"):
+        assert f"--label-namespaces=nodefeatures/{LABEL_NAMESPACES}" in args_of(ds)
+    role = find(objects, "Role", "nodefeatures")
+    assert [r for r in role["rules"] if "configmaps" in r["resources"]] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [LABEL_NAMESPACES],
+         "verbs": ["get", "list", "watch"]}]
+    # The defaults are NFD's (nfd-master's -deny-label-ns default).
+    assert find(render_chart(), "ConfigMap", LABEL_NAMESPACES)["data"] == {
+        "denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": ""}
+
+
+def prefixes_given(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {ds["metadata"]["name"]: [a.split("=", 1)[1] for a in args_of(ds)
+                                     if a.startswith("--managed-prefix=")]
+            for ds in objects if ds["kind"] == "DaemonSet"}
+
+
+def test_managed_prefixes_only_narrow_the_agents() -> None:
+    # By default the agent keeps to no prefix: the allowed namespaces are the limit.
+    assert prefixes_given(render_chart()) == {"nodefeatures": []}
+    # With the GPU agent, it takes nvidia.com/ and the base agent the host labels.
+    assert prefixes_given(render_chart("--set", "gpu.enabled=true")) == {
+        "nodefeatures": ["feature.node.kubernetes.io/"], "nodefeatures-nvidia": ["nvidia.com/"]}
     prefixes = ["feature.node.kubernetes.io/", "example.com/"]
     objects = render_chart("--set-json", f"managedPrefixes={json.dumps(prefixes)}")
-    policy = find(objects, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
-    variables = {v["name"]: v["expression"] for v in policy["variables"]}
-    assert yaml.safe_load(variables["prefixes"]) == prefixes
-    message = next(v["messageExpression"] for v in policy["validations"]
-                   if "foreignLabels" in v["expression"])
-    assert "example.com/" in message and "nvidia.com/" not in message
-    def given(objects: list) -> dict[str, list[str]]:
-        return {ds["metadata"]["name"]: [a.split("=", 1)[1] for a in args_of(ds)
-                                         if a.startswith("--managed-prefix=")]
-                for ds in objects if ds["kind"] == "DaemonSet"}
-
-    assert given(objects) == {"nodefeatures": prefixes}
-    # With the GPU agent, instance "gpu" takes nvidia.com/ and the base agent the rest.
+    assert prefixes_given(objects) == {"nodefeatures": prefixes}
     with_gpu = [*prefixes, "nvidia.com/"]
-    assert given(render_chart("--set-json", f"managedPrefixes={json.dumps(with_gpu)}",
-                              "--set", "gpu.enabled=true")) == {
+    assert prefixes_given(render_chart("--set-json", f"managedPrefixes={json.dumps(with_gpu)}",
+                                       "--set", "gpu.enabled=true")) == {
         "nodefeatures": prefixes, "nodefeatures-nvidia": ["nvidia.com/"]}
-    # The defaults are the agent's own.
-    default = find(render_chart(), "DaemonSet", "nodefeatures")
-    assert [a.split("=", 1)[1] for a in args_of(default)
-            if a.startswith("--managed-prefix=")] == list(DEFAULT_MANAGED_PREFIXES)
+    # The policy enforces the namespaces, never the narrowing: it does not change.
+    def policy(objs: list[dict[str, Any]]) -> dict[str, Any]:
+        return find(objs, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
+
+    assert policy(objects) == policy(render_chart())
 
 
 def _config_file(*values: str) -> str:
@@ -195,11 +228,13 @@ def test_optional_objects_are_rendered_only_when_enabled() -> None:
                            "serviceMonitor.enabled=true")
     crds = {o["metadata"]["name"]: o["spec"] for o in objects
             if o["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {"nodefeatures.nfd.k8s-sigs.io", "nodefeaturerules.nfd.k8s-sigs.io"}
+    assert set(crds) == {"nodefeatures.nfd.k8s-sigs.io", "nodefeaturerules.nfd.k8s-sigs.io",
+                         "nodefeaturegroups.nfd.k8s-sigs.io"}
     assert {(s["group"], s["names"]["kind"], s["scope"], tuple(v["name"] for v in s["versions"]))
             for s in crds.values()} == {
         ("nfd.k8s-sigs.io", "NodeFeature", "Namespaced", ("v1alpha1",)),
-        ("nfd.k8s-sigs.io", "NodeFeatureRule", "Cluster", ("v1alpha1",))}
+        ("nfd.k8s-sigs.io", "NodeFeatureRule", "Cluster", ("v1alpha1",)),
+        ("nfd.k8s-sigs.io", "NodeFeatureGroup", "Namespaced", ("v1alpha1",))}
     assert {o["kind"] for o in objects} >= {"PodMonitor", "ServiceMonitor", "Service"}
 
 
@@ -243,3 +278,24 @@ def test_the_gpu_agent_without_nvidia_com_among_the_prefixes_is_refused() -> Non
                       check=False)
     assert result.returncode != 0
     assert "managedPrefixes must include nvidia.com/" in result.stderr
+
+
+def test_the_chart_and_deploy_nfd_crds_install_the_same_crds() -> None:
+    """One file serves both (the chart's files/ links to deploy/nfd-crds/); this holds
+    them together should that link ever become a copy."""
+    chart = normalised([o for o in render_chart("--set", "nfdCRDs.enabled=true")
+                        if o["kind"] == "CustomResourceDefinition"])
+    kustomized = normalised(render(DEPLOY / "nfd-crds"))
+    assert sorted(chart) == sorted(kustomized)
+    for key, obj in kustomized.items():
+        assert chart[key] == obj, f"{key} differs between the chart and deploy/nfd-crds"
+    # Templates, not crds/, so that `helm uninstall` removes them: no keep policy.
+    for obj in chart.values():
+        assert "helm.sh/resource-policy" not in obj["metadata"].get("annotations", {})
+    assert not (CHART / "crds").exists()
+    # One file: the chart's is a link to deploy/'s, inside the repository.
+    link = CHART / "files" / "nfd-api-crds.yaml"
+    assert link.is_symlink()
+    assert link.resolve() == (DEPLOY / "nfd-crds" / "nfd-api-crds.yaml").resolve()
+    # Not part of deploy/: the agent runs without them, and NFD may own them.
+    assert not [o for o in render(DEPLOY / "gpu") if o["kind"] == "CustomResourceDefinition"]

@@ -247,6 +247,10 @@ def os_release_root(directory: Path, text: str = 'ID=debian\nVERSION_ID="12"\n')
 
 
 POLICY_FILE = REPO / "deploy" / "base" / "admission-policy.yaml"
+NODEFEATURE_POLICY_FILE = REPO / "deploy" / "base" / "nodefeature-policy.yaml"
+LABEL_NAMESPACES_FILE = REPO / "deploy" / "base" / "label-namespaces.yaml"
+NFD_CRDS_DIR = REPO / "deploy" / "nfd-crds"
+LABEL_NAMESPACES = "nodefeatures-label-namespaces"
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 
 
@@ -255,19 +259,50 @@ def agent_as(apiserver: Any, node: str) -> Any:
     return apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node})
 
 
+def ensure_created(apiserver: Any, documents: list[dict[str, Any]]) -> None:
+    """Create each object as admin unless it exists (other modules share the server)."""
+    with apiserver.admin_client() as api:
+        for document in documents:
+            try:
+                utils.create_from_dict(api, copy.deepcopy(document))
+            except utils.FailToCreateError as error:
+                if any(e.status != 409 for e in error.api_exceptions):
+                    raise
+
+
+def label_namespaces_configmap(name: str = LABEL_NAMESPACES,
+                               data: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """deploy/base's label-namespaces ConfigMap, optionally renamed or with other data."""
+    configmap: dict[str, Any] = yaml.safe_load(LABEL_NAMESPACES_FILE.read_text())
+    configmap["metadata"]["name"] = name
+    if data is not None:
+        configmap["data"] = dict(data)
+    return configmap
+
+
 @contextlib.contextmanager
-def shipped_policy_as(apiserver: Any, name: str, selector: str) -> Iterator[str]:
+def shipped_policy_as(apiserver: Any, name: str, selector: str,
+                      params: str = LABEL_NAMESPACES) -> Iterator[str]:
     """deploy/base's policy and binding, renamed `name` and bound only to Nodes labelled
     `selector=on`, so a module can run agents under the real policy without touching the
-    other modules' Nodes; removed afterwards."""
+    other modules' Nodes; removed afterwards.
+
+    The binding reads the allowed label namespaces from ConfigMap nodefeatures/`params`:
+    by default the shipped one (the only one the agent's RBAC lets it read), created
+    from deploy/base when missing and left in place. Another name gives the module its
+    own copy, made here and deleted afterwards, to edit without affecting other modules.
+    """
     documents = []
     for document in copy.deepcopy(list(yaml.safe_load_all(POLICY_FILE.read_text()))):
         document["metadata"]["name"] = name
         if document["kind"] == "ValidatingAdmissionPolicyBinding":
             document["spec"]["policyName"] = name
+            document["spec"]["paramRef"]["name"] = params
             document["spec"]["matchResources"] = {
                 "objectSelector": {"matchLabels": {selector: "on"}}}
         documents.append(document)
+    namespace = yaml.safe_load(RBAC_FILES[0].read_text())
+    ensure_created(apiserver, [namespace, label_namespaces_configmap(params)])
     with apiserver.admin_client() as api:
         admission = client.AdmissionregistrationV1Api(api)
         admission.create_validating_admission_policy(documents[0])
@@ -277,6 +312,70 @@ def shipped_policy_as(apiserver: Any, name: str, selector: str) -> Iterator[str]
         finally:
             admission.delete_validating_admission_policy_binding(name)
             admission.delete_validating_admission_policy(name)
+            if params != LABEL_NAMESPACES:
+                client.CoreV1Api(api).delete_namespaced_config_map(params, SA_NAMESPACE)
+
+
+PARAMS_KEEPER = "nodefeatures-test-configmap-params-keeper"
+
+
+def keep_configmap_params(apiserver: Any) -> None:
+    """A policy and binding that name ConfigMap as their paramKind and match nothing,
+    created once when the server starts.
+
+    kube-apiserver (1.34 and others; kubernetes/kubernetes#130887, #133827) stops its
+    ConfigMap parameter informer for good once no binding uses that paramKind for a
+    moment; a policy bound later then finds no params ("no params found") or stale
+    ones, until the server restarts. Modules here delete and recreate the shipped
+    policy and binding, so without this keeper the order of modules would decide
+    whether the next module's policy can read its ConfigMap.
+    """
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": PARAMS_KEEPER},
+        "spec": {"failurePolicy": "Ignore",
+                 "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                 "matchConstraints": {"resourceRules": [{
+                     "apiGroups": ["nodefeatures.test"], "apiVersions": ["*"],
+                     "operations": ["CREATE"], "resources": ["nothing"]}]},
+                 "validations": [{"expression": "true"}]}}
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": PARAMS_KEEPER},
+        "spec": {"policyName": PARAMS_KEEPER, "validationActions": ["Deny"],
+                 "paramRef": {"name": PARAMS_KEEPER, "namespace": "default",
+                              "parameterNotFoundAction": "Allow"}}}
+    with apiserver.admin_client() as api:
+        admission = client.AdmissionregistrationV1Api(api)
+        for create, body in ((admission.create_validating_admission_policy, policy),
+                             (admission.create_validating_admission_policy_binding, binding)):
+            try:
+                create(body)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+
+
+@pytest.fixture(scope="session")
+def nfd_crds(apiserver: Any) -> None:
+    """deploy/nfd-crds/ created (unless some module did already) and served. Left in
+    place: deleting a CRD deletes every object of its kind, other modules' too."""
+    documents = [d for f in sorted(NFD_CRDS_DIR.glob("*-crds.yaml"))
+                 for d in yaml.safe_load_all(f.read_text()) if d]
+    ensure_created(apiserver, documents)
+    plurals = {(d["spec"]["group"], d["spec"]["names"]["plural"]) for d in documents}
+
+    def served() -> bool:
+        with apiserver.admin_client() as api:
+            found = client.ApisApi(api).get_api_versions()
+            if not any(g.name == "nfd.k8s-sigs.io" for g in found.groups):
+                return False
+            resources = api.call_api("/apis/nfd.k8s-sigs.io/v1alpha1", "GET",
+                                     auth_settings=["BearerToken"], _preload_content=False)
+            names = {r["name"] for r in json.loads(resources.data)["resources"]}
+        return {p for _, p in plurals} <= names
+
+    wait_until(served, 30, "NFD's CRDs to be served", every=0.2)
 
 
 @contextlib.contextmanager

@@ -8,11 +8,9 @@ from collections.abc import Iterator
 import kubeharness
 import pytest
 
-# The agent tests' shared fixtures: the shipped RBAC applied once, and a fresh Node.
-from agentkit import node, rbac  # noqa: F401
-
-# NFD's CRDs, for the tests of NodeFeatureRule and NodeFeature objects.
-from nfdkit import nfd_crds  # noqa: F401
+# The agent tests' shared fixtures: the shipped RBAC applied once, a fresh Node, and
+# deploy/nfd-crds/ served.
+from agentkit import keep_configmap_params, nfd_crds, node, rbac  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -30,4 +28,6 @@ def apiserver() -> Iterator[kubeharness.ControlPlane]:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     with kubeharness.control_plane(binaries) as plane:
+        # Before any policy with ConfigMap params comes and goes (agentkit says why).
+        keep_configmap_params(plane)
         yield plane

@@ -28,7 +28,9 @@ from agentkit import (
     Running,
     Switchable,
     discoverer,
+    ensure_created,
     events_about,
+    label_namespaces_configmap,
     labels_of,
     os_release_root,
     patch_node,
@@ -108,6 +110,8 @@ def policy(apiserver: Any, rbac: str) -> Iterator[PolicyObjects]:
     """
     objects = PolicyObjects(apiserver)
     existed = {kind: objects.exists(kind) for kind in (POLICY, BINDING)}
+    # The binding's parameter: without it the policy denies every write of the agent.
+    ensure_created(apiserver, [label_namespaces_configmap()])
     for kind in (POLICY, BINDING):
         objects.create(kind)
     yield objects

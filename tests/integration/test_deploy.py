@@ -62,9 +62,11 @@ def admin(apiserver) -> Iterator[client.ApiClient]:
 
 @pytest.fixture(scope="module")
 def installed(admin) -> list[dict[str, Any]]:
-    """Everything in deploy/gpu/ (a superset of deploy/), validated and then created."""
+    """Everything in deploy/gpu/ (a superset of deploy/) and the optional
+    deploy/nfd-crds/, validated and then created."""
     dynamic = DynamicClient(admin)
     cpu_only, with_gpu = render(DEPLOY), render(DEPLOY / "gpu")
+    with_gpu += render(DEPLOY / "nfd-crds")
     for obj in with_gpu:
         accepted = submit(dynamic, obj, dry_run=True)
         assert accepted["metadata"]["name"] == obj["metadata"]["name"]
@@ -291,7 +293,7 @@ def test_agent_may_label_a_node_that_had_no_labels_or_annotations(cluster) -> No
 def test_policy_copes_with_a_heavily_labelled_node(cluster) -> None:
     """CEL has a per-request cost budget; a node with hundreds of labels stays within it."""
     name = f"{cluster.a}-big"
-    labels = {f"example.com/foreign-{i}": "x" * 40 for i in range(300)}
+    labels = {f"team.kubernetes.io/foreign-{i}": "x" * 40 for i in range(300)}
     labels |= {f"feature.node.kubernetes.io/cpu-cpuid.FLAG{i}": "true" for i in range(300)}
     cluster.create_node(name, labels=labels,
                         annotations={f"example.com/a{i}": "y" for i in range(50)})
@@ -301,7 +303,7 @@ def test_policy_copes_with_a_heavily_labelled_node(cluster) -> None:
     after = cluster.labels(name)
     assert len(after) == 600 and "nvidia.com/new-149" in after
     denied_by_policy(lambda: merge_patch(
-        cluster.agent(name), name, {"labels": {"example.com/foreign-299": "changed"}}))
+        cluster.agent(name), name, {"labels": {"team.kubernetes.io/foreign-299": "changed"}}))
 
 
 def test_agent_may_not_touch_another_node(cluster) -> None:
@@ -317,11 +319,14 @@ def test_agent_may_not_touch_another_node(cluster) -> None:
     {"team": None},                                       # remove
     {"node-role.kubernetes.io/control-plane": ""},        # add
     {"kubernetes.io/hostname": "elsewhere"},
-    # Look-alikes of the managed prefixes.
-    {"feature.node.kubernetes.io.evil/x": "1"},
+    {"topology.kubernetes.io/zone": "z"},
+    # Look-alikes of the allowed kubernetes.io subdomains, and a key with no namespace.
+    {"xfeature.node.kubernetes.io/x": "1"},
+    {"profile.node.kubernetes.io.kubernetes.io/x": "1"},
     {"feature.node.kubernetes.io": "1"},
-    {"xnvidia.com/gpu": "1"},
-    {"nvidia.com.evil/gpu": "1"},
+    # Denied by the shipped ConfigMap (denyLabelNs k8s.io,*.k8s.io).
+    {"k8s.io/x": "1"},
+    {"node.k8s.io/x": "1"},
     # One foreign key spoils a patch that is otherwise fine.
     {"feature.node.kubernetes.io/ok": "true", "team": "red"},
 ], ids=lambda labels: ",".join(labels))
@@ -329,8 +334,24 @@ def test_agent_may_not_change_foreign_labels(cluster, labels: dict[str, Any]) ->
     before = cluster.labels(cluster.a)
     message = denied_by_policy(lambda: merge_patch(
         cluster.agent(cluster.a), cluster.a, {"labels": labels}))
-    assert "may change only labels under" in message
+    assert "may change only labels in the allowed namespaces" in message
+    assert set(message.rsplit("not: ", 1)[1].split(", ")) == set(labels) - {
+        "feature.node.kubernetes.io/ok"}
     assert cluster.labels(cluster.a) == before
+
+
+@pytest.mark.parametrize("key", [
+    "vendor.io/x", "sgx.intel.feature.node.kubernetes.io/epc",
+    "profile.node.kubernetes.io/latency", "nvidia.com/gpu.product",
+    "feature.node.kubernetes.io.example.com/x",
+])
+def test_agent_may_write_every_namespace_nfd_allows(cluster, key: str) -> None:
+    """The shipped label-namespaces ConfigMap: NFD's defaults (what was denied under
+    the fixed prefixes before)."""
+    merge_patch(cluster.agent(cluster.a), cluster.a, {"labels": {key: "true"}})
+    assert cluster.labels(cluster.a)[key] == "true"
+    merge_patch(cluster.agent(cluster.a), cluster.a, {"labels": {key: None}})
+    assert key not in cluster.labels(cluster.a)
 
 
 def test_agent_may_change_only_its_ledger_annotations(cluster) -> None:

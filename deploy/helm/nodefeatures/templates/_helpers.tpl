@@ -23,8 +23,18 @@ explain every field. Called with (dict "root" $ "name" ... "component" ... "gpu"
 {{- $values := $root.Values -}}
 {{- $gpuLabels := include "nodefeatures.gpuLabels" $root | fromJsonArray -}}
 {{- $gpu := .gpu -}}
-{{- if and $gpu (not (has "nvidia.com/" $values.managedPrefixes)) -}}
+{{- /* managedPrefixes narrows the agents within the allowed label namespaces; empty,
+the base agent writes every allowed namespace. With the GPU agent, nvidia.com/ is its
+own and the base agent takes the other prefixes: feature.node.kubernetes.io/ when none
+are given (deploy/gpu/base-leaves-gpu-labels.yaml). */ -}}
+{{- if and $gpu $values.managedPrefixes (not (has "nvidia.com/" $values.managedPrefixes)) -}}
 {{- fail "gpu.enabled: the GPU agent writes nvidia.com/ labels, so managedPrefixes must include nvidia.com/" -}}
+{{- end -}}
+{{- $prefixes := $values.managedPrefixes -}}
+{{- if $gpu -}}
+{{- $prefixes = list "nvidia.com/" -}}
+{{- else if $values.gpu.enabled -}}
+{{- $prefixes = without ($values.managedPrefixes | default (list "feature.node.kubernetes.io/" "nvidia.com/")) "nvidia.com/" -}}
 {{- end -}}
 apiVersion: apps/v1
 kind: DaemonSet
@@ -95,16 +105,15 @@ spec:
             - --proc=/proc
             - --metrics-port=8080
             - --config=/etc/nodefeatures/config.yaml
+            - {{ printf "--label-namespaces=%s/nodefeatures-label-namespaces" (include "nodefeatures.namespace" $root) }}
             {{- if .gpu }}
             {{- /* The GPU agent is instance "gpu": only the nvidia source, only nvidia.com/,
                    its own ledger (deploy/gpu/daemonset-nvidia.yaml). */}}
             - --instance=gpu
             - --source=nvidia
             {{- end }}
-            {{- range $values.managedPrefixes }}
-            {{- if or (not $values.gpu.enabled) (eq (hasPrefix "nvidia.com/" .) $gpu) }}
+            {{- range $prefixes }}
             - {{ printf "--managed-prefix=%s" . | quote }}
-            {{- end }}
             {{- end }}
             {{- if and $values.gpu.enabled (not .gpu) }}
             {{- /* The base agent stays on GPU nodes and says when their GPU agent is
