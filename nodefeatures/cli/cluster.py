@@ -463,7 +463,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
             follower.start()
         # The first pass knows the cluster's rules and setting when they come quickly; a
         # later list reaches the loop through a poke.
-        wait_all([c for f in followers for c in getattr(f, "caches", [f.cache])], 5.0)
+        wait_all([c for f in followers for c in f.caches], 5.0)
     if cfg.oneshot:
         if server is not None:
             server.stop()

@@ -221,6 +221,7 @@ class Agent:
         self._drift_streak = 0
         self._last_drift_write = float("-inf")
         self._drift_not_before = 0.0
+        self._held_said = ""  # the last reason for holding writes that was logged
         self._proof: Proof | None = None
         self._proven_at = float("-inf")  # monotonic time of the last proof of confinement
         self._probe_at = 0.0  # when to probe next: at once on start
@@ -279,10 +280,14 @@ class Agent:
                     started = time.perf_counter()
                     try:
                         self.sync(drift=drifted)
-                    except Held:
+                    except Held as held:
                         # The setting's watch pokes the loop when it arrives.
                         retry_at, pending = now + 5.0, True
                         self.metrics.passes.labels("held").inc()
+                        if str(held) != self._held_said:
+                            self._held_said = str(held)
+                            log.warning("%s; nothing is written until then", held,
+                                        extra={"node": self.options.node})
                     except Unconfined:
                         retry_at, pending = self._probe_at, True  # resume once proven
                         self.metrics.passes.labels("unconfined").inc()

@@ -67,6 +67,10 @@ class LabelNamespacesSetting:
             self._gauge = metrics.export(metrics.label_namespaces_rejected)
             self._gauge.set(0)
 
+    @property
+    def caches(self) -> list[ObjectCache]:
+        return [self.cache]
+
     def start(self) -> LabelNamespacesSetting:
         self.cache.start()
         return self

@@ -88,7 +88,9 @@ class ClusterObjects:
 
     def problems(self) -> dict[str, str]:
         """{kind: why} for each kind that cannot be followed now."""
-        return {f"objects:{cache.api.kind.plural}": cache.problem
+        return {f"objects:{cache.api.kind.plural}": cache.problem + (
+                    "; the copy from the last list stays in force" if cache.known
+                    else "; their labels are neither added nor removed")
                 for cache in self.caches if cache.problem is not None}
 
     def extend(self, discovery: Discovery, evidence: Evidence) -> Evidence:

@@ -256,12 +256,9 @@ class ObjectCache:
             problem = f"cannot follow {self.api.kind.plural}: {error}"
         problem = " ".join(problem.split())[:300]
         with self._lock:
-            first = self.problem != problem
             self.problem = problem
             self.problem_code = error.code
-        if first:
-            log.warning("%s%s", problem, "; the copy from the last list stays in force"
-                        if self.known else "; their labels are neither added nor removed")
+        # Whoever owns the cache reports `problem` (the agent: a log line and an Event).
         if error.code in (403, 404) or error.reason == "too-many":
             self._listed.set()  # a definite answer: a first pass need not wait for it
         log.debug("%s: %s", self.api.kind.plural, error)
