@@ -26,6 +26,10 @@ from nfdkit import (
     rule_object,
 )
 
+from nodefeatures.cluster.kube import ObjectApi
+from nodefeatures.cluster.nfdapi import node_features_kind
+from nodefeatures.cluster.objectcache import ObjectCache, wait_all
+
 F = "feature.node.kubernetes.io/"
 
 
@@ -218,6 +222,46 @@ def test_without_permission_to_list_rules_nothing_is_added_or_removed(
             assert objects.rules is not None and objects.rules.known is False
             time.sleep(1.5)
             assert labels_of(apiserver, node).get(key) == "true"
+            assert owned_on(apiserver, node)[key] == f"nodefeaturerule/{name}"
+        finally:
+            running.stop()
+            objects.stop()
+
+
+def test_a_rule_over_node_features_that_cannot_be_listed_keeps_its_label(
+        apiserver, nfd_crds, node, tmp_path):
+    key = F + f"over-nf-{node[-6:]}"
+    rule = {"name": "vendor", "labels": {key: "yes"}, "matchFeatures": [
+        {"feature": "vendor.accel", "matchExpressions": {"model": {"op": "In",
+                                                                  "value": ["x1"]}}}]}
+    features = {"attributes": {"vendor.accel": {"elements": {"model": "x1"}}}}
+    with rule_object(apiserver, [rule]) as name, \
+            node_feature(apiserver, "vendor", f"accel-{node}", node, {}, features):
+        agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                                   objects_user=None)
+        running = start(agent)
+        try:
+            wait_until(lambda: labels_of(apiserver, node).get(key) == "yes", 10, "the label")
+        finally:
+            running.stop()
+            objects.stop()
+        # Restarted where the rules can be listed but the NodeFeatures cannot: the rule
+        # runs without the features it reads, which is no evidence that they are gone.
+        agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                                   objects_user=None)
+        objects.stop()
+        denied = ObjectApi(apiserver.client_as("system:serviceaccount:nobody:nobody"),
+                           node_features_kind(node))
+        objects.features = ObjectCache(denied, agent.poke)
+        objects.rules = ObjectCache(objects.rules.api, agent.poke)
+        objects.start()
+        wait_all(objects.caches, 10.0)
+        running = start(agent)
+        try:
+            wait_until(lambda: agent.ready, 10, "the first pass")
+            assert objects.rules.known and not objects.features.known
+            time.sleep(1.5)
+            assert labels_of(apiserver, node).get(key) == "yes"
             assert owned_on(apiserver, node)[key] == f"nodefeaturerule/{name}"
         finally:
             running.stop()
