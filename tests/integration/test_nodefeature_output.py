@@ -86,3 +86,24 @@ def test_a_deleted_object_is_put_back_and_others_metadata_is_kept(apiserver, nfd
         assert time.monotonic() - started < 2.0
     finally:
         running.stop()
+
+
+def test_two_writers_of_one_object_do_not_fight_at_full_speed(apiserver, nfd_crds, tmp_path):
+    # Two agents for one node with different results (a second DaemonSet while one is
+    # replaced): each rewrite by one pokes the other through its watch. Without a backoff
+    # they would write as fast as the server answers.
+    name = "out-node-3"
+    interval = 30.0
+    one = output_agent(apiserver, name, Switchable("env", {"k": "one"}), tmp_path / "one",
+                       interval=interval, backoff_cap=interval)
+    two = output_agent(apiserver, name, Switchable("env", {"k": "two"}), tmp_path / "two",
+                       interval=interval, backoff_cap=interval)
+    running = [start(one), start(two)]  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: read(apiserver, name) is not None, 10, "the NodeFeature")
+        time.sleep(6.0)
+        # Backing off from 1 s doubling: a handful of rewrites each, not hundreds.
+        assert len(writes_of(apiserver, name)) <= 12, len(writes_of(apiserver, name))
+    finally:
+        for agent in running:
+            agent.stop()
