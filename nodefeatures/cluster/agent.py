@@ -64,6 +64,9 @@ UNCONFINED_HELP = (
     "deploy/base/admission-policy.yaml, make sure the API server runs the "
     "ValidatingAdmissionPolicy admission plugin (on by default since Kubernetes 1.30), "
     "or pass --allow-unconfined on a cluster without that API")
+# Passes that a poke asks for (a changed NFD object or setting) start at most this often:
+# a writer changing an object hundreds of times a second costs a few passes a second.
+POKE_SPACING = 0.2
 # Statuses that will not fix themselves: reported loudly and retried slowly.
 REJECTED = frozenset({400, 403, 405, 413, 415, 422})
 
@@ -207,6 +210,7 @@ class Agent:
         self._stopping = threading.Event()
         self._drift = False
         self._pass_now = False
+        self._poke_not_before = 0.0  # a poke's pass starts no earlier (POKE_SPACING)
         self._watch: NodeWatch | None = None
         self._watch_thread: threading.Thread | None = None
         self._sources = SourceReporter(self.metrics)
@@ -262,7 +266,10 @@ class Agent:
                 now = self.heartbeat = time.monotonic()
                 if not self.options.allow_unconfined and now >= self._probe_at:
                     self._check_confinement()
-                if now >= next_pass or self._pass_now:
+                poked = self._pass_now and now >= self._poke_not_before
+                if now >= next_pass or poked:
+                    if poked:
+                        self._poke_not_before = now + POKE_SPACING
                     self._pass_now = False
                     try:
                         self.discover_now()
@@ -304,6 +311,8 @@ class Agent:
                     deadline = min(deadline, max(self._drift_not_before, retry_at or 0.0))
                 if not self.options.allow_unconfined:
                     deadline = min(deadline, self._probe_at)
+                if self._pass_now:
+                    deadline = min(deadline, self._poke_not_before)
                 self._wake.wait(max(0.0, deadline - time.monotonic()))
                 self._wake.clear()
         finally:

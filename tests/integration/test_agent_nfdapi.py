@@ -19,6 +19,9 @@ from agentkit import (
     writes_to,
 )
 from nfdkit import (
+    GROUP,
+    VERSION,
+    custom,
     delete_rules,
     nfd_agent,
     node_feature,
@@ -26,6 +29,7 @@ from nfdkit import (
     rule_object,
 )
 
+from nodefeatures.cluster.agent import POKE_SPACING
 from nodefeatures.cluster.kube import ObjectApi
 from nodefeatures.cluster.nfdapi import node_features_kind
 from nodefeatures.cluster.objectcache import ObjectCache, wait_all
@@ -266,3 +270,40 @@ def test_a_rule_over_node_features_that_cannot_be_listed_keeps_its_label(
         finally:
             running.stop()
             objects.stop()
+
+
+def test_a_node_feature_rewritten_as_fast_as_possible_costs_a_bounded_number_of_passes(
+        apiserver, nfd_crds, node, tmp_path):
+    # Anyone who may write a NodeFeature for this node in some namespace can change it
+    # hundreds of times a second; each change must not cost a discovery pass of its own.
+    agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                               interval=300.0, objects_user=None)
+    passes = [0]
+    discover = agent.discover
+
+    def counted(*args: Any) -> Any:
+        passes[0] += 1
+        return discover(*args)
+
+    agent.discover = counted  # type: ignore[method-assign]
+    key = F + f"churn-{node[-6:]}"
+    running = start(agent)
+    try:
+        wait_until(lambda: agent.ready, 10, "the first pass")
+        with node_feature(apiserver, "churn", f"churn-{node}", node, {}) as name, \
+                apiserver.admin_client() as api:
+            before, started, changes = passes[0], time.monotonic(), 0
+            while time.monotonic() - started < 3.0:
+                custom(api).patch_namespaced_custom_object(
+                    GROUP, VERSION, "churn", "nodefeatures", name,
+                    {"spec": {"labels": {key: str(changes)}}})
+                changes += 1
+            # The last value still arrives at once.
+            wait_until(lambda: labels_of(apiserver, node).get(key) == str(changes - 1), 2,
+                       "the last change")
+            spent = passes[0] - before
+            assert changes > 100, changes
+            assert spent <= 3.0 / POKE_SPACING + 5, (spent, changes)
+    finally:
+        running.stop()
+        objects.stop()
