@@ -287,3 +287,20 @@ def test_a_reader_of_rule_matched_after_a_cut_object_is_not_clean() -> None:
     outcomes = evaluate([slow, reader], features(), EvalBudget(rules=2))
     assert not outcomes[0].ok
     assert not outcomes[1].ok
+
+
+def test_what_a_cut_object_is_told_does_not_change_from_pass_to_pass() -> None:
+    # Its problems become a log line and an Event each time they read differently: CPU
+    # times and counts of how far it got would make one of each every pass.
+    regexp = {"name": "r", "labels": {"x": "1"}, "matchFeatures": [{
+        "feature": "third.party", "matchExpressions": {"text": {
+            "op": "InRegexp", "value": ["(a+)+$", "^(a|aa)+$", "(x+x+)+y"]}}}]}
+    objects = [loaded("aaa", *[dict(regexp, name=f"r{i}") for i in range(1000)]),
+               loaded("bbb", *[dict(regexp, name=f"r{i}") for i in range(1000)]),
+               loaded("zzz", *[dict(FINE, name=f"f{i}") for i in range(3)])]
+    given = features("a" * 1000 + "!")
+    budget = EvalBudget(seconds=0.05, rules=1500)
+    passes = [evaluate(objects, given, budget) for _ in range(3)]
+    assert not passes[0][0].ok and not passes[0][1].ok
+    for outcomes in passes[1:]:
+        assert [o.problems for o in outcomes] == [o.problems for o in passes[0]]

@@ -167,11 +167,12 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
                 continue
             if len(obj.rules) > rules_left or seconds_left <= 0:
                 outcome.ok = False
+                # Only what does not vary from pass to pass: it is logged and posted
+                # as an Event each time it reads differently.
                 outcome.problems.append(
-                    f"not evaluated: over the per-pass budget ({len(obj.rules)} rules, "
-                    f"{max(rules_left, 0)} of {budget.rules} rules and "
-                    f"{max(seconds_left, 0):.3f} of {budget.seconds} s left); the labels "
-                    "it gave before are kept")
+                    f"not evaluated: over the per-pass budget (its {len(obj.rules)} rules; "
+                    f"all objects together may use {budget.rules} rules and "
+                    f"{budget.seconds} s CPU a pass); the labels it gave before are kept")
                 failed.append(obj.origin)
                 continue
             cap = seconds_left if index == usable[-1] else seconds_left / 2
@@ -185,9 +186,9 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
                 outcome.labels.clear()
                 outcome.ok = False
                 outcome.problems.append(
-                    f"not evaluated: over the per-pass budget ({done} of {len(obj.rules)} "
-                    f"rules in {outcome.seconds:.3f} s CPU; it may use {cap:.3f} s of the "
-                    f"{budget.seconds} s); the labels it gave before are kept")
+                    f"not evaluated: over the per-pass budget (its {len(obj.rules)} rules; "
+                    f"it may use half the CPU time left of the {budget.seconds} s a pass "
+                    "has, the last object all of it); the labels it gave before are kept")
             if outcome.ok and failed and _reads_matched(obj.rules):
                 # What it reads of rule.matched lacks what those objects would have put
                 # there, so a label it no longer gives may not be gone.
