@@ -67,6 +67,9 @@ UNCONFINED_HELP = (
 # Passes that a poke asks for (a changed NFD object or setting) start at most this often:
 # a writer changing an object hundreds of times a second costs a few passes a second.
 POKE_SPACING = 0.2
+# Events about NFD objects' problems one plan posts, then one that counts the rest: a
+# thousand broken cluster-wide objects would otherwise be a thousand Events per Node.
+MAX_OBJECT_EVENTS = 10
 # Statuses that will not fix themselves: reported loudly and retried slowly.
 REJECTED = frozenset({400, 403, 405, 413, 415, 422})
 
@@ -685,6 +688,8 @@ class Agent:
                         self._scope(), ", ".join(sorted(skipped)))
         self._skipped = skipped
         problems = self._after_grace(decided.problems)
+        posted, unposted = 0, 0
+        reasons: set[str] = set()  # of the object problems not posted one by one
         for kind, message in sorted(problems.items()):
             if self._problems.get(kind) == message:
                 continue  # said already
@@ -694,14 +699,24 @@ class Agent:
                 continue
             if kind.startswith(("object:", "objects:")):
                 # A NodeFeatureRule or NodeFeature that fails, or a kind not followed.
-                self._event("Warning", _OBJECT_EVENTS.get(kind.split(":", 1)[1].split("/")[0],
-                                                          "NFDObjectProblem"), message)
+                reason = _OBJECT_EVENTS.get(kind.split(":", 1)[1].split("/")[0],
+                                            "NFDObjectProblem")
+                if posted == MAX_OBJECT_EVENTS:
+                    unposted += 1
+                    reasons.add(reason)
+                    continue
+                posted += 1
+                self._event("Warning", reason, message)
                 continue
             # Labels held back by a budget are a source problem like a sanitised value.
             reason = "SourceProblem" if kind.startswith("budget:") else "LedgerProblem"
             self._event("Warning", reason, message)
             if kind == "ledger-restored":
                 self.metrics.ledger_restores.inc()
+        if unposted:
+            self._event("Warning", reasons.pop() if len(reasons) == 1 else "NFDObjectProblem",
+                        f"{unposted} more NFD objects with problems; the agent's log names "
+                        "each")
         self._problems = problems
 
     def _scope(self) -> Scope | None:

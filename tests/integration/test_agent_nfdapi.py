@@ -4,6 +4,7 @@ while stable."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -29,7 +30,7 @@ from nfdkit import (
     rule_object,
 )
 
-from nodefeatures.cluster.agent import POKE_SPACING
+from nodefeatures.cluster.agent import MAX_OBJECT_EVENTS, POKE_SPACING
 from nodefeatures.cluster.kube import ObjectApi
 from nodefeatures.cluster.nfdapi import node_features_kind
 from nodefeatures.cluster.objectcache import ObjectCache, wait_all
@@ -307,3 +308,26 @@ def test_a_node_feature_rewritten_as_fast_as_possible_costs_a_bounded_number_of_
     finally:
         running.stop()
         objects.stop()
+
+
+def test_many_broken_rule_objects_cost_a_bounded_number_of_events(
+        apiserver, nfd_crds, node, tmp_path):
+    # Every agent on every node would otherwise post one Event per broken object.
+    agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                               objects_user=None)
+    broken = [{"name": "broken", "labelsTemplate": "{{ .x "}]
+    tag = node[-6:]
+    with contextlib.ExitStack() as stack:
+        for index in range(3 * MAX_OBJECT_EVENTS):
+            stack.enter_context(rule_object(apiserver, broken, f"broken-{tag}-{index:02d}"))
+        running = start(agent)
+        try:
+            wait_until(lambda: agent.ready, 10, "the first pass")
+            time.sleep(2.0)
+            events = [e for e in events_about(apiserver, node)
+                      if e.reason == "NodeFeatureRuleProblem"]
+            assert len(events) == MAX_OBJECT_EVENTS + 1, [e.message for e in events]
+            assert any(f"{2 * MAX_OBJECT_EVENTS} more" in e.message for e in events)
+        finally:
+            running.stop()
+            objects.stop()
