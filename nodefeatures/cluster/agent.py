@@ -64,8 +64,9 @@ UNCONFINED_HELP = (
     "deploy/base/admission-policy.yaml, make sure the API server runs the "
     "ValidatingAdmissionPolicy admission plugin (on by default since Kubernetes 1.30), "
     "or pass --allow-unconfined on a cluster without that API")
-# Passes that a poke asks for (a changed NFD object or setting) start at most this often:
-# a writer changing an object hundreds of times a second costs a few passes a second.
+# A pass that a poke asks for (a changed NFD object or setting) starts this long, or as
+# long as the last pass took, after the last one ended: a writer changing an object
+# hundreds of times a second costs a few passes a second, and at most half a core.
 POKE_SPACING = 0.2
 # Events about NFD objects' problems one plan posts, then one that counts the rest: a
 # thousand broken cluster-wide objects would otherwise be a thousand Events per Node.
@@ -271,13 +272,14 @@ class Agent:
                     self._check_confinement()
                 poked = self._pass_now and now >= self._poke_not_before
                 if now >= next_pass or poked:
-                    if poked:
-                        self._poke_not_before = now + POKE_SPACING
                     self._pass_now = False
                     try:
                         self.discover_now()
                     except Exception:  # sources are contained; this is a last resort
                         log.exception("discovery failed; keeping the previous result")
+                    # At most half the time in passes, however fast the pokes come.
+                    took = time.monotonic() - now
+                    self._poke_not_before = now + took + max(POKE_SPACING, took)
                     next_pass = now + self._jittered(self.options.interval)
                     pending = True
                 drifted = self._drift and not pending
