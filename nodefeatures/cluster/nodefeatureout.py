@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nodefeatures.cluster.agent import REJECTED, Options, backoff
+from nodefeatures.cluster.agent import POKE_SPACING, REJECTED, Options, backoff
 from nodefeatures.cluster.kube import Kind, KubeError, ObjectApi, clamp_retry_after
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.objectcache import ObjectCache
@@ -146,7 +146,11 @@ class NodeFeatureAgent:
             wait = self.options.interval * self.rng.uniform(1 - jitter, 1 + jitter)
             if self._undone:  # a rewrite is held back: due once the backoff has passed
                 wait = min(wait, max(0.0, self._not_before - time.monotonic()))
+            took, ended = time.perf_counter() - started, time.perf_counter()
             self._wake.wait(wait)
+            # Woken by the watch: as the labeler, no sooner than POKE_SPACING, or the last
+            # pass's length, after it ended.
+            self._stopping.wait(max(0.0, ended + max(POKE_SPACING, took) - time.perf_counter()))
 
     def sync(self) -> bool:
         """One pass: discover, and write the object when it differs. True when written."""

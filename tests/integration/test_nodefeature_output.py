@@ -10,7 +10,7 @@ from agentkit import FAST, Switchable, discoverer, start, wait_until
 from kubernetes.client.exceptions import ApiException
 from nfdkit import GROUP, NODE_NAME_LABEL, VERSION, custom, ensure_namespace
 
-from nodefeatures.cluster.agent import Options
+from nodefeatures.cluster.agent import POKE_SPACING, Options
 from nodefeatures.cluster.nodefeatureout import NodeFeatureAgent
 
 NAMESPACE = "nfd-out"
@@ -107,3 +107,32 @@ def test_two_writers_of_one_object_do_not_fight_at_full_speed(apiserver, nfd_crd
     finally:
         for agent in running:
             agent.stop()
+
+
+def test_an_object_rewritten_as_fast_as_possible_costs_a_bounded_number_of_passes(
+        apiserver, nfd_crds, tmp_path):
+    name = "out-node-4"
+    agent = output_agent(apiserver, name, Switchable("env", {"k": "v"}), tmp_path,
+                         interval=300.0)
+    passes = [0]
+    discover = agent.discover
+
+    def counted() -> Any:
+        passes[0] += 1
+        return discover()
+
+    agent.discover = counted  # type: ignore[method-assign]
+    running = start(agent)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: read(apiserver, name) is not None, 10, "the NodeFeature")
+        with apiserver.admin_client() as api:
+            before, started, changes = passes[0], time.monotonic(), 0
+            while time.monotonic() - started < 3.0:
+                custom(api).patch_namespaced_custom_object(
+                    GROUP, VERSION, NAMESPACE, "nodefeatures", name,
+                    {"metadata": {"labels": {"churn": str(changes)}}})
+                changes += 1
+        assert changes > 100, changes
+        assert passes[0] - before <= 3.0 / POKE_SPACING + 5, (passes[0] - before, changes)
+    finally:
+        running.stop()
