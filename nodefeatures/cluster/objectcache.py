@@ -154,9 +154,8 @@ class ObjectCache:
             for item in items:
                 problem = object_problem(item)
                 if problem is not None:
-                    log.warning("%s: skipping a malformed object in the list: %s",
-                                self.api.kind.plural, problem)
-                    continue
+                    # Left out, it would read as deleted: the list is not complete.
+                    raise KubeError(None, "invalid", f"malformed object in the list: {problem}")
                 objects[object_key(item)] = item
             if len(objects) > MAX_OBJECTS:
                 raise KubeError(None, "too-many", f"more than {MAX_OBJECTS} "
