@@ -27,7 +27,8 @@ class OddServer:
         self.lists = lists
         self.listed = 0
 
-    def list(self, limit: int = 500, token: str | None = None) -> dict[str, Any]:
+    def list(self, limit: int = 500, token: str | None = None,
+             max_bytes: int | None = None) -> dict[str, Any]:
         items = self.lists[min(self.listed, len(self.lists) - 1)]
         self.listed += 1
         return {"items": items, "metadata": {"resourceVersion": str(10 + self.listed)}}
