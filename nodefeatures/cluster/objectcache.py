@@ -12,9 +12,9 @@ complete list, or deleted on the watch, no longer exists. Before that (the list 
 the resource type is not installed, RBAC denies it) the copy proves nothing about
 absence, which is how nfd-master came to wipe labels from a half-synced cache. More than
 MAX_OBJECTS objects or MAX_BYTES of them (a list page is read no further than that) is
-such a failure too: the copy is then never larger. Once
-known, the copy stays known through later failures: it is a real, if stale, state, and
-its labels stay until the watch says otherwise.
+such a failure too: the copy never grows past them. Once known, the copy stays known
+through later failures: it is a real, if stale, state, and its labels stay until the
+watch says otherwise.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 # copy then stops being known rather than grow without bound.
 MAX_OBJECTS = 5000
 # Nor more than this of JSON (an object may hold 1.5 MB): in memory it takes about ten
-# times that, and the agent's limit is 128 MiB.
-MAX_BYTES = 4 << 20
+# times that, the agent follows two kinds, and its limit is 128 MiB. NFD's own worker
+# writes some 50 KB for a node.
+MAX_BYTES = 2 << 20
 PAGE = 500
 
 
