@@ -71,6 +71,10 @@ POKE_SPACING = 0.2
 # Events about NFD objects' problems one plan posts, then one that counts the rest: a
 # thousand broken cluster-wide objects would otherwise be a thousand Events per Node.
 MAX_OBJECT_EVENTS = 10
+# The admission policy reads the label namespaces ConfigMap through a cache of its own,
+# which may follow an edit some seconds after the agent's watch: this long after a change
+# of the setting, a refused write is retried with the ordinary backoff, not rejected_retry.
+SETTING_SETTLE = 60.0
 # Statuses that will not fix themselves: reported loudly and retried slowly.
 REJECTED = frozenset({400, 403, 405, 413, 415, 422})
 
@@ -578,6 +582,14 @@ class Agent:
 
     def _retry_delay(self, error: KubeError, failures: int) -> float:
         node = self.options.node
+        changed_at = getattr(self.scope, "changed_at", float("-inf"))
+        if error.code in REJECTED and time.monotonic() - changed_at < SETTING_SETTLE:
+            delay = backoff(self.options.backoff_base, self.options.backoff_cap, failures)
+            log.warning("the API server rejected the label patch (%s) just after the label "
+                        "namespaces changed: the admission policy may not have the new "
+                        "setting yet; retrying in %.1f s: %s", error.code, delay,
+                        error.message, extra={"node": node, "code": error.code})
+            return delay * self.rng.uniform(0.5, 1.0)
         if error.code in REJECTED:
             message = f"the API server rejected the label patch ({error.code}): {error.message}"
             log.error("%s; retrying in about %.0f s", message, self.options.rejected_retry,
