@@ -64,6 +64,17 @@ UNCONFINED_HELP = (
     "deploy/base/admission-policy.yaml, make sure the API server runs the "
     "ValidatingAdmissionPolicy admission plugin (on by default since Kubernetes 1.30), "
     "or pass --allow-unconfined on a cluster without that API")
+# A pass that a poke asks for (a changed NFD object or setting) starts this long, or as
+# long as the last pass took, after the last one ended: a writer changing an object
+# hundreds of times a second costs a few passes a second, and at most half a core.
+POKE_SPACING = 0.2
+# Events about NFD objects' problems one plan posts, then one that counts the rest: a
+# thousand broken cluster-wide objects would otherwise be a thousand Events per Node.
+MAX_OBJECT_EVENTS = 10
+# The admission policy reads the label namespaces ConfigMap through a cache of its own,
+# which may follow an edit some seconds after the agent's watch: this long after a change
+# of the setting, a refused write is retried with the ordinary backoff, not rejected_retry.
+SETTING_SETTLE = 60.0
 # Statuses that will not fix themselves: reported loudly and retried slowly.
 REJECTED = frozenset({400, 403, 405, 413, 415, 422})
 
@@ -207,6 +218,7 @@ class Agent:
         self._stopping = threading.Event()
         self._drift = False
         self._pass_now = False
+        self._poke_not_before = 0.0  # a poke's pass starts no earlier (POKE_SPACING)
         self._watch: NodeWatch | None = None
         self._watch_thread: threading.Thread | None = None
         self._sources = SourceReporter(self.metrics)
@@ -263,12 +275,16 @@ class Agent:
                 now = self.heartbeat = time.monotonic()
                 if not self.options.allow_unconfined and now >= self._probe_at:
                     self._check_confinement()
-                if now >= next_pass or self._pass_now:
+                poked = self._pass_now and now >= self._poke_not_before
+                if now >= next_pass or poked:
                     self._pass_now = False
                     try:
                         self.discover_now()
                     except Exception:  # sources are contained; this is a last resort
                         log.exception("discovery failed; keeping the previous result")
+                    # At most half the time in passes, however fast the pokes come.
+                    took = time.monotonic() - now
+                    self._poke_not_before = now + took + max(POKE_SPACING, took)
                     next_pass = now + self._jittered(self.options.interval)
                     pending = True
                 drifted = self._drift and not pending
@@ -309,6 +325,8 @@ class Agent:
                     deadline = min(deadline, max(self._drift_not_before, retry_at or 0.0))
                 if not self.options.allow_unconfined:
                     deadline = min(deadline, self._probe_at)
+                if self._pass_now:
+                    deadline = min(deadline, self._poke_not_before)
                 self._wake.wait(max(0.0, deadline - time.monotonic()))
                 self._wake.clear()
         finally:
@@ -569,6 +587,14 @@ class Agent:
 
     def _retry_delay(self, error: KubeError, failures: int) -> float:
         node = self.options.node
+        changed_at = getattr(self.scope, "changed_at", float("-inf"))
+        if error.code in REJECTED and time.monotonic() - changed_at < SETTING_SETTLE:
+            delay = backoff(self.options.backoff_base, self.options.backoff_cap, failures)
+            log.warning("the API server rejected the label patch (%s) just after the label "
+                        "namespaces changed: the admission policy may not have the new "
+                        "setting yet; retrying in %.1f s: %s", error.code, delay,
+                        error.message, extra={"node": node, "code": error.code})
+            return delay * self.rng.uniform(0.5, 1.0)
         if error.code in REJECTED:
             message = f"the API server rejected the label patch ({error.code}): {error.message}"
             log.error("%s; retrying in about %.0f s", message, self.options.rejected_retry,
@@ -681,6 +707,8 @@ class Agent:
                         self._scope(), ", ".join(sorted(skipped)))
         self._skipped = skipped
         problems = self._after_grace(decided.problems)
+        posted, unposted = 0, 0
+        reasons: set[str] = set()  # of the object problems not posted one by one
         for kind, message in sorted(problems.items()):
             if self._problems.get(kind) == message:
                 continue  # said already
@@ -690,14 +718,24 @@ class Agent:
                 continue
             if kind.startswith(("object:", "objects:")):
                 # A NodeFeatureRule or NodeFeature that fails, or a kind not followed.
-                self._event("Warning", _OBJECT_EVENTS.get(kind.split(":", 1)[1].split("/")[0],
-                                                          "NFDObjectProblem"), message)
+                reason = _OBJECT_EVENTS.get(kind.split(":", 1)[1].split("/")[0],
+                                            "NFDObjectProblem")
+                if posted == MAX_OBJECT_EVENTS:
+                    unposted += 1
+                    reasons.add(reason)
+                    continue
+                posted += 1
+                self._event("Warning", reason, message)
                 continue
             # Labels held back by a budget are a source problem like a sanitised value.
             reason = "SourceProblem" if kind.startswith("budget:") else "LedgerProblem"
             self._event("Warning", reason, message)
             if kind == "ledger-restored":
                 self.metrics.ledger_restores.inc()
+        if unposted:
+            self._event("Warning", reasons.pop() if len(reasons) == 1 else "NFDObjectProblem",
+                        f"{unposted} more NFD objects with problems; the agent's log names "
+                        "each")
         self._problems = problems
 
     def _scope(self) -> Scope | None:

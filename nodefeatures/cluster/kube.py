@@ -296,10 +296,20 @@ class _Requests:
         self.on_request(verb, str(response.status))
         return response
 
-    def _json(self, verb: str, path: str, method: str, **kwargs: Any) -> dict[str, Any]:
+    def _json(self, verb: str, path: str, method: str, *, max_bytes: int | None = None,
+              **kwargs: Any) -> dict[str, Any]:
         response = self._call(verb, path, method, **kwargs)
+        if max_bytes is None:
+            body = response.data
+        else:
+            # Read no more than that: parsed, a large reply takes ten times its size.
+            body = response.read(max(max_bytes, 0) + 1)
+            if len(body) > max_bytes:
+                with contextlib.suppress(Exception):
+                    response.close()
+                raise KubeError(None, "too-many", f"more than {max_bytes} bytes in the reply")
         try:
-            data = json.loads(response.data)
+            data = json.loads(body)
         except ValueError as exc:
             raise KubeError(None, "decode", f"response is not JSON: {exc}") from None
         if not isinstance(data, dict):
@@ -426,12 +436,15 @@ class ObjectApi(_Requests):
         super().__init__(client, on_request)
         self.kind = kind
 
-    def list(self, limit: int = 500, continue_token: str | None = None) -> dict[str, Any]:
-        """One page of the list; `metadata.continue` says whether more follow."""
+    def list(self, limit: int = 500, continue_token: str | None = None,
+             max_bytes: int | None = None) -> dict[str, Any]:
+        """One page of the list; `metadata.continue` says whether more follow. A reply
+        over `max_bytes` is a KubeError (reason "too-many"), read no further."""
         query = [*self.kind.selectors(), ("limit", str(limit))]
         if continue_token:
             query.append(("continue", continue_token))
-        return self._json(f"{self.kind.verb}-list", self.kind.path(), "GET", query=query)
+        return self._json(f"{self.kind.verb}-list", self.kind.path(), "GET", query=query,
+                          max_bytes=max_bytes)
 
     def watch(self, resource_version: str, timeout_seconds: int) -> NodeWatch:
         query = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,7 @@ class LabelNamespacesSetting:
         self.on_change = on_change
         self.post_event: Callable[[str, str, str], None] = lambda kind, reason, msg: None
         self.current: LabelNamespaces | None = None
+        self.changed_at = float("-inf")  # monotonic time `current` last changed
         self.rejected: str | None = None
         self._seen: Any = object()  # the data last parsed
         self._lock = threading.Lock()
@@ -130,6 +132,7 @@ class LabelNamespacesSetting:
         changed = namespaces != self.current
         self.current = namespaces
         if changed:
+            self.changed_at = time.monotonic()
             log.info("label namespaces from %s: denied %s, re-allowed %s", self.reference,
                      ", ".join(namespaces.deny) or "none beyond kubernetes.io",
                      ", ".join(namespaces.extra) or "none")

@@ -9,7 +9,8 @@ adds what they say to the pass's evidence, as nfd-master would have for this nod
   features for the rules;
 - every NodeFeatureRule, by name, evaluated over those features (rules/cluster.py): its
   labels are a report of origin `nodefeaturerule/<name>`, trusted only when it
-  evaluated cleanly, so an object that fails keeps its labels;
+  evaluated cleanly over a complete list of the NodeFeatures, so an object that fails,
+  or that ran without the NodeFeatures' features, keeps its labels;
 - NFD's precedence: built-in sources, then NodeFeatures, then NodeFeatureRules.
 
 A kind whose objects were listed in full is "catalogued" in the evidence: a label whose
@@ -103,10 +104,16 @@ class ClusterObjects:
         seen: dict[tuple[str, str, str], Any] = {}
         outcomes: dict[str, str] = {}
 
+        # The rules read the NodeFeatures' features too: without a complete list of them a
+        # rule that no longer matches may only be missing them.
+        inputs = ""
         if self.features is not None:
             _, objects, known = self.features.snapshot()
             if known:
                 catalogued.add(FEATURE_ORIGIN)
+            else:
+                inputs = ("evaluated without this node's NodeFeatures, which could not be "
+                          "listed: the labels it gave before are kept")
             intakes = [self._load(obj, seen, _read) for obj in objects.values()]
             intakes = nodefeature.ordered(intakes, self.namespace)
             nodefeature.merge_into(features, intakes)
@@ -124,8 +131,11 @@ class ClusterObjects:
                              for obj in objects.values()), key=lambda r: r.name)
             for outcome in cluster_rules.evaluate(loaded, features, self.budget,
                                                   NEVER_ALLOWED):
-                reports.append(SourceReport(outcome.origin, dict(outcome.labels), outcome.ok,
-                                            "" if outcome.ok else _first(outcome.problems)))
+                trusted = outcome.ok and not inputs
+                reports.append(SourceReport(outcome.origin, dict(outcome.labels), trusted,
+                                            "" if trusted else
+                                            _first(outcome.problems) if not outcome.ok
+                                            else inputs))
                 outcomes[outcome.origin] = "ok" if outcome.ok else "failed"
                 shown = list(outcome.problems)
                 if outcome.ignored:

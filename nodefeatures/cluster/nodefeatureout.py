@@ -6,7 +6,9 @@ the agent's namespace, labelled `nfd.node.kubernetes.io/node-name`), and writes 
 when its spec, or the labels and annotations it sets, differ from the copy it holds.
 That copy is the reply to its own last write, or what a watch on the object shows after
 someone else changed or deleted it (then it is put back at once), or a GET after a
-conflict: a stable node costs no request beyond the watch. Others' labels and
+conflict: a stable node costs no request beyond the watch. Another writer that keeps
+undoing the object (a second agent for the node with other results) is answered with a
+backoff, doubling up to the interval, not at the speed of the watch. Others' labels and
 annotations on the object are kept. Unlike nfd-worker, no owner reference ties the
 object to the pod: a restart or a rolling update never deletes it, so nfd-master never
 sees the node's features vanish.
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nodefeatures.cluster.agent import REJECTED, Options, backoff
+from nodefeatures.cluster.agent import POKE_SPACING, REJECTED, Options, backoff
 from nodefeatures.cluster.kube import Kind, KubeError, ObjectApi, clamp_retry_after
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.objectcache import ObjectCache
@@ -51,6 +53,10 @@ def differs(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> bo
         if any(have.get(k) != v for k, v in want.items()):
             return True
     return False
+
+
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def updated(desired: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,6 +94,10 @@ class NodeFeatureAgent:
         self._current: dict[str, Any] | None = None  # the object as the server last had it
         self._read = False  # _current came from the server (None then means: no object)
         self._stale = False  # the watch showed a change since _current
+        self._undone = False  # someone else changed or deleted the object since our write
+        self._not_before = 0.0  # no rewrite of another writer's change before this
+        self._fight_streak = 0
+        self._last_fight_write = -1e9
         self._stopping = threading.Event()
         self._wake = threading.Event()
 
@@ -133,7 +143,14 @@ class NodeFeatureAgent:
             self.metrics.last_success.set(time.time())
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
             jitter = self.options.jitter
-            self._wake.wait(self.options.interval * self.rng.uniform(1 - jitter, 1 + jitter))
+            wait = self.options.interval * self.rng.uniform(1 - jitter, 1 + jitter)
+            if self._undone:  # a rewrite is held back: due once the backoff has passed
+                wait = min(wait, max(0.0, self._not_before - time.monotonic()))
+            took, ended = time.perf_counter() - started, time.perf_counter()
+            self._wake.wait(wait)
+            # Woken by the watch: as the labeler, no sooner than POKE_SPACING, or the last
+            # pass's length, after it ended.
+            self._stopping.wait(max(0.0, ended + max(POKE_SPACING, took) - time.perf_counter()))
 
     def sync(self) -> bool:
         """One pass: discover, and write the object when it differs. True when written."""
@@ -144,15 +161,24 @@ class NodeFeatureAgent:
                 self._stale = False
                 _, objects, known = self.cache.snapshot()
                 if known:
-                    self._current, self._read = objects.get((self.namespace, self.name)), True
+                    seen = objects.get((self.namespace, self.name))
+                    if _version(seen) != _version(self._current):
+                        self._undone = True  # not the echo of our own write
+                    self._current, self._read = seen, True
                 else:
                     self._read = False
             if not self._read:
                 self._get()
             current = self._current
             if not differs(desired, current):
+                self._undone = False
                 self.ready = True
                 return False
+            if self._undone:
+                now = time.monotonic()
+                if now < self._not_before:
+                    return False  # the loop comes back when the backoff has passed
+                self._note_fight(now)
             try:
                 if current is None:
                     reply = self.api.create(self.namespace, desired)
@@ -166,6 +192,7 @@ class NodeFeatureAgent:
                     continue
                 raise
             self._current, self._read = reply, True
+            self._undone = False
             self.writes += 1
             self.ready = True
             log.info("NodeFeature %s/%s %s: %d labels, %d features", self.namespace, self.name,
@@ -175,6 +202,17 @@ class NodeFeatureAgent:
                      extra={"node": self.name})
             return True
         raise KubeError(409, "Conflict", "the NodeFeature kept changing")
+
+    def _note_fight(self, now: float) -> None:
+        recent = now - self._last_fight_write < self.options.interval
+        self._fight_streak = self._fight_streak + 1 if recent else 1
+        self._last_fight_write = now
+        cap = min(self.options.backoff_cap, self.options.interval)
+        self._not_before = now + min(cap, 2.0 ** (self._fight_streak - 1) - 1)
+        if self._fight_streak == 3:
+            log.warning("another writer keeps changing or deleting NodeFeature %s/%s; "
+                        "writing it again with backoff", self.namespace, self.name,
+                        extra={"node": self.name})
 
     def _get(self) -> None:
         try:

@@ -10,13 +10,16 @@ request at all.
 `known` becomes true only when a complete list arrived: an object missing from a
 complete list, or deleted on the watch, no longer exists. Before that (the list failed,
 the resource type is not installed, RBAC denies it) the copy proves nothing about
-absence, which is how nfd-master came to wipe labels from a half-synced cache. Once
-known, the copy stays known through later failures: it is a real, if stale, state, and
-its labels stay until the watch says otherwise.
+absence, which is how nfd-master came to wipe labels from a half-synced cache. More than
+MAX_OBJECTS objects or MAX_BYTES of them (a list page is read no further than that) is
+such a failure too: the copy never grows past them. Once known, the copy stays known
+through later failures: it is a real, if stale, state, and its labels stay until the
+watch says otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 # More objects than this of one Kind for one node is no configuration anyone writes; the
 # copy then stops being known rather than grow without bound.
 MAX_OBJECTS = 5000
+# Nor more than this of JSON (an object may hold 1.5 MB): in memory it takes about ten
+# times that, the agent follows two kinds, and its limit is 128 MiB. NFD's own worker
+# writes some 50 KB for a node.
+MAX_BYTES = 2 << 20
 PAGE = 500
 
 
@@ -43,6 +50,10 @@ def spec_and_labels(obj: Mapping[str, Any]) -> Any:
 def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj["metadata"]
     return (meta.get("namespace") or "", meta["name"])
+
+
+def object_size(obj: Any) -> int:
+    return len(json.dumps(obj, separators=(",", ":")))
 
 
 def object_problem(obj: Any) -> str | None:
@@ -79,6 +90,7 @@ class ObjectCache:
         self.problem: str | None = None  # why the copy is not current, None when it is
         self.problem_code: int | None = None
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self._sizes: dict[tuple[str, str], int] = {}  # of each object, in JSON bytes
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._listed = threading.Event()  # a list completed or definitely failed once
@@ -144,9 +156,10 @@ class ObjectCache:
 
     def _list(self) -> str:
         objects: dict[tuple[str, str], dict[str, Any]] = {}
+        sizes: dict[tuple[str, str], int] = {}
         token: str | None = None
         while True:
-            page = self.api.list(PAGE, token)
+            page = self.api.list(PAGE, token, max_bytes=MAX_BYTES - sum(sizes.values()))
             items = page.get("items")
             meta = page.get("metadata")
             if not isinstance(items, list) or not isinstance(meta, dict):
@@ -154,10 +167,13 @@ class ObjectCache:
             for item in items:
                 problem = object_problem(item)
                 if problem is not None:
-                    log.warning("%s: skipping a malformed object in the list: %s",
-                                self.api.kind.plural, problem)
-                    continue
+                    # Left out, it would read as deleted: the list is not complete.
+                    raise KubeError(None, "invalid", f"malformed object in the list: {problem}")
                 objects[object_key(item)] = item
+                sizes[object_key(item)] = object_size(item)
+            if sum(sizes.values()) > MAX_BYTES:
+                raise KubeError(None, "too-many", f"more than {MAX_BYTES} bytes of "
+                                f"{self.api.kind.plural}: not following them")
             if len(objects) > MAX_OBJECTS:
                 raise KubeError(None, "too-many", f"more than {MAX_OBJECTS} "
                                 f"{self.api.kind.plural}: not following them")
@@ -170,6 +186,7 @@ class ObjectCache:
         with self._lock:
             changed = self._differs(objects)
             self._objects = objects
+            self._sizes = sizes
             if changed or not self.known:
                 self.generation += 1
             self.known = True
@@ -219,17 +236,21 @@ class ObjectCache:
                     return
                 objects = dict(self._objects)
                 del objects[key]
+                sizes = {k: v for k, v in self._sizes.items() if k != key}
             else:
                 if old is not None and version_order(
                         obj["metadata"]["resourceVersion"],
                         old["metadata"]["resourceVersion"]) == -1:
                     return  # older than what we hold
                 objects = {**self._objects, key: obj}
-                if len(objects) > MAX_OBJECTS:
+                sizes = {**self._sizes, key: object_size(obj)}
+                if len(objects) > MAX_OBJECTS or sum(sizes.values()) > MAX_BYTES:
                     raise KubeError(None, "too-many", f"more than {MAX_OBJECTS} "
-                                    f"{self.api.kind.plural}: not following them")
+                                    f"{self.api.kind.plural} or {MAX_BYTES} bytes of them: "
+                                    "not following them")
             changed = old is None or kind == "DELETED" or self.content(old) != self.content(obj)
             self._objects = objects
+            self._sizes = sizes
             if changed:
                 self.generation += 1
         if changed:

@@ -15,9 +15,11 @@ from fakeapi import FakeNodeApi
 
 from nodefeatures.cluster.agent import Agent, Options
 from nodefeatures.cluster.kube import KubeError
+from nodefeatures.cluster.reconcile import Scope
 from nodefeatures.discovery.config import build
 from nodefeatures.discovery.hostroot import HostRoot
 from nodefeatures.discovery.labels import Label
+from nodefeatures.discovery.namespaces import LabelNamespaces
 from nodefeatures.discovery.run import run_pass
 from nodefeatures.discovery.source import Context, Features, Host, Source
 
@@ -609,3 +611,32 @@ def test_backoff_after_very_many_failures_stays_at_its_cap(tmp_path: Path) -> No
     agent._probe_failures = 5000  # unconfined for days, then the probe goes unanswered
     api.fail["probe"].append(KubeError(None, "connection", "refused"))
     assert agent._check_confinement().state == "unanswered"
+
+
+class JustChanged:
+    """A label namespaces setting that changed a moment ago (LabelNamespacesSetting)."""
+
+    def __init__(self) -> None:
+        self.changed_at = time.monotonic()
+
+    def scope(self) -> Scope:
+        return Scope(("feature.node.kubernetes.io/",), LabelNamespaces.DEFAULT)
+
+    def why(self) -> str:
+        return ""
+
+
+def test_a_patch_rejected_just_after_the_setting_changed_is_retried_soon(
+        tmp_path: Path) -> None:
+    # The admission policy reads the same ConfigMap through a cache of its own, which may
+    # lag the agent's watch: a write the new setting allows can be refused for a moment.
+    api = FakeNodeApi()
+    api.fail["patch"] = [KubeError(403, "Forbidden", "denied by the label namespaces")]
+    agent = agent_for(api, tmp_path, rejected_retry=30.0)
+    agent.scope = JustChanged()
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: api.labels.get(AVX) == "true", timeout=5.0)
+    finally:
+        loop.stop()
+    assert gaps(api.times("patch"))[0] < 2.0

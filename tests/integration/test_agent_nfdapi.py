@@ -4,6 +4,7 @@ while stable."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -19,12 +20,20 @@ from agentkit import (
     writes_to,
 )
 from nfdkit import (
+    GROUP,
+    VERSION,
+    custom,
     delete_rules,
     nfd_agent,
     node_feature,
     replace_rules,
     rule_object,
 )
+
+from nodefeatures.cluster.agent import MAX_OBJECT_EVENTS, POKE_SPACING
+from nodefeatures.cluster.kube import ObjectApi
+from nodefeatures.cluster.nfdapi import node_features_kind
+from nodefeatures.cluster.objectcache import ObjectCache, wait_all
 
 F = "feature.node.kubernetes.io/"
 
@@ -219,6 +228,106 @@ def test_without_permission_to_list_rules_nothing_is_added_or_removed(
             time.sleep(1.5)
             assert labels_of(apiserver, node).get(key) == "true"
             assert owned_on(apiserver, node)[key] == f"nodefeaturerule/{name}"
+        finally:
+            running.stop()
+            objects.stop()
+
+
+def test_a_rule_over_node_features_that_cannot_be_listed_keeps_its_label(
+        apiserver, nfd_crds, node, tmp_path):
+    key = F + f"over-nf-{node[-6:]}"
+    rule = {"name": "vendor", "labels": {key: "yes"}, "matchFeatures": [
+        {"feature": "vendor.accel", "matchExpressions": {"model": {"op": "In",
+                                                                  "value": ["x1"]}}}]}
+    features = {"attributes": {"vendor.accel": {"elements": {"model": "x1"}}}}
+    with rule_object(apiserver, [rule]) as name, \
+            node_feature(apiserver, "vendor", f"accel-{node}", node, {}, features):
+        agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                                   objects_user=None)
+        running = start(agent)
+        try:
+            wait_until(lambda: labels_of(apiserver, node).get(key) == "yes", 10, "the label")
+        finally:
+            running.stop()
+            objects.stop()
+        # Restarted where the rules can be listed but the NodeFeatures cannot: the rule
+        # runs without the features it reads, which is no evidence that they are gone.
+        agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                                   objects_user=None)
+        objects.stop()
+        denied = ObjectApi(apiserver.client_as("system:serviceaccount:nobody:nobody"),
+                           node_features_kind(node))
+        objects.features = ObjectCache(denied, agent.poke)
+        objects.rules = ObjectCache(objects.rules.api, agent.poke)
+        objects.start()
+        wait_all(objects.caches, 10.0)
+        running = start(agent)
+        try:
+            wait_until(lambda: agent.ready, 10, "the first pass")
+            assert objects.rules.known and not objects.features.known
+            time.sleep(1.5)
+            assert labels_of(apiserver, node).get(key) == "yes"
+            assert owned_on(apiserver, node)[key] == f"nodefeaturerule/{name}"
+        finally:
+            running.stop()
+            objects.stop()
+
+
+def test_a_node_feature_rewritten_as_fast_as_possible_costs_a_bounded_number_of_passes(
+        apiserver, nfd_crds, node, tmp_path):
+    # Anyone who may write a NodeFeature for this node in some namespace can change it
+    # hundreds of times a second; each change must not cost a discovery pass of its own.
+    agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                               interval=300.0, objects_user=None)
+    passes = [0]
+    discover = agent.discover
+
+    def counted(*args: Any) -> Any:
+        passes[0] += 1
+        return discover(*args)
+
+    agent.discover = counted  # type: ignore[method-assign]
+    key = F + f"churn-{node[-6:]}"
+    running = start(agent)
+    try:
+        wait_until(lambda: agent.ready, 10, "the first pass")
+        with node_feature(apiserver, "churn", f"churn-{node}", node, {}) as name, \
+                apiserver.admin_client() as api:
+            before, started, changes = passes[0], time.monotonic(), 0
+            while time.monotonic() - started < 3.0:
+                custom(api).patch_namespaced_custom_object(
+                    GROUP, VERSION, "churn", "nodefeatures", name,
+                    {"spec": {"labels": {key: str(changes)}}})
+                changes += 1
+            # The last value still arrives at once.
+            wait_until(lambda: labels_of(apiserver, node).get(key) == str(changes - 1), 2,
+                       "the last change")
+            spent = passes[0] - before
+            assert changes > 100, changes
+            assert spent <= 3.0 / POKE_SPACING + 5, (spent, changes)
+    finally:
+        running.stop()
+        objects.stop()
+
+
+def test_many_broken_rule_objects_cost_a_bounded_number_of_events(
+        apiserver, nfd_crds, node, tmp_path):
+    # Every agent on every node would otherwise post one Event per broken object.
+    agent, objects = nfd_agent(apiserver, node, [Switchable("env", {})], tmp_path,
+                               objects_user=None)
+    broken = [{"name": "broken", "labelsTemplate": "{{ .x "}]
+    tag = node[-6:]
+    with contextlib.ExitStack() as stack:
+        for index in range(3 * MAX_OBJECT_EVENTS):
+            stack.enter_context(rule_object(apiserver, broken, f"broken-{tag}-{index:02d}"))
+        running = start(agent)
+        try:
+            wait_until(lambda: agent.ready, 10, "the first pass")
+            time.sleep(2.0)
+            events = [e for e in events_about(apiserver, node)
+                      if e.reason == "NodeFeatureRuleProblem"]
+            assert len(events) == MAX_OBJECT_EVENTS + 1, [e.message for e in events]
+            assert any(f"{2 * MAX_OBJECT_EVENTS} more" in e.message for e in events)
         finally:
             running.stop()
             objects.stop()

@@ -10,7 +10,7 @@ from agentkit import FAST, Switchable, discoverer, start, wait_until
 from kubernetes.client.exceptions import ApiException
 from nfdkit import GROUP, NODE_NAME_LABEL, VERSION, custom, ensure_namespace
 
-from nodefeatures.cluster.agent import Options
+from nodefeatures.cluster.agent import POKE_SPACING, Options
 from nodefeatures.cluster.nodefeatureout import NodeFeatureAgent
 
 NAMESPACE = "nfd-out"
@@ -84,5 +84,55 @@ def test_a_deleted_object_is_put_back_and_others_metadata_is_kept(apiserver, nfd
         started = time.monotonic()
         wait_until(lambda: read(apiserver, name) is not None, 5, "the object put back")
         assert time.monotonic() - started < 2.0
+    finally:
+        running.stop()
+
+
+def test_two_writers_of_one_object_do_not_fight_at_full_speed(apiserver, nfd_crds, tmp_path):
+    # Two agents for one node with different results (a second DaemonSet while one is
+    # replaced): each rewrite by one pokes the other through its watch. Without a backoff
+    # they would write as fast as the server answers.
+    name = "out-node-3"
+    interval = 30.0
+    one = output_agent(apiserver, name, Switchable("env", {"k": "one"}), tmp_path / "one",
+                       interval=interval, backoff_cap=interval)
+    two = output_agent(apiserver, name, Switchable("env", {"k": "two"}), tmp_path / "two",
+                       interval=interval, backoff_cap=interval)
+    running = [start(one), start(two)]  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: read(apiserver, name) is not None, 10, "the NodeFeature")
+        time.sleep(6.0)
+        # Backing off from 1 s doubling: a handful of rewrites each, not hundreds.
+        assert len(writes_of(apiserver, name)) <= 12, len(writes_of(apiserver, name))
+    finally:
+        for agent in running:
+            agent.stop()
+
+
+def test_an_object_rewritten_as_fast_as_possible_costs_a_bounded_number_of_passes(
+        apiserver, nfd_crds, tmp_path):
+    name = "out-node-4"
+    agent = output_agent(apiserver, name, Switchable("env", {"k": "v"}), tmp_path,
+                         interval=300.0)
+    passes = [0]
+    discover = agent.discover
+
+    def counted() -> Any:
+        passes[0] += 1
+        return discover()
+
+    agent.discover = counted  # type: ignore[method-assign]
+    running = start(agent)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: read(apiserver, name) is not None, 10, "the NodeFeature")
+        with apiserver.admin_client() as api:
+            before, started, changes = passes[0], time.monotonic(), 0
+            while time.monotonic() - started < 3.0:
+                custom(api).patch_namespaced_custom_object(
+                    GROUP, VERSION, NAMESPACE, "nodefeatures", name,
+                    {"metadata": {"labels": {"churn": str(changes)}}})
+                changes += 1
+        assert changes > 100, changes
+        assert passes[0] - before <= 3.0 / POKE_SPACING + 5, (passes[0] - before, changes)
     finally:
         running.stop()

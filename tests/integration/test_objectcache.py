@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from agentkit import wait_until
 from kubernetes import client
+from nfdkit import GROUP, NODE_NAME_LABEL, VERSION, custom, ensure_namespace
 
 from nodefeatures.cluster.kube import Kind, ObjectApi
-from nodefeatures.cluster.objectcache import ObjectCache
+from nodefeatures.cluster.nfdapi import node_features_kind
+from nodefeatures.cluster.objectcache import MAX_BYTES, ObjectCache
 
 
 @pytest.fixture
@@ -149,3 +151,34 @@ def test_after_an_api_server_restart_the_copy_stays_known_and_catches_up(apiserv
                        "the cache to catch up after the restart")
         finally:
             cache.stop()
+
+
+def test_objects_beyond_the_byte_budget_are_not_followed_and_not_held(apiserver, nfd_crds):
+    # Twenty NodeFeatures of 0.9 MB each for one node grew an agent by 188 MiB, over its
+    # 128 MiB limit: whoever may write NodeFeatures somewhere could have it OOM-killed.
+    elements = {f"e{i:06d}": "v" * 8 for i in range(40_000)}
+    node = f"big-{uuid.uuid4().hex[:6]}"
+    created = []
+    with apiserver.admin_client() as api:
+        ensure_namespace(apiserver, "big")
+        try:
+            for n in range(1 + MAX_BYTES // 900_000):
+                body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeFeature",
+                        "metadata": {"name": f"{node}-{n}", "namespace": "big",
+                                     "labels": {NODE_NAME_LABEL: node}},
+                        "spec": {"features": {"attributes": {"x.y": {"elements": elements}}}}}
+                custom(api).create_namespaced_custom_object(GROUP, VERSION, "big",
+                                                            "nodefeatures", body)
+                created.append(f"{node}-{n}")
+            cache = ObjectCache(ObjectApi(apiserver.admin_client(), node_features_kind(node)))
+            cache.start()
+            try:
+                assert cache.wait(20.0) is False
+                assert "bytes" in (cache.problem or ""), cache.problem
+                assert cache.snapshot()[1] == {}
+            finally:
+                cache.stop()
+        finally:
+            for name in created:
+                custom(api).delete_namespaced_custom_object(GROUP, VERSION, "big",
+                                                            "nodefeatures", name)

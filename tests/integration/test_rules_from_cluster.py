@@ -66,3 +66,25 @@ def test_an_unreachable_cluster_is_one_error_line(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.startswith("nodefeatures: error: cannot read the cluster's "
                                     "NodeFeatureRules")
+
+
+def test_a_broken_cluster_object_is_a_rule_problem_and_the_others_still_run(apiserver,
+                                                                           nfd_crds):
+    tag = uuid.uuid4().hex[:6]
+    broken = {"name": f"broken-{tag}", "labels": {"x": "1"}, "matchFeatures": [
+        {"feature": "pci.device", "matchExpressions": {
+            "vendor": {"op": "InRegexp", "value": ["("]}}}]}
+    fine = {"name": f"fine-{tag}", "labels": {"y": "1"}}
+    with rule_object(apiserver, [broken], f"a-{tag}"), rule_object(apiserver, [fine],
+                                                                     f"b-{tag}"):
+        result = cli("rules", "test", "--fixture", DGX, "--from-cluster", "--kubeconfig",
+                     apiserver.kubeconfig_path, "--format", "json")
+        assert result.returncode == 1, (result.stdout, result.stderr)
+        data = json.loads(result.stdout)
+        assert not data["ok"]
+        assert any(f"a-{tag}" in json.dumps(p) for p in data["problems"]), data["problems"]
+        by_name = {r["name"]: r for r in data["rules"]}
+        assert by_name[f"fine-{tag}"]["result"] == "matched"
+        text = cli("rules", "test", "--fixture", DGX, "--from-cluster", "--kubeconfig",
+                   apiserver.kubeconfig_path)
+        assert text.returncode == 1 and f"a-{tag}" in text.stdout + text.stderr

@@ -255,3 +255,52 @@ def test_an_unexpected_error_in_one_rule_costs_only_that_rule(
     [outcome] = evaluate([obj], features())
     assert not outcome.ok and outcome.labels == {"feature.node.kubernetes.io/fine": "true"}
     assert any("'boom'" in p and "RecursionError" in p for p in outcome.problems)
+
+
+def test_a_reader_of_rule_matched_after_an_object_that_failed_is_not_clean() -> None:
+    # "b" gives its label only on "a"'s output. When "a" cannot be used this pass, "b"'s
+    # silence says nothing about the node: its label must not be removed as gone.
+    reader = loaded("b", {"name": "uses-a", "labels": {"both": "true"}, "matchFeatures": [
+        {"feature": "rule.matched", "matchExpressions": {"base": {"op": "Exists"}}}]})
+    other = loaded("c", {"name": "plain", "labels": {"c": "1"}})
+    a = loaded("a", {"name": "base", "labels": {"base": "1"}, "matchFeatures": [CPU]})
+    fine = evaluate([a, reader, other], features())
+    assert [o.ok for o in fine] == [True, True, True]
+    assert fine[1].labels == {"feature.node.kubernetes.io/both": "true"}
+    broken = load(nfr("a", [{"name": "base", "bogus": 1}]))
+    for failed in (broken, loaded("a", {"name": "base", "labels": {"base": "1"},
+                                        "matchFeatures": [{"feature": "third.party",
+                                        "matchExpressions": {"text": {"op": "Gt",
+                                                                      "value": ["1"]}}}]})):
+        outcomes = evaluate([failed, reader, other], features())
+        assert not outcomes[0].ok
+        assert not outcomes[1].ok and outcomes[1].labels == {}
+        assert any("nodefeaturerule/a" in p for p in outcomes[1].problems), outcomes[1].problems
+        assert outcomes[2].ok  # an object that does not read rule.matched is not affected
+
+
+def test_a_reader_of_rule_matched_after_a_cut_object_is_not_clean() -> None:
+    slow = loaded("a", *({"name": f"r{i}", "labels": {"base": "1"}} for i in range(3)))
+    reader = loaded("b", {"name": "uses-a", "labels": {"both": "true"}, "matchAny": [
+        {"matchFeatures": [{"feature": "rule.matched",
+                            "matchExpressions": {"base": {"op": "Exists"}}}]}]})
+    outcomes = evaluate([slow, reader], features(), EvalBudget(rules=2))
+    assert not outcomes[0].ok
+    assert not outcomes[1].ok
+
+
+def test_what_a_cut_object_is_told_does_not_change_from_pass_to_pass() -> None:
+    # Its problems become a log line and an Event each time they read differently: CPU
+    # times and counts of how far it got would make one of each every pass.
+    regexp = {"name": "r", "labels": {"x": "1"}, "matchFeatures": [{
+        "feature": "third.party", "matchExpressions": {"text": {
+            "op": "InRegexp", "value": ["(a+)+$", "^(a|aa)+$", "(x+x+)+y"]}}}]}
+    objects = [loaded("aaa", *[dict(regexp, name=f"r{i}") for i in range(1000)]),
+               loaded("bbb", *[dict(regexp, name=f"r{i}") for i in range(1000)]),
+               loaded("zzz", *[dict(FINE, name=f"f{i}") for i in range(3)])]
+    given = features("a" * 1000 + "!")
+    budget = EvalBudget(seconds=0.05, rules=1500)
+    passes = [evaluate(objects, given, budget) for _ in range(3)]
+    assert not passes[0][0].ok and not passes[0][1].ok
+    for outcomes in passes[1:]:
+        assert [o.problems for o in outcomes] == [o.problems for o in passes[0]]

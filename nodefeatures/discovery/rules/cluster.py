@@ -13,6 +13,9 @@ this node as nfd-master's processNodeFeatureRule evaluates them.
   with a problem.
 - A rule that fails to evaluate is skipped (it adds nothing to `rule.matched`), as in
   nfd-master; the other rules still give their labels.
+- An object that reads `rule.matched` after one that did not evaluate cleanly is not
+  clean either: what it no longer gives may only be missing what the other would have
+  put there.
 
 The budget (`EvalBudget`) is CPU time of the evaluating thread (`time.thread_time`), so
 a busy node does not fail cheap objects, plus a count of rules. An object larger than the
@@ -151,6 +154,7 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
     outcomes: list[ObjectOutcome] = []
     saved = _matched(features)
     seconds_left, rules_left = budget.seconds, budget.rules
+    failed: list[str] = []  # origins of the objects before that were not evaluated cleanly
     try:
         for index, obj in enumerate(ordered):
             outcome = ObjectOutcome(obj.name, obj.origin, ignored=_ignored(obj.rules))
@@ -159,14 +163,17 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
                 outcome.ok = False
                 outcome.problems += [*obj.problems, "not evaluated: its rules cannot be "
                                      "used; the labels it gave before are kept"]
+                failed.append(obj.origin)
                 continue
             if len(obj.rules) > rules_left or seconds_left <= 0:
                 outcome.ok = False
+                # Only what does not vary from pass to pass: it is logged and posted
+                # as an Event each time it reads differently.
                 outcome.problems.append(
-                    f"not evaluated: over the per-pass budget ({len(obj.rules)} rules, "
-                    f"{max(rules_left, 0)} of {budget.rules} rules and "
-                    f"{max(seconds_left, 0):.3f} of {budget.seconds} s left); the labels "
-                    "it gave before are kept")
+                    f"not evaluated: over the per-pass budget (its {len(obj.rules)} rules; "
+                    f"all objects together may use {budget.rules} rules and "
+                    f"{budget.seconds} s CPU a pass); the labels it gave before are kept")
+                failed.append(obj.origin)
                 continue
             cap = seconds_left if index == usable[-1] else seconds_left / 2
             before = _matched(features)
@@ -179,9 +186,19 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
                 outcome.labels.clear()
                 outcome.ok = False
                 outcome.problems.append(
-                    f"not evaluated: over the per-pass budget ({done} of {len(obj.rules)} "
-                    f"rules in {outcome.seconds:.3f} s CPU; it may use {cap:.3f} s of the "
-                    f"{budget.seconds} s); the labels it gave before are kept")
+                    f"not evaluated: over the per-pass budget (its {len(obj.rules)} rules; "
+                    f"it may use half the CPU time left of the {budget.seconds} s a pass "
+                    "has, the last object all of it); the labels it gave before are kept")
+            if outcome.ok and failed and _reads_matched(obj.rules):
+                # What it reads of rule.matched lacks what those objects would have put
+                # there, so a label it no longer gives may not be gone.
+                outcome.ok = False
+                outcome.problems.append(
+                    f"reads {RULE_MATCHED}, and {', '.join(failed[:3])}"
+                    f"{f' and {len(failed) - 3} more' if len(failed) > 3 else ''} before it "
+                    "did not evaluate cleanly: the labels it gave before are kept")
+            if not outcome.ok:
+                failed.append(obj.origin)
     finally:
         features.replace_attributes(RULE_MATCHED, saved)
     return outcomes
@@ -257,6 +274,12 @@ def _qualified(rule: Rule, labels: Mapping[str, str], namespaces: LabelNamespace
 def _matched(features: FeatureSet) -> dict[str, str] | None:
     found = features.attributes(RULE_MATCHED)
     return None if found is None else dict(found)
+
+
+def _reads_matched(rules: Iterable[Rule]) -> bool:
+    return any(term.feature == RULE_MATCHED
+               for rule in rules
+               for terms in (rule.match_features, *rule.match_any) for term in terms)
 
 
 def _ignored(rules: Iterable[Rule]) -> tuple[str, ...]:

@@ -1,0 +1,48 @@
+"""ObjectCache's list against a server that sends what kube-apiserver never would: a
+list holding an object it cannot read is no proof that the object is gone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nodefeatures.cluster.kube import Kind, KubeError
+from nodefeatures.cluster.objectcache import ObjectCache
+
+
+def item(name: str, version: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if version is not None:
+        meta["resourceVersion"] = version
+    return {"metadata": meta, "spec": {"rules": []}}
+
+
+class OddServer:
+    """Serves `pages` (one list each), then lets every watch fail with 410."""
+
+    kind = Kind("nfd.k8s-sigs.io", "v1alpha1", "nodefeaturerules", verb="rules")
+
+    def __init__(self, lists: list[list[dict[str, Any]]]) -> None:
+        self.lists = lists
+        self.listed = 0
+
+    def list(self, limit: int = 500, token: str | None = None,
+             max_bytes: int | None = None) -> dict[str, Any]:
+        items = self.lists[min(self.listed, len(self.lists) - 1)]
+        self.listed += 1
+        return {"items": items, "metadata": {"resourceVersion": str(10 + self.listed)}}
+
+    def watch(self, version: str, timeout: int) -> Any:
+        raise KubeError(410, "Expired", "too old")
+
+
+def test_a_relist_with_an_unreadable_object_keeps_the_copy_it_had() -> None:
+    server = OddServer([[item("a", "5"), item("b", "6")], [item("a", "5"), item("b", None)]])
+    cache = ObjectCache(server)  # type: ignore[arg-type]
+    cache._list()
+    assert set(cache.snapshot()[1]) == {("", "a"), ("", "b")}
+    with pytest.raises(KubeError, match="resourceVersion"):
+        cache._list()
+    _, objects, known = cache.snapshot()
+    assert known and set(objects) == {("", "a"), ("", "b")}
