@@ -95,10 +95,12 @@ def test_install_paths_create_the_expected_objects(base, gpu) -> None:
         ("RoleBinding", "nodefeatures"),
         ("ClusterRoleBinding", "nodefeatures"),
         ("ConfigMap", CONFIG_MAP),
-        # Before the binding that needs it, or every write of the agent is denied.
+        # Before the binding that reads it, which is skipped without it.
         ("ConfigMap", LABEL_NAMESPACES),
+        ("ValidatingAdmissionPolicy", "nodefeatures-label-namespaces"),
         ("ValidatingAdmissionPolicy", "nodefeatures-own-node"),
         ("ValidatingAdmissionPolicy", "nodefeatures-own-nodefeature"),
+        ("ValidatingAdmissionPolicyBinding", "nodefeatures-label-namespaces"),
         ("ValidatingAdmissionPolicyBinding", "nodefeatures-own-node"),
         ("ValidatingAdmissionPolicyBinding", "nodefeatures-own-nodefeature"),
         ("DaemonSet", "nodefeatures"),
@@ -465,7 +467,9 @@ def test_admission_policy_names_the_agent_and_reads_the_label_namespaces(base) -
     assert policy["matchConditions"] == [{
         "name": "is-nodefeatures-agent",
         "expression": f'request.userInfo.username == "{AGENT_USER}"'}]
-    assert policy["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    # What must always hold takes no parameter: a missing one would refuse every Node
+    # update the policy matches, the kubelets' too.
+    assert "paramKind" not in policy
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
     assert yaml.safe_load(variables["ledgers"]) == LEDGERS
     # The probe's namespace is denied in the policy itself, whatever the ConfigMap says.
@@ -476,9 +480,17 @@ def test_admission_policy_names_the_agent_and_reads_the_label_namespaces(base) -
 
     assert yaml.safe_load(variables["ownCondition"]) == CONDITION
     binding = find(base, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")["spec"]
-    assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"],
+    assert binding == {"policyName": "nodefeatures-own-node", "validationActions": ["Deny"]}
+    # The allowed namespaces: a second policy with the ConfigMap as its parameter, the
+    # same agent, skipped (never refusing) while the ConfigMap is missing.
+    namespaces = find(base, "ValidatingAdmissionPolicy", LABEL_NAMESPACES)["spec"]
+    assert namespaces["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    assert namespaces["matchConditions"] == policy["matchConditions"]
+    assert namespaces["matchConstraints"] == policy["matchConstraints"]
+    binding = find(base, "ValidatingAdmissionPolicyBinding", LABEL_NAMESPACES)["spec"]
+    assert binding == {"policyName": LABEL_NAMESPACES, "validationActions": ["Deny"],
                        "paramRef": {"name": LABEL_NAMESPACES, "namespace": NAMESPACE,
-                                    "parameterNotFoundAction": "Deny"}}
+                                    "parameterNotFoundAction": "Allow"}}
     configmap = find(base, "ConfigMap", LABEL_NAMESPACES)
     assert configmap["metadata"]["namespace"] == NAMESPACE
     assert configmap["data"] == {"denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": ""}

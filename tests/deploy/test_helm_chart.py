@@ -114,10 +114,10 @@ def test_label_namespaces_reach_the_configmap_that_agent_and_policy_read() -> No
     assert configmap["data"] == {"denyLabelNs": "vendor.io,*.example.com",
                                  "extraLabelNs": "k8s.io,node-role.kubernetes.io"}
     # The policy reads that very object ...
-    binding = find(objects, "ValidatingAdmissionPolicyBinding", "nodefeatures-own-node")
+    binding = find(objects, "ValidatingAdmissionPolicyBinding", LABEL_NAMESPACES)
     assert binding["spec"]["paramRef"] == {"name": LABEL_NAMESPACES, "namespace": "nodefeatures",
-                                           "parameterNotFoundAction": "Deny"}
-    policy = find(objects, "ValidatingAdmissionPolicy", "nodefeatures-own-node")
+                                           "parameterNotFoundAction": "Allow"}
+    policy = find(objects, "ValidatingAdmissionPolicy", LABEL_NAMESPACES)
     assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
     # ... and so does every agent, which RBAC lets read it and no other ConfigMap.
     for ds in (o for o in objects if o["kind"] == "DaemonSet"):

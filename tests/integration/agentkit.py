@@ -247,6 +247,7 @@ def os_release_root(directory: Path, text: str = 'ID=debian\nVERSION_ID="12"\n')
 
 
 POLICY_FILE = REPO / "deploy" / "base" / "admission-policy.yaml"
+NAMESPACES_POLICY_FILE = REPO / "deploy" / "base" / "label-namespaces-policy.yaml"
 NODEFEATURE_POLICY_FILE = REPO / "deploy" / "base" / "nodefeature-policy.yaml"
 LABEL_NAMESPACES_FILE = REPO / "deploy" / "base" / "label-namespaces.yaml"
 NFD_CRDS_DIR = REPO / "deploy" / "nfd-crds"
@@ -283,35 +284,44 @@ def label_namespaces_configmap(name: str = LABEL_NAMESPACES,
 @contextlib.contextmanager
 def shipped_policy_as(apiserver: Any, name: str, selector: str,
                       params: str = LABEL_NAMESPACES) -> Iterator[str]:
-    """deploy/base's policy and binding, renamed `name` and bound only to Nodes labelled
-    `selector=on`, so a module can run agents under the real policy without touching the
-    other modules' Nodes; removed afterwards.
+    """deploy/base's policies and bindings, renamed `name` (the own-node policy) and
+    `name`-namespaces (the label namespaces policy) and bound only to Nodes labelled
+    `selector=on`, so a module can run agents under the real policies without touching
+    the other modules' Nodes; removed afterwards.
 
-    The binding reads the allowed label namespaces from ConfigMap nodefeatures/`params`:
+    The second binding reads the allowed label namespaces from ConfigMap
+    nodefeatures/`params`:
     by default the shipped one (the only one the agent's RBAC lets it read), created
     from deploy/base when missing and left in place. Another name gives the module its
     own copy, made here and deleted afterwards, to edit without affecting other modules.
     """
     documents = []
-    for document in copy.deepcopy(list(yaml.safe_load_all(POLICY_FILE.read_text()))):
-        document["metadata"]["name"] = name
-        if document["kind"] == "ValidatingAdmissionPolicyBinding":
-            document["spec"]["policyName"] = name
-            document["spec"]["paramRef"]["name"] = params
-            document["spec"]["matchResources"] = {
-                "objectSelector": {"matchLabels": {selector: "on"}}}
-        documents.append(document)
+    names = (name, f"{name}-namespaces")
+    for path, renamed in zip((POLICY_FILE, NAMESPACES_POLICY_FILE), names, strict=True):
+        for document in copy.deepcopy(list(yaml.safe_load_all(path.read_text()))):
+            document["metadata"]["name"] = renamed
+            if document["kind"] == "ValidatingAdmissionPolicyBinding":
+                document["spec"]["policyName"] = renamed
+                if "paramRef" in document["spec"]:
+                    document["spec"]["paramRef"]["name"] = params
+                document["spec"]["matchResources"] = {
+                    "objectSelector": {"matchLabels": {selector: "on"}}}
+            documents.append(document)
     namespace = yaml.safe_load(RBAC_FILES[0].read_text())
     ensure_created(apiserver, [namespace, label_namespaces_configmap(params)])
     with apiserver.admin_client() as api:
         admission = client.AdmissionregistrationV1Api(api)
-        admission.create_validating_admission_policy(documents[0])
-        admission.create_validating_admission_policy_binding(documents[1])
+        for document in documents:
+            if document["kind"] == "ValidatingAdmissionPolicy":
+                admission.create_validating_admission_policy(document)
+            else:
+                admission.create_validating_admission_policy_binding(document)
         try:
             yield name
         finally:
-            admission.delete_validating_admission_policy_binding(name)
-            admission.delete_validating_admission_policy(name)
+            for renamed in names:
+                admission.delete_validating_admission_policy_binding(renamed)
+                admission.delete_validating_admission_policy(renamed)
             if params != LABEL_NAMESPACES:
                 client.CoreV1Api(api).delete_namespaced_config_map(params, SA_NAMESPACE)
 

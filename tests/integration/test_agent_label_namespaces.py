@@ -1,7 +1,9 @@
-"""The allowed label namespaces, configured once: the shipped own-node policy reads them
-from the ConfigMap of deploy/base/label-namespaces.yaml, so editing that one object
-changes what the agent's real, node-bound token may write, and deleting it stops every
-write. Each request here is judged by the real API server evaluating the policy's CEL.
+"""The allowed label namespaces, configured once: the shipped label namespaces policy
+reads them from the ConfigMap of deploy/base/label-namespaces.yaml, so editing that one
+object changes what the agent's real, node-bound token may write; what it may never
+write (kubernetes.io, other Nodes) the own-node policy denies whatever the ConfigMap
+says, and without the ConfigMap too. Each request here is judged by the real API server
+evaluating the policies' CEL.
 
 The policy runs as a renamed copy bound to this module's Nodes and to this module's
 own copy of the ConfigMap, so the edits below reach no other module.
@@ -108,10 +110,9 @@ def refusal(api: client.CoreV1Api, node: str, labels: dict[str, Any],
                        dry_run="All" if dry_run else None)
     except ApiException as error:
         body = json.loads(error.body)
-        # 403 for a failed validation; 422 (Invalid) when the binding has no parameter.
-        # The agent's confinement probe takes either, if it names the policy.
+        # 403 for a failed validation, from either policy (the second is POLICY-namespaces).
         assert error.status in (403, 422), body
-        assert f"ValidatingAdmissionPolicy '{POLICY}'" in body["message"], body["message"]
+        assert f"ValidatingAdmissionPolicy '{POLICY}" in body["message"], body["message"]
         return str(body["message"])
     return None
 
@@ -130,10 +131,16 @@ def test_the_default_namespaces_are_nfds(token_api, node) -> None:
 
 def test_a_denial_names_every_refused_key_and_admits_nothing(apiserver, token_api,
                                                              node) -> None:
+    # What no setting allows, and what the setting denies: each policy names its keys.
     message = refusal(token_api, node, {"vendor.io/ok": "1", "kubernetes.io/arch": "x",
-                                        "k8s.io/y": "1"}, dry_run=False)
+                                        "node-role.kubernetes.io/gpu": ""}, dry_run=False)
     assert message is not None
-    assert "kubernetes.io/arch" in message and "k8s.io/y" in message
+    assert "kubernetes.io/arch" in message and "node-role.kubernetes.io/gpu" in message
+    assert "vendor.io/ok" not in message
+    message = refusal(token_api, node, {"vendor.io/ok": "1", "k8s.io/y": "1",
+                                        "a.k8s.io/z": "1"}, dry_run=False)
+    assert message is not None and f"'{POLICY}-namespaces'" in message
+    assert "k8s.io/y" in message and "a.k8s.io/z" in message
     assert "vendor.io/ok" not in message
     assert "vendor.io/ok" not in labels_of(apiserver, node)
     # Accepted for real, not only in a dry run.
@@ -165,10 +172,11 @@ def test_editing_the_configmap_flips_what_the_token_may_write(apiserver, token_a
               "feature.node.kubernetes.io/x": True}
     wait_for(token_api, node, before)
     # Spaces around entries are ignored; "*.vendor.io" is the subdomains, not vendor.io.
+    # kubernetes.io's sub-namespaces stay denied: no setting re-allows them.
     set_namespaces(apiserver, {"denyLabelNs": " *.vendor.io , example.com,, ",
                                "extraLabelNs": "k8s.io, node-role.kubernetes.io"})
     wait_for(token_api, node, {"vendor.io/x": True, "k8s.io/x": True, "a.vendor.io/x": False,
-                               "example.com/x": False, "node-role.kubernetes.io/gpu": True,
+                               "example.com/x": False, "node-role.kubernetes.io/gpu": False,
                                "feature.node.kubernetes.io/x": True})
     set_namespaces(apiserver, {"denyLabelNs": "vendor.io", "extraLabelNs": ""})
     wait_for(token_api, node, {"vendor.io/x": False, "a.vendor.io/x": True,
@@ -188,30 +196,39 @@ def test_an_extra_namespace_never_admits_the_confinement_probe(apiserver, token_
     assert message is not None and PROBE_LABEL in message
 
 
-def test_without_the_configmap_every_write_is_denied(apiserver, token_api, node) -> None:
+def test_without_the_configmap_the_fixed_rules_hold_and_nobody_else_is_refused(
+        apiserver, token_api, node) -> None:
+    """A missing parameter must not refuse other writers: with parameterNotFoundAction
+    Deny, kube-apiserver refuses every request the policy matches before matchConditions
+    run, the kubelets' Node status updates included, and every node goes NotReady."""
     with apiserver.admin_client() as api:
         core = client.CoreV1Api(api)
         core.delete_namespaced_config_map(PARAMS, SA_NAMESPACE)
         try:
-            wait_until(lambda: refusal(token_api, node, {"feature.node.kubernetes.io/x": "1"})
-                       is not None, FLIP_WAIT_S, "writes to be denied", every=0.2)
-            for labels in ({"vendor.io/x": "1"}, {"nvidia.com/gpu.count": "1"}):
-                assert refusal(token_api, node, labels) is not None
-            message = refusal(token_api, node, {}, dry_run=False)  # even a no-op
-            assert message is not None and "no params found" in message, message
+            # The setting's own denial (k8s.io by default) is no longer enforced ...
+            wait_for(token_api, node, {"k8s.io/x": True})
+            # ... while what no setting may allow stays denied, and other Nodes too.
+            wait_for(token_api, node, {"kubernetes.io/x": False, PROBE_LABEL: False,
+                                       "node-role.kubernetes.io/gpu": False,
+                                       "vendor.io/x": True})
+            # Another writer (a kubelet, an administrator) is not refused for the
+            # missing parameter, neither on labels nor on the Node's status.
+            patch_node(apiserver, node, {"metadata": {"labels": {"team": "a"}}})
+            core.patch_node_status(node, {"status": {"conditions": [{
+                "type": "ExampleCondition", "status": "True", "reason": "Test",
+                "message": "a writer other than the agent"}]}})
         finally:
             core.create_namespaced_config_map(SA_NAMESPACE,
                                               label_namespaces_configmap(PARAMS, DEFAULTS))
-    wait_until(lambda: refusal(token_api, node, {"feature.node.kubernetes.io/x": "1"})
-               is None, FLIP_WAIT_S, "writes to be admitted again", every=0.2)
+    wait_for(token_api, node, {"k8s.io/x": False})
 
 
 def test_other_nodes_stay_denied_whatever_the_namespaces(apiserver, policy, token_api,
                                                          node) -> None:
-    set_namespaces(apiserver, {"denyLabelNs": "", "extraLabelNs": "kubernetes.io"})
+    set_namespaces(apiserver, {"denyLabelNs": "", "extraLabelNs": ""})
     other = f"labelns-other-{uuid.uuid4().hex[:6]}"
     with policed_node(apiserver, policy, SELECTOR, other):
-        wait_for(token_api, node, {"kubernetes.io/x": True})  # the edit is in force
+        wait_for(token_api, node, {"k8s.io/x": True})  # the edit is in force
         for labels in ({"vendor.io/x": "1"}, {"feature.node.kubernetes.io/x": "1"}):
             message = refusal(token_api, other, labels)
             assert message is not None and f"belongs to node {node}" in message
@@ -228,10 +245,16 @@ def test_reinstalling_the_binding_keeps_the_namespaces_in_force() -> None:
     (here: vendor.io still admitted, k8s.io still denied), while the agents read the
     new one. A fresh control plane: the session's keeps its informer alive
     (agentkit.keep_configmap_params)."""
-    from agentkit import NODE_NAME_EXTRA, POLICY_FILE, RBAC_FILES, SA_USER, ensure_created
+    from agentkit import (
+        NAMESPACES_POLICY_FILE,
+        NODE_NAME_EXTRA,
+        RBAC_FILES,
+        SA_USER,
+        ensure_created,
+    )
 
     with kubeharness.control_plane() as plane:
-        documents = [d for f in (*RBAC_FILES, POLICY_FILE) for d in
+        documents = [d for f in (*RBAC_FILES, NAMESPACES_POLICY_FILE) for d in
                      yaml.safe_load_all(f.read_text()) if d]
         ensure_created(plane, [*documents[:-2], label_namespaces_configmap()])
         shipped_policy, shipped_binding = documents[-2:]
@@ -274,10 +297,11 @@ def test_long_lists_and_many_labels_stay_within_the_policys_cost_budget(
     """CEL has a per-request cost budget: 100 entries in each list and a 300-label patch
     are judged, not refused for cost."""
     deny = [f"deny{i}.example.com" for i in range(50)] + [f"*.wild{i}.example" for i in range(50)]
-    extra = [f"extra{i}.kubernetes.io" for i in range(100)]
+    # Each re-allows one namespace the wildcard *.wild0.example denies.
+    extra = [f"x{i}.wild0.example" for i in range(100)]
     set_namespaces(apiserver, {"denyLabelNs": ",".join(deny), "extraLabelNs": ",".join(extra)})
     wait_for(token_api, node, {"deny7.example.com/x": False, "a.wild9.example/x": False,
-                               "extra99.kubernetes.io/x": True})
+                               "x99.wild0.example/x": True, "x100.wild0.example/x": False})
     labels = {f"vendor{i}.io/feature-{i}": "true" for i in range(300)}
     assert refusal(token_api, node, labels, dry_run=False) is None
     labels["a.wild49.example/x"] = "1"

@@ -226,12 +226,15 @@ def merge_patch(api: client.CoreV1Api, node: str, metadata: dict[str, Any],
 
 
 def denied_by_policy(call: Callable[[], Any]) -> str:
-    """Run `call`, expect the own-node policy to refuse it, and return its message."""
+    """Run `call`, expect one of the shipped policies to refuse it (the own-node policy,
+    or for a namespace only the setting denies, the label namespaces policy), and return
+    its message."""
     with pytest.raises(ApiException) as caught:
         call()
     body = json.loads(caught.value.body)
     assert caught.value.status == 403, body
-    assert f"ValidatingAdmissionPolicy '{POLICY}'" in body["message"], body["message"]
+    assert any(f"ValidatingAdmissionPolicy '{name}'" in body["message"]
+               for name in (POLICY, "nodefeatures-label-namespaces")), body["message"]
     return str(body["message"])
 
 
