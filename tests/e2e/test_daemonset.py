@@ -202,7 +202,8 @@ def test_policy_denies_a_token_not_bound_to_a_pod(cluster, install) -> None:
 
 
 @pytest.mark.parametrize(("what", "patch", "message"), [
-    ("a foreign label", {"metadata": {"labels": {"team": "blue"}}}, "only labels under"),
+    ("a foreign label", {"metadata": {"labels": {"team": "blue"}}},
+     "only labels in the allowed namespaces"),
     ("a taint", {"spec": {"taints": [{"key": "e2e", "value": "x", "effect": "NoSchedule"}]}},
      "not the Node's"),
     ("an annotation outside the ledger", {"metadata": {"annotations": {"example.com/e2e": "1"}}},
