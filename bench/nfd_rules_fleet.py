@@ -195,11 +195,15 @@ def main() -> None:
         print(f"{args.agents} agents, {args.rules} NodeFeatureRules ({args.rules * 3 + 1} "
               f"rules): every node labelled {time.monotonic() - started:.1f} s after start")
         time.sleep(5)
-        watchers = server_metric(plane, "apiserver_registered_watchers")
-        by_kind = {k: v for k, v in watchers.items()
-                   if any(r in k for r in ("nodefeaturerules", "nodefeatures", "nodes"))}
-        print(f"watches registered on the server: {int(sum(by_kind.values()))} "
-              f"({', '.join(f'{k}={int(v)}' for k, v in sorted(by_kind.items()))})")
+        # Open watches: long-running WATCH requests, by resource.
+        running = server_metric(plane, "apiserver_longrunning_requests")
+        watches: dict[str, int] = {}
+        for labels, value in running.items():
+            if 'verb="WATCH"' in labels and value:
+                resource = labels.split('resource="', 1)[1].split('"', 1)[0]
+                watches[resource] = watches.get(resource, 0) + int(value)
+        print(f"watches open on the server: {sum(watches.values())} "
+              f"({', '.join(f'{k}={v}' for k, v in sorted(watches.items()))})")
         before = audited(plane)
         time.sleep(args.window)
         after = audited(plane)
