@@ -190,17 +190,20 @@ def cluster_documents(kubeconfig: str | None, node: str | None
     `node`'s NodeFeature objects (none without a node)."""
     import yaml
 
-    from nodefeatures.cluster.kube import KubeError, connect
+    from nodefeatures.cluster.kube import KubeError, ObjectApi, connect
     from nodefeatures.cluster.nfdapi import RULES, list_all, node_features_kind
     from nodefeatures.discovery import nodefeature
     from nodefeatures.discovery.rules import documents
 
     try:
         client = connect(kubeconfig)
-        objects = list_all(client, RULES)
-        features = list_all(client, node_features_kind(node)) if node else []
+        objects = list_all(ObjectApi(client, RULES))
     except KubeError as exc:
         fail(f"cannot read the cluster's NodeFeatureRules: {exc}")
+    try:
+        features = list_all(ObjectApi(client, node_features_kind(node))) if node else []
+    except KubeError as exc:
+        fail(f"cannot read the NodeFeature objects of node {node}: {exc}")
     loaded = []
     for obj in sorted(objects, key=lambda o: str((o.get("metadata") or {}).get("name"))):
         name = str((obj.get("metadata") or {}).get("name", "?"))

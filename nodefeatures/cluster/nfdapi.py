@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodefeatures.cluster.kube import Kind, ObjectApi
+from nodefeatures.cluster.kube import Kind, KubeError, ObjectApi
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.objectcache import ObjectCache
 from nodefeatures.cluster.reconcile import Evidence, SourceReport
@@ -186,16 +186,25 @@ def _joined(origin: str, problems: Any) -> str:
     return f"{origin}: {shown}"
 
 
-def list_all(client: Any, kind: Kind, limit: int = 500) -> list[dict[str, Any]]:
-    """Every object of `kind`, read page by page (`rules test --from-cluster`)."""
-    api = ObjectApi(client, kind)
+def list_all(api: ObjectApi, limit: int = 500, most: int = 50_000) -> list[dict[str, Any]]:
+    """Every object `api` lists, page by page (`rules test --from-cluster`).
+
+    A test of the cluster's rules over part of them would say "ok" about rules it never
+    saw: a page without its items, an item that is not an object, or more than `most`
+    objects raise KubeError (reason "invalid" or "too-many") rather than return less.
+    """
     found: list[dict[str, Any]] = []
     token: str | None = None
+    plural = api.kind.plural
     while True:
         page = api.list(limit, token)
         items = page.get("items")
-        found += [item for item in items if isinstance(item, dict)] \
-            if isinstance(items, list) else []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise KubeError(None, "invalid", f"a page of the {plural} list holds no list of "
+                            "objects: not testing part of them")
+        found += items
+        if len(found) > most:
+            raise KubeError(None, "too-many", f"more than {most} {plural}: not testing them")
         token = (page.get("metadata") or {}).get("continue") or None
-        if token is None or len(found) > 50_000:
+        if token is None:
             return found
