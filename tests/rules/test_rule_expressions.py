@@ -256,3 +256,14 @@ def test_a_problem_names_the_values_in_a_bounded_quoted_excerpt(op: str,
     problem = MatchExpression(op, values).problem()
     assert problem is not None and len(problem) < 1000 and "\n" not in problem
     assert time.process_time() - started < 2
+
+
+def test_a_pattern_past_the_length_bound_is_refused_before_it_is_parsed() -> None:
+    from nodefeatures.discovery.rules.expressions import MAX_PATTERN
+
+    problem = MatchExpression("InRegexp", ("a" * (MAX_PATTERN + 1),)).problem()
+    assert problem is not None and f"longer than {MAX_PATTERN} characters" in problem
+    # One at the bound is read as any other (a long literal fits no state budget, a
+    # long class does).
+    assert MatchExpression("InRegexp", ("[" + "ab" * (MAX_PATTERN // 2 - 1) + "]",)
+                           ).problem() is None

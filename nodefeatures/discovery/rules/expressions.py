@@ -222,6 +222,8 @@ def compile_go_re(pattern: str) -> re.Pattern[str]:
     return re.compile(translated, re.ASCII)
 
 
+MAX_PATTERN = 65536  # characters of one regexp
+
 # Go's POSIX classes, usable inside brackets: `[[:digit:]_]`.
 _POSIX = {
     "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
@@ -242,6 +244,10 @@ def go_regexp(pattern: str) -> tuple[str | None, str | None]:
     in Go. What only one of them accepts is refused, so a rule means the same here and
     on an nfd-worker.
     """
+    if len(pattern) > MAX_PATTERN:
+        # Beyond any pattern the linear matcher can hold (linear.MAX_PROGRAM states) but
+        # for a huge class; refused before Python's parser spends a second on a 1 MB one.
+        return None, f"longer than {MAX_PATTERN} characters ({len(pattern)})"
     multiline = False
     out: list[str] = []
     i, n = 0, len(pattern)
