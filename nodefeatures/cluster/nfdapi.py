@@ -100,7 +100,10 @@ class ClusterObjects:
         problems.update(self.problems())
         catalogued = set(evidence.catalogued)
         reports = list(evidence.reports)
-        features = FeatureSet.from_results(discovery.results)
+        # What nfd-master would see: the worker's features, without the custom source's,
+        # which only carry its own labels (as node_feature leaves them out).
+        features = FeatureSet.from_results(
+            r for r in discovery.results if r.name not in nodefeature.LABEL_ONLY_SOURCES)
         seen: dict[tuple[str, str, str], Any] = {}
         outcomes: dict[str, str] = {}
 

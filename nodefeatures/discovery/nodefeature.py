@@ -273,13 +273,21 @@ def _too_long(text: str, what: str, where: str, problems: _Problems) -> bool:
     return True
 
 
-def _flags(elements: Any, where: str, budget: _Budget, problems: _Problems
-           ) -> dict[str, Any] | None:
+def _mapping(elements: Any, where: str, problems: _Problems) -> Mapping[Any, Any] | None:
+    """A feature's elements as a mapping ({} when absent), or None (reported) when not."""
     if elements is None:
         return {}
     if not isinstance(elements, Mapping):
         problems.add(f"{where} dropped: elements must be a mapping, not "
                      f"{type(elements).__name__}")
+        return None
+    return elements
+
+
+def _flags(elements: Any, where: str, budget: _Budget, problems: _Problems
+           ) -> dict[str, Any] | None:
+    elements = _mapping(elements, where, problems)
+    if elements is None:
         return None
     kept: dict[str, Any] = {}
     for key in _cut(_string_keys(elements, where, problems), where, problems):
@@ -293,13 +301,8 @@ def _flags(elements: Any, where: str, budget: _Budget, problems: _Problems
 
 def _attributes(elements: Any, where: str, budget: _Budget, problems: _Problems
                 ) -> dict[str, str] | None:
-    if elements is None:
-        return {}
-    if not isinstance(elements, Mapping):
-        problems.add(f"{where} dropped: elements must be a mapping, not "
-                     f"{type(elements).__name__}")
-        return None
-    return _string_map(elements, where, budget, problems)
+    elements = _mapping(elements, where, problems)
+    return None if elements is None else _string_map(elements, where, budget, problems)
 
 
 def _string_map(elements: Mapping[Any, Any], where: str, budget: _Budget,
