@@ -23,6 +23,14 @@ skipped (`""` is the empty list). An absent key means its default (`denyLabelNs`
 `*.` followed by one; at most `MAX_ENTRIES` per key; no other key. Data breaking any of
 this is rejected whole (the policy must refuse to bind it, the agent keeps its setting).
 
+The same setting switches on the rule outputs beyond labels, each off by default:
+`enableAnnotations`, `enableTaints`, `enableExtendedResources`, each `"true"` or
+`"false"`. Their keys follow the rule above with NFD's narrower exemption
+(nfd-master's validate.Annotation, Taint, ExtendedResource): only
+`feature.node.kubernetes.io` and its sub-namespaces are own, so `profile.node.kubernetes.io`
+is reserved for them; and `nodefeatures.dev` and its sub-namespaces, where the agent
+keeps its ledgers, are never written as an output.
+
 Two deliberate differences from nfd-master's code, both toward NFD's documentation:
 nfd-master lets `extraLabelNs` lift the kubernetes.io denial (we never write
 `node-restriction.kubernetes.io/`, which isolates nodes), and its deny list can deny
@@ -41,6 +49,15 @@ from nodefeatures.discovery.labels import DEFAULT_PREFIX
 from nodefeatures.discovery.text import quote
 
 DENY, EXTRA = "denyLabelNs", "extraLabelNs"
+# The rule outputs beyond labels, as NFD's Rule names them, and the setting's key that
+# switches each on.
+LABELS, ANNOTATIONS, TAINTS, EXTENDED_RESOURCES = (
+    "labels", "annotations", "taints", "extendedResources")
+OUTPUTS = (ANNOTATIONS, TAINTS, EXTENDED_RESOURCES)
+ENABLE = {ANNOTATIONS: "enableAnnotations", TAINTS: "enableTaints",
+          EXTENDED_RESOURCES: "enableExtendedResources"}
+KEYS = (DENY, EXTRA, *ENABLE.values())
+AGENT_OWN = "nodefeatures.dev"  # the ledgers' namespace: never an output
 MAX_ENTRIES = 100
 OWN = ("feature.node.kubernetes.io", "profile.node.kubernetes.io")
 RESERVED = "kubernetes.io"
@@ -50,6 +67,10 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 def _own(ns: str) -> bool:
     return any(ns == own or ns.endswith("." + own) for own in OWN)
+
+
+def _own_output(ns: str) -> bool:
+    return ns == OWN[0] or ns.endswith("." + OWN[0])
 
 
 def _reserved(ns: str) -> bool:
@@ -69,17 +90,33 @@ class LabelNamespaces:
 
     deny: tuple[str, ...]
     extra: tuple[str, ...]
+    # The rule outputs beyond labels that are switched on (OUTPUTS).
+    outputs: frozenset[str] = frozenset()
 
     DEFAULT: ClassVar[LabelNamespaces]
 
-    def allows(self, key: str) -> bool:
-        """Whether the agent may write label `key` (only its namespace is looked at)."""
-        return self.refusal(key) is None
+    def allows(self, key: str, kind: str = LABELS) -> bool:
+        """Whether the agent may write `key` as a `kind` (only its namespace is looked at;
+        whether the kind is switched on is `enabled`'s to say)."""
+        return self.refusal(key, kind) is None
 
-    def refusal(self, key: str) -> str | None:
-        """Why `key` may not be written, one sentence; None when it may."""
+    def enabled(self, kind: str) -> bool:
+        return kind == LABELS or kind in self.outputs
+
+    def refusal(self, key: str, kind: str = LABELS) -> str | None:
+        """Why `key` may not be written as a `kind`, one sentence; None when it may."""
         ns = key.rpartition("/")[0] if "/" in key else DEFAULT_PREFIX
-        if _own(ns):
+        if kind != LABELS:
+            if _own_output(ns):
+                return None
+            if ns == AGENT_OWN or ns.endswith("." + AGENT_OWN):
+                return (f"namespace {quote(ns)} holds the agent's ledgers: never written "
+                        f"as one of the {kind}")
+            if _reserved(ns):
+                return (f"namespace {quote(ns)} is reserved: kubernetes.io and its "
+                        f"sub-namespaces are never written as {kind}, apart from "
+                        f"{OWN[0]} and its own")
+        elif _own(ns):
             return None
         if _reserved(ns):
             return (f"namespace {quote(ns)} is reserved: kubernetes.io and its sub-namespaces "
@@ -104,19 +141,34 @@ class LabelNamespaces:
         already runs with a setting keeps that one (and reports the problems) rather than
         switching to the default."""
         if not isinstance(data, Mapping):
-            return DEFAULT, [f"the data must be a mapping of {DENY} and {EXTRA}, "
+            return DEFAULT, [f"the data must be a mapping of {', '.join(KEYS)}, "
                              f"not {type(data).__name__}"]
-        problems = [f"{quote(str(key))}: unknown key (expected {DENY}, {EXTRA})"
-                    for key in data if key not in (DENY, EXTRA)]
+        problems = [f"{quote(str(key))}: unknown key (expected {', '.join(KEYS)})"
+                    for key in data if key not in KEYS]
         deny = _entries(data, DENY, DEFAULT.deny, True, problems)
         extra = _entries(data, EXTRA, DEFAULT.extra, False, problems)
+        outputs = frozenset(kind for kind, key in ENABLE.items()
+                            if _switch(data, key, problems))
         if problems:
             return DEFAULT, problems
-        return cls(deny, extra), []
+        return cls(deny, extra, outputs), []
 
     def to_data(self) -> dict[str, str]:
         """The ConfigMap `.data` that `from_data` reads back as this setting."""
-        return {DENY: ",".join(self.deny), EXTRA: ",".join(self.extra)}
+        data = {DENY: ",".join(self.deny), EXTRA: ",".join(self.extra)}
+        data.update({key: "true" for kind, key in ENABLE.items() if kind in self.outputs})
+        return data
+
+
+def _switch(data: Mapping[str, Any], key: str, problems: list[str]) -> bool:
+    # Exactly "true" or "false", as the policy compares them: a "yes" or "True" that one
+    # reader took for on and the other for off would split what is tried and admitted.
+    value = data.get(key, "false")
+    if value not in ("true", "false"):
+        shown = quote(value) if isinstance(value, str) else type(value).__name__
+        problems.append(f"{key}: must be \"true\" or \"false\", not {shown}")
+        return False
+    return value == "true"
 
 
 def _entries(data: Mapping[str, Any], key: str, default: tuple[str, ...], wildcards: bool,
