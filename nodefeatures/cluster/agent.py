@@ -22,13 +22,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nodefeatures.cluster import health as gpuhealth
+from nodefeatures.cluster import outputs
 from nodefeatures.cluster.kube import (
     KubeError,
     NodeApi,
     NodeWatch,
     check_node,
     clamp_retry_after,
-    node_annotations,
     node_labels,
     resource_version,
     version_order,
@@ -47,8 +47,6 @@ from nodefeatures.cluster.reconcile import (
     Scope,
     evidence_from,
     paused_sources,
-    plan,
-    prune_plan,
     scope_of,
 )
 from nodefeatures.discovery.run import Discovery
@@ -229,6 +227,7 @@ class Agent:
         # What this process last left on the Node, {key: (value, source)}: it restores
         # ownership when another writer deletes or mangles the ledger.
         self._written: dict[str, tuple[str, str | None]] = {}
+        self._written_outputs: dict[str, Any] = {}  # the same, of each rule output kind
         self._events: dict[tuple[str, str], float] = {}
         self._drift_streak = 0
         self._last_drift_write = float("-inf")
@@ -426,20 +425,24 @@ class Agent:
             if attempt and self._stopping.is_set():
                 break
             node = self._current_node()
-            decided = plan(self.evidence, node_labels(node), node_annotations(node),
-                           scope, self._take_over, self._written,
-                           instance=self.options.instance,
-                           expect=self.options.expect_instance)
+            decided = outputs.plan_node(self.evidence, node, scope, self._take_over,
+                                        self._written, instance=self.options.instance,
+                                        expect=self.options.expect_instance,
+                                        written_outputs=self._written_outputs)
             self._report_plan(decided)
             body = decided.patch(resource_version(node))
-            if body is None:
-                self._written = decided.written(node_labels(node))
+            if body is None and decided.status_patch(None) is None:
+                self._remember(decided, node)
                 self._settled(decided)
                 self._sync_condition(node)
                 return decided
             self._require_confinement()
             try:
-                updated = self.api.patch(body)
+                updated = self.api.patch(body) if body is not None else node
+                status = decided.status_patch(resource_version(updated))
+                if status is not None:
+                    # Extended resources and their ledger: the status subresource's.
+                    updated = self.api.patch_status(status)
             except KubeError as error:
                 if error.code != 409:
                     raise
@@ -448,7 +451,7 @@ class Agent:
                     self._reread = True
                 time.sleep(self.rng.uniform(0, 0.02 * attempt))
                 continue
-            self._written = decided.written(node_labels(node))
+            self._remember(decided, node)
             self._wrote(decided, updated, drift)
             self._sync_condition(updated)
             return decided
@@ -535,6 +538,10 @@ class Agent:
             self._reread = False
         return node
 
+    def _remember(self, decided: Plan, node: dict[str, Any]) -> None:
+        self._written = decided.written(node_labels(node))
+        self._written_outputs = outputs.written_after(decided, node)
+
     def _settled(self, decided: Plan) -> None:
         self._take_over = False
         self.ready = True
@@ -564,9 +571,15 @@ class Agent:
         for change in written:
             self.metrics.label_changes.labels(change.action).inc()
         summary = _summary(written)
+        beyond = outputs.writes(decided)
+        if beyond:
+            summary += "; " + ", ".join(f"{c.action} {_OUTPUT_NOUN[kind]} {c.key}"
+                                        for kind, c in beyond[:10])
+            summary += f" and {len(beyond) - 10} more" if len(beyond) > 10 else ""
         log.info("updated node %s: %s", self.options.node, summary,
                  extra={"node": self.options.node, "drift": drift,
                         "changes": {c.key: [c.old, c.new] for c in written},
+                        "outputs": {f"{kind}/{c.key}": [c.old, c.new] for kind, c in beyond},
                         "resourceVersion": resource_version(updated)})
         self._event("Normal", "LabelsUpdated", summary)
         if drift:
@@ -706,7 +719,7 @@ class Agent:
             log.warning("not publishing labels outside what this agent may write (%s): %s",
                         self._scope(), ", ".join(sorted(skipped)))
         self._skipped = skipped
-        problems = self._after_grace(decided.problems)
+        problems = self._after_grace(decided.all_problems())
         posted, unposted = 0, 0
         reasons: set[str] = set()  # of the object problems not posted one by one
         for kind, message in sorted(problems.items()):
@@ -715,6 +728,9 @@ class Agent:
             log.warning("%s", message, extra={"node": self.options.node})
             if kind.startswith("instance-missing:"):
                 self._event("Warning", "GPUAgentMissing", message)
+                continue
+            if kind.startswith("outputs-off:"):
+                self._event("Warning", "NodeFeatureRuleOutputsOff", message)
                 continue
             if kind.startswith(("object:", "objects:")):
                 # A NodeFeatureRule or NodeFeature that fails, or a kind not followed.
@@ -905,9 +921,9 @@ class Agent:
         scope = self._scope()
         if scope is None:
             return
-        decided = plan(evidence, node_labels(node), node_annotations(node),
-                       scope, self._take_over, self._written,
-                       instance=self.options.instance)
+        decided = outputs.plan_node(evidence, node, scope, self._take_over, self._written,
+                                    instance=self.options.instance,
+                                    written_outputs=self._written_outputs)
         if decided.needs_write or self._condition_patch(node) is not None:
             self._drift = True
             self._wake.set()
@@ -919,6 +935,8 @@ class Agent:
 
 
 # Event reasons for the problems of cluster objects, by the kind in the problem's name.
+_OUTPUT_NOUN = {"annotations": "annotation", "taints": "taint",
+                "extendedResources": "extended resource"}
 _OBJECT_EVENTS = {"nodefeaturerule": "NodeFeatureRuleProblem",
                   "nodefeature": "NodeFeatureProblem", "nodefeaturerules": "NFDAPIUnavailable",
                   "nodefeatures": "NFDAPIUnavailable"}
@@ -1011,13 +1029,18 @@ def write_once(api: NodeApi, decide: Callable[[dict[str, Any]], Plan], *, send: 
         node = api.get()
         decided = decide(node)
         body = decided.patch(resource_version(node))
-        if body is None or not send:
+        status = decided.status_patch(resource_version(node))
+        if (body is None and status is None) or not send:
             return decided, body, node
         if guard is not None and not dry_run:
             guard()
             guard = None
         try:
-            api.patch(body, dry_run=dry_run)
+            updated = api.patch(body, dry_run=dry_run) if body is not None else node
+            if status is not None:
+                status = decided.status_patch(
+                    resource_version(node) if dry_run else resource_version(updated))
+                api.patch_status(status, dry_run=dry_run)
         except KubeError as error:
             if error.code == 409:
                 continue
@@ -1033,9 +1056,8 @@ def reconcile_once(api: NodeApi, evidence: Evidence, prefixes: Sequence[str] | S
                    expect: str | None = None
                    ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
     """One `apply` (or `diff` with send=False)."""
-    return write_once(api, lambda node: plan(evidence, node_labels(node), node_annotations(node),
-                                             prefixes, take_over, instance=instance,
-                                             expect=expect),
+    return write_once(api, lambda node: outputs.plan_node(evidence, node, prefixes, take_over,
+                                                          instance=instance, expect=expect),
                       send=send, dry_run=dry_run, guard=guard)
 
 
@@ -1044,8 +1066,7 @@ def prune_once(api: NodeApi, prefixes: Sequence[str] | Scope, sources: Sequence[
                instance: str = ""
                ) -> tuple[Plan, dict[str, Any] | None, dict[str, Any]]:
     """Remove the labels we own (optionally only those of some sources) and the ledger."""
-    return write_once(api, lambda node: prune_plan(node_labels(node), node_annotations(node),
-                                                   prefixes, sources, instance),
+    return write_once(api, lambda node: outputs.prune_node(node, prefixes, sources, instance),
                       dry_run=dry_run, guard=guard)
 
 

@@ -344,13 +344,17 @@ class NodeApi(_Requests):
         return check_node(self._json("patch", self._path, "PATCH", query=query, body=body,
                                      content_type=MERGE_PATCH), self.node)
 
-    def patch_status(self, body: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """A strategic merge patch of nodes/status: conditions merge by type, so only the
-        condition in `body` changes. Counted as verb "status"."""
+        condition in `body` changes, and capacity by resource name. Counted as verb
+        "status"."""
         from nodefeatures.cluster.health import STRATEGIC_MERGE_PATCH
 
+        query = [("fieldManager", FIELD_MANAGER)]
+        if dry_run:
+            query.append(("dryRun", "All"))
         return check_node(self._json("status", f"{self._path}/status", "PATCH",
-                                     query=[("fieldManager", FIELD_MANAGER)], body=body,
+                                     query=query, body=body,
                                      content_type=STRATEGIC_MERGE_PATCH), self.node)
 
     def probe(self) -> dict[str, Any]:

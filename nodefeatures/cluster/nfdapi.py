@@ -138,12 +138,11 @@ class ClusterObjects:
                 reports.append(SourceReport(outcome.origin, dict(outcome.labels), trusted,
                                             "" if trusted else
                                             _first(outcome.problems) if not outcome.ok
-                                            else inputs))
+                                            else inputs,
+                                            outputs={k: dict(v) for k, v
+                                                     in outcome.outputs.items()}))
                 outcomes[outcome.origin] = "ok" if outcome.ok else "failed"
                 shown = list(outcome.problems)
-                if outcome.ignored:
-                    shown.append(f"its {', '.join(outcome.ignored)} are not published "
-                                 "(only its labels are)")
                 if shown:
                     problems[f"object:{outcome.origin}"] = _joined(outcome.origin, shown)
         self._loaded = seen

@@ -16,6 +16,13 @@ NAME`, NFD's `-instance`): instance NAME keeps its ledger in `nodefeatures.dev/l
 (the default instance keeps the names above). Each reconciles only against its own
 ledger; a key another instance's ledger lists is that instance's, and is left alone.
 A named instance writes its ledger even when it owns nothing: `{}` says the agent runs.
+
+The rule outputs beyond labels (NodeFeatureRule `annotations`, `taints`,
+`extendedResources`) are planned by the same rules, one kind at a time (`plan(kind=)`),
+each with a ledger of its own in the same form: `nodefeatures.dev/annotations`,
+`nodefeatures.dev/taints` (a taint's key there is `<key>:<effect>`, as a Node holds one
+taint per pair) and `nodefeatures.dev/extended-resources`, `-NAME` for an instance.
+cluster/outputs.py reads those kinds off the Node and turns their plans into writes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nodefeatures.discovery.config import Budget
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, key_error
+from nodefeatures.discovery.namespaces import EXTENDED_RESOURCES, LABELS, TAINTS
+from nodefeatures.discovery.rules.model import TAINT_EFFECTS
 
 if TYPE_CHECKING:
     from nodefeatures.discovery.run import Discovery
@@ -42,6 +51,15 @@ MERGE_PATCH = "application/merge-patch+json"
 # deploy/base/admission-policy.yaml enforces the same number.
 LEDGER_MAX_BYTES = 65536
 INSTANCE_LEDGER_PREFIX = LEDGER_ANNOTATION + "-"
+# The ledgers of the rule outputs beyond labels, by kind; `-NAME` for an instance.
+OUTPUT_LEDGERS = {"annotations": "nodefeatures.dev/annotations",
+                  TAINTS: "nodefeatures.dev/taints",
+                  EXTENDED_RESOURCES: "nodefeatures.dev/extended-resources"}
+# Each output ledger's bound; deploy/base/admission-policy.yaml enforces it too.
+OUTPUT_LEDGER_MAX_BYTES = 16384
+# What one object may publish of one output kind in one pass: an annotation value may
+# hold 1024 characters, and all of a Node's annotations 256 KiB.
+OUTPUT_BUDGET = Budget(labels=64, bytes=32768)
 # An instance name becomes part of an annotation name: a DNS label, short enough that
 # `nodefeatures.dev/labels-NAME`'s name part stays within 63 characters.
 INSTANCE_MAX = 40
@@ -110,23 +128,39 @@ def check_instance(instance: str) -> str | None:
     return None
 
 
-def ledger_annotation(instance: str = "") -> str:
-    """The annotation that holds `instance`'s ledger."""
-    return INSTANCE_LEDGER_PREFIX + instance if instance else LEDGER_ANNOTATION
+def ledger_annotation(instance: str = "", kind: str = LABELS) -> str:
+    """The annotation that holds `instance`'s ledger of `kind`."""
+    base = LEDGER_ANNOTATION if kind == LABELS else OUTPUT_LEDGERS[kind]
+    return f"{base}-{instance}" if instance else base
 
 
-def other_instances(annotations: Mapping[str, str] | None, instance: str) -> dict[str, str]:
+def ledger_max_bytes(kind: str) -> int:
+    return LEDGER_MAX_BYTES if kind == LABELS else OUTPUT_LEDGER_MAX_BYTES
+
+
+def other_instances(annotations: Mapping[str, str] | None, instance: str,
+                    kind: str = LABELS) -> dict[str, str]:
     """{key: instance} of the keys the ledgers of instances other than `instance` list."""
     annotations = annotations or {}
-    names = [name[len(INSTANCE_LEDGER_PREFIX):] for name in annotations
-             if name.startswith(INSTANCE_LEDGER_PREFIX)]
+    prefix = ledger_annotation("", kind) + "-"
+    names = [name[len(prefix):] for name in annotations if name.startswith(prefix)]
     if instance:
         names.append("")
     held: dict[str, str] = {}
     for name in sorted(n for n in names if n != instance and check_instance(n) is None):
-        for key in Ledger.parse(annotations, name).owners:
+        for key in Ledger.parse(annotations, name, kind).owners:
             held.setdefault(key, name or "default")
     return held
+
+
+def item_error(kind: str, key: str) -> str | None:
+    """Why `key` cannot be an item of `kind` in a ledger, or None when it can."""
+    if kind != TAINTS:
+        return key_error(key)
+    name, colon, effect = key.rpartition(":")
+    if not colon or effect not in TAINT_EFFECTS:
+        return f"not <key>:<effect> with an effect of {', '.join(TAINT_EFFECTS)}"
+    return key_error(name)
 
 
 def missing_instance(labels: Mapping[str, str] | None, annotations: Mapping[str, str] | None,
@@ -164,18 +198,36 @@ class Scope:
 
     prefixes: tuple[str, ...] = DEFAULT_MANAGED_PREFIXES
     namespaces: Namespaces | None = None
+    kind: str = LABELS  # what the keys are: labels, or one of the rule OUTPUTS
 
     def allows(self, key: str) -> bool:
         if self.prefixes and not any(key.startswith(p) for p in self.prefixes):
             return False
-        return self.namespaces is None or self.namespaces.allows(key)
+        if self.namespaces is None:
+            return True
+        return (self.namespaces.allows(key) if self.kind == LABELS
+                else self.namespaces.allows(key, self.kind))  # type: ignore[call-arg]
+
+    def of(self, kind: str) -> Scope:
+        """This scope, for keys of `kind`."""
+        return replace(self, kind=kind)
+
+    def enabled(self, kind: str) -> bool | None:
+        """Whether the setting switches `kind` on; None when no setting is in force (then
+        no output beyond labels is planned at all: nothing says what they may be)."""
+        if kind == LABELS:
+            return True
+        check = getattr(self.namespaces, "enabled", None)
+        return None if check is None else bool(check(kind))
 
     def why_not(self, key: str) -> str:
         """Why `key` is out of scope, as the start of a sentence."""
         if self.prefixes and not any(key.startswith(p) for p in self.prefixes):
             return "outside the managed prefixes"
         refusal = getattr(self.namespaces, "refusal", None)
-        why = refusal(key) if refusal is not None else None
+        why = None
+        if refusal is not None:
+            why = refusal(key) if self.kind == LABELS else refusal(key, self.kind)
         return f"outside the allowed label namespaces ({why})" if why else \
             "outside the allowed label namespaces"
 
@@ -213,6 +265,11 @@ class SourceReport:
     # Ran to completion without an error: a label it no longer reports is really gone.
     trusted: bool
     problem: str = ""  # why it is not trusted
+    # Its rule outputs beyond labels, {kind: {key: value}} (NodeFeatureRule objects only).
+    outputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def items(self, kind: str = LABELS) -> Mapping[str, str]:
+        return self.labels if kind == LABELS else self.outputs.get(kind, {})
 
 
 @dataclass(frozen=True)
@@ -268,38 +325,41 @@ class Ledger:
 
     owners: Mapping[str, str | None] = field(default_factory=dict)  # None: not recorded
     instance: str = ""  # whose ledger: "" is the default instance
+    kind: str = LABELS  # of what: labels, or one of the rule OUTPUTS
 
     @classmethod
-    def parse(cls, annotations: Mapping[str, str] | None, instance: str = "") -> Ledger:
+    def parse(cls, annotations: Mapping[str, str] | None, instance: str = "",
+              kind: str = LABELS) -> Ledger:
         """Read the ledger annotations; malformed parts are ignored, never fatal."""
-        return cls.read(annotations, instance)[0]
+        return cls.read(annotations, instance, kind)[0]
 
     @classmethod
-    def read(cls, annotations: Mapping[str, str] | None,
-             instance: str = "") -> tuple[Ledger, str | None]:
+    def read(cls, annotations: Mapping[str, str] | None, instance: str = "",
+             kind: str = LABELS) -> tuple[Ledger, str | None]:
         """The ledger, and what was wrong with it (None: absent or well-formed)."""
-        ledger, problem = cls._read(annotations or {}, instance)
-        return (replace(ledger, instance=instance) if instance else ledger), problem
+        ledger, problem = cls._read(annotations or {}, instance, kind)
+        return replace(ledger, instance=instance, kind=kind), problem
 
     @classmethod
-    def _read(cls, annotations: Mapping[str, str],
-              instance: str) -> tuple[Ledger, str | None]:
-        name = ledger_annotation(instance)
+    def _read(cls, annotations: Mapping[str, str], instance: str,
+              kind: str) -> tuple[Ledger, str | None]:
+        name = ledger_annotation(instance, kind)
         text = annotations.get(name)
+        legacy = not instance and kind == LABELS
         if text is None:
-            if not instance and SOURCES_ANNOTATION in annotations:
+            if legacy and SOURCES_ANNOTATION in annotations:
                 return cls({}), f"{SOURCES_ANNOTATION} without {LEDGER_ANNOTATION}"
             return cls({}), None
         if not isinstance(text, str):
             return cls({}), "not a string"
         if text.lstrip().startswith("{"):
-            return cls._read_json(text)
-        if instance:  # the comma-joined form predates instances
+            return cls._read_json(text, kind)
+        if not legacy:  # the comma-joined form predates instances and outputs
             return cls({}), "not a JSON object"
         return cls._read_key_list(text, annotations.get(SOURCES_ANNOTATION) or "")
 
     @classmethod
-    def _read_json(cls, text: str) -> tuple[Ledger, str | None]:
+    def _read_json(cls, text: str, kind: str = LABELS) -> tuple[Ledger, str | None]:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError):
@@ -319,7 +379,7 @@ class Ledger:
                     continue
                 for name in names:
                     key = prefix + name if isinstance(name, str) else ""
-                    if not key or key_error(key) is not None:
+                    if not key or item_error(kind, key) is not None:
                         bad += 1
                         continue
                     owners[key] = None if source == _UNATTRIBUTED else source
@@ -347,13 +407,14 @@ class Ledger:
 
     @property
     def annotation(self) -> str:
-        return ledger_annotation(self.instance)
+        return ledger_annotation(self.instance, self.kind)
 
     @cached_property
     def _encoded(self) -> dict[str, str]:
         if not self.owners:
-            # A named instance's empty ledger still says "this agent runs here".
-            return {self.annotation: "{}"} if self.instance else {}
+            # A named instance's empty ledger still says "this agent runs here"; its
+            # labels' ledger says it, so the others go when empty.
+            return {self.annotation: "{}"} if self.instance and self.kind == LABELS else {}
         groups: dict[str, dict[str, list[str]]] = {}
         for key, source in self.owners.items():
             prefix = _group_prefix(source, key)
@@ -372,7 +433,8 @@ class Ledger:
         current = current or {}
         wanted = self.encode()
         patch: dict[str, str | None] = {}
-        names = (self.annotation,) if self.instance else (LEDGER_ANNOTATION, SOURCES_ANNOTATION)
+        names = ((LEDGER_ANNOTATION, SOURCES_ANNOTATION) if not self.instance
+                 and self.kind == LABELS else (self.annotation,))
         for name in names:
             if wanted.get(name) != current.get(name):
                 patch[name] = wanted.get(name)
@@ -419,10 +481,27 @@ class Plan:
     # budget), "ledger" (a damaged ledger), "ledger-restored" (ownership taken back from
     # what this agent wrote), "ledger-full" (no room left in the ledger).
     problems: dict[str, str] = field(default_factory=dict)
+    kind: str = LABELS  # of a plan for one kind: `labels` holds that kind's items
+    # The plans of the rule outputs beyond labels, by kind (cluster/outputs.py): only on
+    # the plan of labels, and only for kinds a setting decides.
+    outputs: dict[str, Plan] = field(default_factory=dict)
+    # Of a plan of taints: the Node's whole spec.taints after it, when it changes them.
+    taints: list[dict[str, str]] | None = None
 
     @property
     def needs_write(self) -> bool:
-        return bool(self.labels or self.annotations)
+        return self.patch(None) is not None or self.status_patch(None) is not None
+
+    def every_change(self) -> list[tuple[str, Change]]:
+        """(kind, change) of this plan and of its outputs'."""
+        return [(self.kind, c) for c in self.changes] + [
+            (kind, c) for kind, sub in sorted(self.outputs.items()) for c in sub.changes]
+
+    def all_problems(self) -> dict[str, str]:
+        merged = dict(self.problems)
+        for sub in self.outputs.values():
+            merged.update(sub.problems)
+        return merged
 
     def by_action(self, *actions: str) -> list[Change]:
         return [c for c in self.changes if c.action in actions]
@@ -442,16 +521,47 @@ class Plan:
         With a resourceVersion the server rejects the patch with 409 if the Node changed
         since it was read, so a decision is never applied to a state it was not made on.
         """
-        if not self.needs_write:
+        annotations = dict(self.annotations)
+        spec: dict[str, Any] = {}
+        for kind, sub in self.outputs.items():
+            if kind == EXTENDED_RESOURCES:
+                continue  # the status subresource's: status_patch
+            annotations.update(sub.annotations)
+            if kind == TAINTS:
+                if sub.labels and sub.taints is not None:
+                    spec["taints"] = sub.taints
+            else:
+                annotations.update(sub.labels)
+        if not (self.labels or annotations or spec):
             return None
         metadata: dict[str, Any] = {}
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
         if self.labels:
             metadata["labels"] = dict(sorted(self.labels.items()))
-        if self.annotations:
-            metadata["annotations"] = dict(sorted(self.annotations.items()))
-        return {"metadata": metadata}
+        if annotations:
+            metadata["annotations"] = dict(sorted(annotations.items()))
+        body: dict[str, Any] = {"metadata": metadata}
+        if spec:
+            body["spec"] = spec
+        return body
+
+    def status_patch(self, resource_version: str | None) -> dict[str, Any] | None:
+        """The merge patch of the Node's status subresource that the extended resources
+        need, with their ledger in the same request, or None."""
+        sub = self.outputs.get(EXTENDED_RESOURCES)
+        if sub is None or not (sub.labels or sub.annotations):
+            return None
+        metadata: dict[str, Any] = {}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        if sub.annotations:
+            metadata["annotations"] = dict(sorted(sub.annotations.items()))
+        body: dict[str, Any] = {"metadata": metadata}
+        if sub.labels:
+            resources = dict(sorted(sub.labels.items()))
+            body["status"] = {"capacity": resources, "allocatable": dict(resources)}
+        return body
 
 
 def plan(
@@ -464,6 +574,7 @@ def plan(
     *,
     instance: str = "",
     expect: str | None = None,
+    kind: str = LABELS,
 ) -> Plan:
     """Decide what to change on a Node with these labels and annotations.
 
@@ -495,28 +606,47 @@ def plan(
     `written` is what this agent itself last left on the Node ({key: (value, source)});
     owned labels the ledger no longer lists but that still hold that value are taken
     back (another writer deleted or mangled the ledger).
+
+    With `kind` other than labels, `labels` is the Node's items of that kind and the
+    plan is of those alone (cluster/outputs.py's plan_node adds them to a plan of labels).
     """
+    return _plan(evidence, labels, annotations, prefixes, take_over, written,
+                 instance=instance, expect=expect, kind=kind)
+
+
+def _plan(
+    evidence: Evidence,
+    labels: Mapping[str, str] | None,
+    annotations: Mapping[str, str] | None,
+    prefixes: Iterable[str] | Scope,
+    take_over: bool,
+    written: Mapping[str, tuple[str, str | None]] | None,
+    *,
+    instance: str,
+    expect: str | None,
+    kind: str,
+) -> Plan:
     labels = labels or {}
-    prefixes = scope_of(prefixes)
-    problems: dict[str, str] = dict(evidence.problems)
-    ledger = _ledger_of(annotations, labels, written or {}, problems, instance)
-    others = other_instances(annotations, instance)
-    if expect is not None and expect != instance:
+    prefixes = scope_of(prefixes).of(kind)
+    problems: dict[str, str] = dict(evidence.problems) if kind == LABELS else {}
+    ledger = _ledger_of(annotations, labels, written or {}, problems, instance, kind)
+    others = other_instances(annotations, instance, kind)
+    if expect is not None and expect != instance and kind == LABELS:
         missing = missing_instance(labels, annotations, expect)
         if missing is not None:
             problems[f"instance-missing:{expect}"] = missing
-    frozen = paused_sources(labels)
+    frozen = paused_sources(labels) if kind == LABELS else {}
     if frozen:
         # What a paused source reported before the pause is not used either, and no key
         # whose source is not recorded may go: it could be the paused source's.
         evidence = replace(evidence, complete=False, reports=tuple(
             r for r in evidence.reports if r.name not in frozen))
-    reports, dropped = _within_budget(evidence, ledger, labels, problems)
+    reports, dropped = _within_budget(evidence, ledger, labels, problems, kind)
     rank = {report.name: i for i, report in enumerate(reports)}
     by_name = {report.name: report for report in reports}
     desired: dict[str, tuple[str, str]] = {}
     for report in reports:
-        for key, value in report.labels.items():
+        for key, value in report.items(kind).items():
             desired[key] = (value, report.name)
     owners: dict[str, str | None] = {}
     changes: list[Change] = []
@@ -604,17 +734,17 @@ def plan(
         else:
             record(Change(key, REMOVE, now, None, owner, why))
 
-    after = Ledger(dict(sorted(owners.items())), instance)
-    if after.size() > LEDGER_MAX_BYTES:
+    after = Ledger(dict(sorted(owners.items())), instance, kind)
+    if after.size() > ledger_max_bytes(kind):
         after = _fit(after, ledger, rank, labels, changes, patch, problems)
-    return Plan(changes, patch, after.annotation_patch(annotations), after, problems)
+    return Plan(changes, patch, after.annotation_patch(annotations), after, problems, kind)
 
 
 def _ledger_of(annotations: Mapping[str, str] | None, labels: Mapping[str, str],
                written: Mapping[str, tuple[str, str | None]],
-               problems: dict[str, str], instance: str = "") -> Ledger:
+               problems: dict[str, str], instance: str = "", kind: str = LABELS) -> Ledger:
     """The Node's ledger, with what another writer took out of it put back from `written`."""
-    ledger, damage = Ledger.read(annotations, instance)
+    ledger, damage = Ledger.read(annotations, instance, kind)
     name = ledger.annotation
     lost = {key: owner for key, (value, owner) in written.items()
             if key not in ledger.owners and labels.get(key) == value}
@@ -622,21 +752,30 @@ def _ledger_of(annotations: Mapping[str, str] | None, labels: Mapping[str, str],
         if damage is None:
             damage = ("missing" if name not in (annotations or {})
                       else f"{len(lost)} of our labels missing from it")
-        problems["ledger-restored"] = (
+        problems["ledger-restored" + _suffix(kind)] = (
             f"another writer deleted or changed the ledger annotation {name} "
-            f"({damage}): ownership of {len(lost)} labels restored from what this agent "
-            "wrote")
-        return Ledger({**ledger.owners, **lost}, instance)
+            f"({damage}): ownership of {len(lost)} {_noun(kind)} restored from what this "
+            "agent wrote")
+        return Ledger({**ledger.owners, **lost}, instance, kind)
     if damage is not None:
-        problems["ledger"] = (
+        problems["ledger" + _suffix(kind)] = (
             f"the ledger annotation {name} is damaged ({damage}): labels it "
             "does not list are not known to be ours and are left as they are; "
             "'nodefeatures apply --take-over' adopts the ones discovery reports")
     return ledger
 
 
+def _suffix(kind: str) -> str:
+    return "" if kind == LABELS else f":{kind}"
+
+
+def _noun(kind: str) -> str:
+    return {LABELS: "labels", TAINTS: "taints", EXTENDED_RESOURCES: "extended resources"
+            }.get(kind, kind)
+
+
 def _within_budget(evidence: Evidence, ledger: Ledger, labels: Mapping[str, str],
-                   problems: dict[str, str]
+                   problems: dict[str, str], kind: str = LABELS
                    ) -> tuple[tuple[SourceReport, ...], dict[str, tuple[str, str, str]]]:
     """Each source cut to its budget, and what was cut: {key: (value, source, why)}.
 
@@ -645,11 +784,12 @@ def _within_budget(evidence: Evidence, ledger: Ledger, labels: Mapping[str, str]
     in the order too: a transient read error then moves the cut neither way, and a clean
     pass and a failed one publish the same labels.
     """
-    budget = evidence.budget
+    budget = evidence.budget if kind == LABELS else OUTPUT_BUDGET
     reports: list[SourceReport] = []
     dropped: dict[str, tuple[str, str, str]] = {}
     for report in evidence.reports:
-        candidates = dict(report.labels)
+        given = report.items(kind)
+        candidates = dict(given)
         if not report.trusted:
             for key, owner in ledger.owners.items():
                 if owner == report.name and key not in candidates and key in labels:
@@ -659,9 +799,11 @@ def _within_budget(evidence: Evidence, ledger: Ledger, labels: Mapping[str, str]
         if len(candidates) <= budget.labels and total <= budget.bytes:
             reports.append(report)
             continue
-        why = (f"over the budget of source {report.name} ({budget.labels} labels, "
-               f"{budget.bytes} bytes; core.maxLabelsPerSource, core.maxLabelBytesPerSource)"
-               ": not published")
+        noun = _noun(kind)
+        knobs = ("core.maxLabelsPerSource and core.maxLabelBytesPerSource raise the budget"
+                 if kind == LABELS else "a bound of the agent's, for each object and kind")
+        why = (f"over the budget of source {report.name} ({budget.labels} {noun}, "
+               f"{budget.bytes} bytes; {knobs}): not published")
         kept: dict[str, str] = {}
         cut: list[str] = []
         count = used = 0
@@ -669,28 +811,31 @@ def _within_budget(evidence: Evidence, ledger: Ledger, labels: Mapping[str, str]
             if not cut and count < budget.labels and used + costs[key] <= budget.bytes:
                 count += 1
                 used += costs[key]
-                if key in report.labels:
-                    kept[key] = report.labels[key]
+                if key in given:
+                    kept[key] = given[key]
                 continue
             cut.append(key)  # from the first key that does not fit on, nothing is kept
-            if key in report.labels:
-                dropped[key] = (report.labels[key], report.name, why)
-        cut = [k for k in cut if k in report.labels]
-        problems[f"budget:{report.name}"] = (
-            f"source {report.name} reported {len(report.labels)} labels ({total} bytes), "
-            f"over its budget of {budget.labels} labels and {budget.bytes} bytes: "
-            f"{len(cut)} labels not published, from {cut[0] if cut else '-'} on "
-            "(core.maxLabelsPerSource and core.maxLabelBytesPerSource raise the budget)")
-        reports.append(SourceReport(report.name, kept, report.trusted, report.problem))
+            if key in given:
+                dropped[key] = (given[key], report.name, why)
+        cut = [k for k in cut if k in given]
+        problems[f"budget:{report.name}{_suffix(kind)}"] = (
+            f"source {report.name} reported {len(given)} {noun} ({total} bytes), "
+            f"over its budget of {budget.labels} {noun} and {budget.bytes} bytes: "
+            f"{len(cut)} {noun} not published, from {cut[0] if cut else '-'} on ({knobs})")
+        if kind == LABELS:
+            reports.append(replace(report, labels=kept))
+        else:
+            reports.append(replace(report, outputs={**report.outputs, kind: kept}))
     return tuple(reports), dropped
 
 
 def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], labels: Mapping[str, str],
          changes: list[Change], patch: dict[str, str | None],
          problems: dict[str, str]) -> Ledger:
-    """Cut the ledger to LEDGER_MAX_BYTES: keys owned already first, then new ones by
+    """Cut the ledger to its bound (ledger_max_bytes): keys owned already first, then new ones by
     source priority (the order the sources ran in) and name. A new key that does not fit
     is not published; an owned one is no longer tracked and its label is left alone."""
+    bound = ledger_max_bytes(after.kind)
     order = sorted(after.owners, key=lambda k: (
         k not in before.owners, rank.get(after.owners[k] or "", len(rank)), k))
     seen: set[tuple[str | None, str]] = set()
@@ -706,18 +851,18 @@ def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], labels: Mapping
         if (source, prefix) not in seen:
             seen.add((source, prefix))
             cost += len(json.dumps(prefix)) + 4
-        if used + cost > LEDGER_MAX_BYTES:
+        if used + cost > bound:
             break
         used += cost
         keep += 1
     while True:
         fitted = Ledger(dict(sorted((k, after.owners[k]) for k in order[:keep])),
-                        after.instance)
-        if fitted.size() <= LEDGER_MAX_BYTES:
+                        after.instance, after.kind)
+        if fitted.size() <= bound:
             break
         keep -= max(1, keep // 100)
     evicted = set(order[keep:])
-    why = f"no room left in the ledger ({LEDGER_MAX_BYTES} bytes)"
+    why = f"no room left in the ledger ({bound} bytes)"
     unexplained = set(evicted)
     for i, change in enumerate(changes):
         if change.key not in evicted:
@@ -734,8 +879,9 @@ def _fit(after: Ledger, before: Ledger, rank: Mapping[str, int], labels: Mapping
         now = labels.get(key)
         changes.append(Change(key, RELEASE, now, now, after.owners[key],
                               f"{why}: no longer tracked, label left"))
-    problems["ledger-full"] = (
-        f"the ledger would exceed {LEDGER_MAX_BYTES} bytes: {len(evicted)} labels not "
+    problems["ledger-full" + _suffix(after.kind)] = (
+        f"the ledger {after.annotation} would exceed {bound} bytes: {len(evicted)} "
+        f"{_noun(after.kind)} not "
         "published or no longer tracked; lower core.maxLabelsPerSource or "
         "core.maxLabelBytesPerSource")
     return fitted
@@ -768,7 +914,7 @@ def prune_plan(
     """Remove owned labels (all, or only those of `sources`) and their ledger entries.
 
     Like every plan it touches only managed keys of `instance`'s ledger; the ledger is
-    deleted when emptied.
+    deleted when emptied (cluster/outputs.py's prune_node prunes the rule outputs too).
     """
     labels = labels or {}
     prefixes = scope_of(prefixes)
@@ -815,26 +961,43 @@ def describe(plan_: Plan, node: str, resource_version: str | None,
     """`diff` output: one line per key that matters, the reason, and the exact patch."""
     import json
 
-    writes = [c for c in plan_.changes if c.action in (ADD, CHANGE, REMOVE, ADOPT)]
+    every = plan_.every_change()
+    writes = [c for _, c in every if c.action in (ADD, CHANGE, REMOVE, ADOPT)]
     counts = {a: sum(1 for c in writes if c.action == a) for a in (ADD, CHANGE, REMOVE, ADOPT)}
     summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n) or "no label changes"
-    lines = [f"node {node} (resourceVersion {resource_version}): {summary}; "
-             f"{len(plan_.ledger.owners)} labels owned after this"]
-    lines += [f"  warning: {message}" for _, message in sorted(plan_.problems.items())]
-    width = max((len(_shown(c)) for c in plan_.changes), default=0)
-    for change in plan_.changes:
+    owned = f"{len(plan_.ledger.owners)} labels owned after this"
+    for kind, sub in sorted(plan_.outputs.items()):
+        owned += f", {len(sub.ledger.owners)} {_noun(kind)}"
+    lines = [f"node {node} (resourceVersion {resource_version}): {summary}; {owned}"]
+    lines += [f"  warning: {message}" for _, message in sorted(plan_.all_problems().items())]
+    width = max((len(_shown(c, kind)) for kind, c in every), default=0)
+    for kind, change in every:
         owner = f"[{change.source}] " if change.source else ""
-        lines.append(f"  {change.action:8}  {_shown(change).ljust(width)}  "
+        lines.append(f"  {change.action:8}  {_shown(change, kind).ljust(width)}  "
                      f"{owner}{change.reason}")
-    if body is None:
+    status = plan_.status_patch(None)
+    if body is None and status is None:
         lines.append("nothing to send: the node already matches")
-    else:
+    if body is not None:
         lines.append(f"patch ({MERGE_PATCH}):")
         lines.append(json.dumps(body, indent=2))
+    if status is not None:
+        lines.append("patch of the status subresource "
+                     "(application/strategic-merge-patch+json):")
+        lines.append(json.dumps(status, indent=2))
     return "\n".join(lines)
 
 
-def _shown(change: Change) -> str:
+def _shown(change: Change, kind: str = LABELS) -> str:
+    text = _shown_item(change)
+    return text if kind == LABELS else f"{_KIND_NAMES.get(kind, kind)} {text}"
+
+
+_KIND_NAMES = {"annotations": "annotation", TAINTS: "taint",
+               EXTENDED_RESOURCES: "extended resource"}
+
+
+def _shown_item(change: Change) -> str:
     if change.action == CHANGE or (change.action == ADOPT and change.old != change.new):
         return f"{change.key}: {change.old} -> {change.new}"
     if change.action in (ADD, ADOPT):

@@ -138,13 +138,85 @@ def test_an_unusable_object_keeps_its_labels_and_others_still_run() -> None:
     assert outcomes[1].ok and outcomes[1].labels == {"feature.node.kubernetes.io/y": "1"}
 
 
-def test_outputs_beyond_labels_are_reported_as_ignored() -> None:
+def test_a_rule_that_does_not_match_gives_no_outputs_but_they_are_known() -> None:
     obj = loaded("a", {"name": "r", "labels": {"y": "1"}, "annotations": {"a.io/n": "v"},
                        "taints": [{"key": "a.io/t", "effect": "NoSchedule"}],
                        "extendedResources": {"a.io/r": "1"}, "matchFeatures": [MISSING]})
     [outcome] = evaluate([obj], features())
-    assert outcome.ignored == ("annotations", "taints", "extendedResources")
-    assert outcome.ok and outcome.labels == {}
+    assert outcome.kinds == ("annotations", "taints", "extendedResources")
+    assert outcome.ok and outcome.labels == {} and outcome.outputs == {}
+
+
+def test_a_matching_rule_gives_its_outputs_checked_and_prefixed_as_nfd_master() -> None:
+    obj = loaded("a", {
+        "name": "r", "matchFeatures": [CPU],
+        "annotations": {"note": "long text, any characters: ok!", "vendor.io/x": "1",
+                        "feature.node.kubernetes.io/note": "twin wins"},
+        "taints": [{"key": "vendor.io/gpu", "value": "", "effect": "NoSchedule"},
+                   {"key": "vendor.io/gpu", "value": "busy", "effect": "NoExecute"}],
+        "extendedResources": {"widgets": "4", "vendor.io/mem": "2Gi",
+                              "vendor.io/text": "@third.party.text"}})
+    [outcome] = evaluate([obj], features("12"))
+    assert outcome.ok, outcome.problems
+    assert outcome.outputs == {
+        "annotations": {"feature.node.kubernetes.io/note": "twin wins", "vendor.io/x": "1"},
+        "taints": {"vendor.io/gpu:NoSchedule": "", "vendor.io/gpu:NoExecute": "busy"},
+        "extendedResources": {"feature.node.kubernetes.io/widgets": "4",
+                              "vendor.io/mem": "2Gi", "vendor.io/text": "12"},
+    }
+    assert outcome.problems == []
+
+
+@pytest.mark.parametrize(("kind", "rule", "expected"), [
+    ("annotations", {"annotations": {"x": "v" * 1025}}, "1025 characters"),
+    ("annotations", {"annotations": {"Bad Key": "v"}}, "annotation"),
+    ("annotations", {"annotations": {"node.kubernetes.io/x": "v"}}, "reserved"),
+    ("annotations", {"annotations": {"profile.node.kubernetes.io/x": "v"}}, "reserved"),
+    ("annotations", {"annotations": {"nodefeatures.dev/labels": "{}"}}, "ledgers"),
+    ("taints", {"taints": [{"key": "no-namespace", "effect": "NoSchedule"}]}, "no namespace"),
+    ("taints", {"taints": [{"key": "a.io/t", "value": "not ok!", "effect": "NoSchedule"}]},
+     "invalid value"),
+    ("taints", {"taints": [{"key": "kubernetes.io/t", "effect": "NoSchedule"}]}, "reserved"),
+    ("extendedResources", {"extendedResources": {"r": "four"}}, "not a quantity"),
+    ("extendedResources", {"extendedResources": {"r": "-1"}}, "not a quantity"),
+    ("extendedResources", {"extendedResources": {"r": "@third.party.none"}}, "no element"),
+    ("extendedResources", {"extendedResources": {"r": "@third.party.text"}}, "not a quantity"),
+    ("extendedResources", {"extendedResources": {"kubernetes.io/r": "1"}}, "reserved"),
+])
+def test_an_output_nfd_master_would_refuse_is_dropped_with_a_problem(
+        kind: str, rule: dict[str, Any], expected: str) -> None:
+    obj = loaded("a", {"name": "r", "labels": {"y": "1"}, **rule})
+    [outcome] = evaluate([obj], features())
+    assert outcome.outputs.get(kind, {}) == {}
+    assert outcome.labels == {"feature.node.kubernetes.io/y": "1"}  # the rest still holds
+    assert outcome.ok  # a dropped item is not a failed rule: nfd-master drops it too
+    assert any(expected in p for p in outcome.problems), outcome.problems
+
+
+def test_sub_namespaces_of_feature_node_kubernetes_io_are_own_for_outputs() -> None:
+    obj = loaded("a", {"name": "r", "annotations": {"gpu.feature.node.kubernetes.io/x": "1"},
+                       "taints": [{"key": "gpu.feature.node.kubernetes.io/t",
+                                   "effect": "PreferNoSchedule"}]})
+    [outcome] = evaluate([obj], features())
+    assert outcome.outputs == {
+        "annotations": {"gpu.feature.node.kubernetes.io/x": "1"},
+        "taints": {"gpu.feature.node.kubernetes.io/t:PreferNoSchedule": ""}}
+
+
+def test_a_later_object_wins_an_output_key_as_it_wins_a_label() -> None:
+    a = loaded("a", {"name": "r", "taints": [{"key": "v.io/t", "value": "a",
+                                              "effect": "NoSchedule"}]})
+    b = loaded("b", {"name": "r", "taints": [{"key": "v.io/t", "value": "b",
+                                              "effect": "NoSchedule"}]})
+    assert cluster.merged(evaluate([a, b], features()), "taints") == {
+        "nodefeaturerule/a": {}, "nodefeaturerule/b": {"v.io/t:NoSchedule": "b"}}
+
+
+def test_an_object_cut_by_the_budget_gives_no_outputs() -> None:
+    rules = [{"name": f"r{i}", "annotations": {"a.io/n": str(i)}} for i in range(50)]
+    obj = loaded("a", *rules)
+    [outcome] = evaluate([obj], features(), EvalBudget(rules=10))
+    assert not outcome.ok and outcome.outputs == {}
 
 
 def test_merged_gives_each_key_to_the_last_object() -> None:

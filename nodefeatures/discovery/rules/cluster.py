@@ -11,6 +11,12 @@ this node as nfd-master's processNodeFeatureRule evaluates them.
   same rule wins); a later rule overrides an earlier one's key, a later object an
   earlier one's (`merged`). Invalid labels and namespaces the setting refuses are dropped
   with a problem.
+- A matching rule's `annotations`, `taints` and `extendedResources` are its outputs
+  beyond labels, checked as nfd-master checks them (`outputs`): annotation and resource
+  names without '/' get `feature.node.kubernetes.io/`, taint keys must have a namespace;
+  an annotation value holds at most 1024 characters, a resource a quantity (or an
+  `@domain.feature.element` reference to one). Whether they are published is the
+  setting's to say, not this module's.
 - A rule that fails to evaluate is skipped (it adds nothing to `rule.matched`), as in
   nfd-master; the other rules still give their labels.
 - An object that reads `rule.matched` after one that did not evaluate cleanly is not
@@ -35,20 +41,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodefeatures.discovery.labels import DEFAULT_PREFIX, Label, checked
-from nodefeatures.discovery.namespaces import DEFAULT, LabelNamespaces, is_subdomain
+from nodefeatures.discovery import quantity
+from nodefeatures.discovery.labels import DEFAULT_PREFIX, Label, checked, key_error, value_error
+from nodefeatures.discovery.namespaces import (
+    ANNOTATIONS,
+    DEFAULT,
+    EXTENDED_RESOURCES,
+    OUTPUTS,
+    TAINTS,
+    LabelNamespaces,
+    is_subdomain,
+)
 from nodefeatures.discovery.rules import engine
 from nodefeatures.discovery.rules.documents import API_VERSION, KIND
-from nodefeatures.discovery.rules.engine import RULE_MATCHED
+from nodefeatures.discovery.rules.engine import RULE_MATCHED, backreference
 from nodefeatures.discovery.rules.features import FeatureSet
 from nodefeatures.discovery.rules.model import Rule, kind_of, parse_rule
-from nodefeatures.discovery.text import quote
+from nodefeatures.discovery.text import excerpt, quote
 
 MAX_RULES = 10_000  # per object: more is refused unparsed (a pass evaluates 5,000)
 MAX_PROBLEMS = 20  # per object and pass, then a count
 LOAD_SECONDS = 1.0  # CPU time to parse one object version (compiling regexps dominates)
-IGNORED = (("annotations", "annotations"), ("taints", "taints"),
-           ("extended_resources", "extendedResources"))
+MAX_ANNOTATION_VALUE = 1024  # nfd-master's FeatureAnnotationValueSizeLimit
+_RULE_FIELD = {ANNOTATIONS: "annotations", TAINTS: "taints",
+               EXTENDED_RESOURCES: "extended_resources"}
 
 
 @dataclass(frozen=True)
@@ -86,8 +102,16 @@ class ObjectOutcome:
     labels: dict[str, str] = field(default_factory=dict)  # full keys, valid, allowed
     ok: bool = True
     problems: list[str] = field(default_factory=list)
-    ignored: tuple[str, ...] = ()  # outputs its rules have that are not published
+    # The kinds of OUTPUTS its rules have, whether or not they matched.
+    kinds: tuple[str, ...] = ()
+    # {kind: {key: value}} of its matching rules, valid and in a namespace the fixed
+    # rules allow. A taint's key is `<key>:<effect>` (a Node holds one taint per pair).
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     seconds: float = field(default=0.0, compare=False)  # CPU time spent on it
+
+    def items(self, kind: str) -> dict[str, str]:
+        """What it gives of `kind` ("labels" or one of OUTPUTS)."""
+        return self.labels if kind == "labels" else self.outputs.get(kind, {})
 
 
 def load(obj: Mapping[str, Any]) -> RuleObject:
@@ -157,7 +181,7 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
     failed: list[str] = []  # origins of the objects before that were not evaluated cleanly
     try:
         for index, obj in enumerate(ordered):
-            outcome = ObjectOutcome(obj.name, obj.origin, ignored=_ignored(obj.rules))
+            outcome = ObjectOutcome(obj.name, obj.origin, kinds=_kinds(obj.rules))
             outcomes.append(outcome)
             if not obj.usable:
                 outcome.ok = False
@@ -184,6 +208,7 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
             if done < len(obj.rules):
                 features.replace_attributes(RULE_MATCHED, before)
                 outcome.labels.clear()
+                outcome.outputs.clear()
                 outcome.ok = False
                 outcome.problems.append(
                     f"not evaluated: over the per-pass budget (its {len(obj.rules)} rules; "
@@ -204,16 +229,17 @@ def evaluate(objects: Sequence[RuleObject], features: FeatureSet,
     return outcomes
 
 
-def merged(outcomes: Iterable[ObjectOutcome]) -> dict[str, dict[str, str]]:
-    """origin -> the labels it wins: a later object wins a key, as in nfd-master."""
+def merged(outcomes: Iterable[ObjectOutcome], kind: str = "labels"
+           ) -> dict[str, dict[str, str]]:
+    """origin -> the `kind` items it wins: a later object wins a key, as in nfd-master."""
     given = list(outcomes)
     winners: dict[str, str] = {}
     for outcome in given:
-        for key in outcome.labels:
+        for key in outcome.items(kind):
             winners[key] = outcome.origin
     result: dict[str, dict[str, str]] = {o.origin: {} for o in given}
     for outcome in given:
-        for key, value in outcome.labels.items():
+        for key, value in outcome.items(kind).items():
             if winners[key] == outcome.origin:
                 result[outcome.origin][key] = value
     return result
@@ -244,6 +270,10 @@ def _run(obj: RuleObject, features: FeatureSet, outcome: ObjectOutcome,
                                             f"dropped: {why}")
                 outcome.labels.update(_qualified(rule, result.labels, namespaces,
                                                  outcome.problems))
+                if result.matched:
+                    for kind, items in outputs(rule, features, namespaces,
+                                               outcome.problems).items():
+                        outcome.outputs.setdefault(kind, {}).update(items)
             # Stop before a rule as costly as the costliest so far would go over.
             if done < len(obj.rules) and time.thread_time() - started + slowest > cap:
                 break
@@ -282,10 +312,61 @@ def _reads_matched(rules: Iterable[Rule]) -> bool:
                for terms in (rule.match_features, *rule.match_any) for term in terms)
 
 
-def _ignored(rules: Iterable[Rule]) -> tuple[str, ...]:
+def outputs(rule: Rule, features: FeatureSet, namespaces: LabelNamespaces,
+            problems: list[str]) -> dict[str, dict[str, str]]:
+    """A matching rule's annotations, taints and extended resources ({kind: {key: value}}),
+    each checked as nfd-master checks it; what fails is dropped with a problem."""
+    found: dict[str, dict[str, str]] = {}
+    named = f"rule {quote(rule.name)}"
+
+    def keep(kind: str, key: str, value: str, shown: str) -> None:
+        refusal = namespaces.refusal(key, kind)
+        if refusal is not None:
+            problems.append(f"{named}: dropped {shown}: {refusal}")
+        else:
+            found.setdefault(kind, {})[key] = value
+
+    for kind, given in ((ANNOTATIONS, rule.annotations),
+                        (EXTENDED_RESOURCES, rule.extended_resources)):
+        noun = "annotation" if kind == ANNOTATIONS else "extended resource"
+        for key, value in given.items():
+            full = key if "/" in key else f"{DEFAULT_PREFIX}/{key}"
+            if full != key and full in given:
+                continue  # the prefixed twin wins, as for labels
+            shown = f"{noun} {quote(excerpt(full))}"
+            problem = key_error(full)
+            if problem is None and kind == ANNOTATIONS and len(value) > MAX_ANNOTATION_VALUE:
+                problem = (f"its value has {len(value)} characters, more than the "
+                           f"{MAX_ANNOTATION_VALUE} allowed")
+            if problem is None and kind == EXTENDED_RESOURCES:
+                if value.startswith("@"):
+                    value, problem = backreference(value, features)
+                if problem is None:
+                    amount = quantity.parse(value)
+                    if amount is None or amount < 0:
+                        problem = (f"{quote(excerpt(value))} is not a quantity of zero "
+                                   "or more (e.g. 4, 500m, 2Gi)")
+            if problem is not None:
+                problems.append(f"{named}: dropped {shown}: {problem}")
+                continue
+            keep(kind, full, value, shown)
+    for taint in rule.taints:
+        shown = f"taint {quote(excerpt(taint.key))}={excerpt(taint.value)}:{taint.effect}"
+        problem = ("its key has no namespace (NFD's taints are always namespaced)"
+                   if "/" not in taint.key else key_error(taint.key))
+        if problem is None and value_error(taint.value) is not None:
+            problem = f"invalid value ({value_error(taint.value)})"
+        if problem is not None:
+            problems.append(f"{named}: dropped {shown}: {problem}")
+            continue
+        keep(TAINTS, f"{taint.key}:{taint.effect}", taint.value, shown)
+    return found
+
+
+def _kinds(rules: Iterable[Rule]) -> tuple[str, ...]:
     rules = list(rules)
-    return tuple(shown for attribute, shown in IGNORED
-                 if any(getattr(rule, attribute) for rule in rules))
+    return tuple(kind for kind in OUTPUTS
+                 if any(getattr(rule, _RULE_FIELD[kind]) for rule in rules))
 
 
 def _capped(problems: list[str]) -> list[str]:
