@@ -175,11 +175,11 @@ def test(host: HostChoice, fixture: str | None, fmt: str, from_cluster: bool,
         click.echo(json.dumps({
             "target": target,
             "ok": not failed,
-            "rules": [outcome_data(o) for o in outcomes],
+            "rules": [outcome_data(o, features) for o in outcomes],
             "problems": [problem_data(path, p) for path, p in problems],
         }, indent=2))
     else:
-        click.echo(test_text(target, len(before), outcomes, problems))
+        click.echo(test_text(target, len(before), outcomes, problems, features))
     if failed:
         raise SystemExit(1)
 
@@ -240,7 +240,20 @@ def published(outcome: Outcome) -> tuple[dict[str, str], dict[str, str]]:
     return labels, dropped
 
 
-def outcome_data(outcome: Outcome) -> dict[str, Any]:
+def beyond_labels(outcome: Outcome, features: Any) -> tuple[dict[str, dict[str, str]],
+                                                             list[str]]:
+    """A matched rule's annotations, taints and extended resources as nfd-master checks
+    them, and what it would drop; only NodeFeatureRule objects publish them, each kind
+    when the label namespaces setting switches it on."""
+    from nodefeatures.discovery.namespaces import LabelNamespaces
+    from nodefeatures.discovery.rules.cluster import outputs
+
+    dropped: list[str] = []
+    found = outputs(outcome.rule, features, LabelNamespaces((), ()), dropped)
+    return found, dropped
+
+
+def outcome_data(outcome: Outcome, features: Any = None) -> dict[str, Any]:
     from nodefeatures.discovery.rules import engine
 
     rule = outcome.rule
@@ -259,6 +272,11 @@ def outcome_data(outcome: Outcome) -> dict[str, Any]:
         data["labels"] = labels
         data["vars"] = dict(outcome.vars)
         data["dropped"] = dropped
+        if features is not None:
+            found, refused = beyond_labels(outcome, features)
+            if found or refused:
+                data["outputs"] = found
+                data["outputsDropped"] = refused
         data["elements"] = [{"feature": f, "element": text, "count": times}
                             for f, text, times in engine.matched_elements(outcome)]
     else:
@@ -269,7 +287,7 @@ def outcome_data(outcome: Outcome) -> dict[str, Any]:
 
 
 def test_text(target: str, before: int, outcomes: list[Outcome],
-              problems: list[tuple[str, Located]]) -> str:
+              problems: list[tuple[str, Located]], features: Any = None) -> str:
     from nodefeatures.cli.render import printable
     from nodefeatures.discovery.rules import engine
     from nodefeatures.sources.custom.builtin import BUILTIN_RULES
@@ -300,6 +318,17 @@ def test_text(target: str, before: int, outcomes: list[Outcome],
             lines.append(f"  var   {key}={value}")
         for key, reason in dropped.items():
             lines.append(f"  dropped {key}: {reason}")
+        found, refused = beyond_labels(outcome, features) if features is not None else ({}, [])
+        for kind, items in sorted(found.items()):
+            noun = {"annotations": "annotation", "taints": "taint",
+                    "extendedResources": "resource"}[kind]
+            for key, value in items.items():
+                shown = (f"{key.rpartition(':')[0]}={value}:{key.rpartition(':')[2]}"
+                         if kind == "taints" else f"{key}={value}")
+                lines.append(f"  {noun} {shown}  (NodeFeatureRule objects only, when "
+                             f"the setting enables {kind})")
+        for reason in refused:
+            lines.append(f"  {reason}")
         elements = engine.matched_elements(outcome)
         for feature, text, times in elements[:20]:
             lines.append(f"  from  {feature} {text}" + (f" (x{times})" if times > 1 else ""))

@@ -125,6 +125,44 @@ def test_json_for_machines(tmp_path: Path, modules_fixture: Path) -> None:
     assert by_name["hopper"]["line"] == 28 and by_name["hopper"]["file"] == str(rules)
 
 
+OUTPUTS_RULE = """\
+apiVersion: nfd.k8s-sigs.io/v1alpha1
+kind: NodeFeatureRule
+metadata: {name: gpu-taints}
+spec:
+  rules:
+    - name: tainted
+      labels: {gpu: "true"}
+      annotations: {note: "eight H100, one NVLink domain"}
+      taints: [{key: vendor.io/gpu, value: busy, effect: NoSchedule},
+               {key: unprefixed, effect: NoExecute}]
+      extendedResources: {slots: "@pci.device.missing", vendor.io/w: "4"}
+      matchFeatures:
+        - feature: pci.device
+          matchExpressions: {vendor: {op: In, value: ["10de"]}}
+"""
+
+
+def test_outputs_beyond_labels_are_shown_as_nfd_master_would_take_them(
+        tmp_path: Path) -> None:
+    rules = write(tmp_path, "outputs.yaml", OUTPUTS_RULE)
+    result = cli("rules", "test", "--fixture", DGX, rules)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "  annotation feature.node.kubernetes.io/note=eight H100, one NVLink domain" in out
+    assert "  taint vendor.io/gpu=busy:NoSchedule" in out
+    assert "  resource vendor.io/w=4" in out
+    assert "dropped taint 'unprefixed=:NoExecute': its key has no namespace" in out
+    assert "dropped extended resource 'feature.node.kubernetes.io/slots'" in out
+    result = cli("rules", "test", "--fixture", DGX, "--format", "json", rules)
+    [rule] = json.loads(result.stdout)["rules"]
+    assert rule["outputs"] == {
+        "annotations": {"feature.node.kubernetes.io/note": "eight H100, one NVLink domain"},
+        "taints": {"vendor.io/gpu:NoSchedule": "busy"},
+        "extendedResources": {"vendor.io/w": "4"}}
+    assert len(rule["outputsDropped"]) == 2
+
+
 def test_a_list_as_kubectl_get_writes_it(tmp_path: Path) -> None:
     rules = write(tmp_path, "got.yaml", """\
 apiVersion: v1

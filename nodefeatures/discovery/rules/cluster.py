@@ -333,7 +333,7 @@ def outputs(rule: Rule, features: FeatureSet, namespaces: LabelNamespaces,
             full = key if "/" in key else f"{DEFAULT_PREFIX}/{key}"
             if full != key and full in given:
                 continue  # the prefixed twin wins, as for labels
-            shown = f"{noun} {quote(excerpt(full))}"
+            shown = f"{noun} {excerpt(full)}"
             problem = key_error(full)
             if problem is None and kind == ANNOTATIONS and len(value) > MAX_ANNOTATION_VALUE:
                 problem = (f"its value has {len(value)} characters, more than the "
@@ -351,7 +351,7 @@ def outputs(rule: Rule, features: FeatureSet, namespaces: LabelNamespaces,
                 continue
             keep(kind, full, value, shown)
     for taint in rule.taints:
-        shown = f"taint {quote(excerpt(taint.key))}={excerpt(taint.value)}:{taint.effect}"
+        shown = f"taint {excerpt(f'{taint.key}={taint.value}:{taint.effect}')}"
         problem = ("its key has no namespace (NFD's taints are always namespaced)"
                    if "/" not in taint.key else key_error(taint.key))
         if problem is None and value_error(taint.value) is not None:
