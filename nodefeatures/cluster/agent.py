@@ -33,6 +33,7 @@ from nodefeatures.cluster.kube import (
     resource_version,
     version_order,
 )
+from nodefeatures.cluster.loop import PassLoop, stall_limit
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.reconcile import (
     ADD,
@@ -373,7 +374,7 @@ class Agent:
     def health(self) -> bool | str:
         """True when healthy, else what is wrong (the /healthz body)."""
         now = time.monotonic()
-        limit = 2 * self.options.interval + 60
+        limit = stall_limit(self.options.interval)
         if now - self.heartbeat >= limit:
             return f"loop stalled: no iteration for {now - self.heartbeat:.0f} s\n"
         thread = self._watch_thread
@@ -1070,12 +1071,13 @@ def prune_once(api: NodeApi, prefixes: Sequence[str] | Scope, sources: Sequence[
                       dry_run=dry_run, guard=guard)
 
 
-class FileAgent:
+class FileAgent(PassLoop):
     """`run --output-file`: the same loop and rules, publishing to an NFD features.d file."""
 
     def __init__(self, path: str, discover: Callable[[], Discovery], installed: Iterable[str],
                  options: Options, metrics: Metrics | None = None,
                  rng: random.Random | None = None) -> None:
+        super().__init__()
         self.path = path
         self.discover = discover
         self.installed = tuple(installed)
@@ -1084,9 +1086,6 @@ class FileAgent:
         self.rng = rng or random.Random()
         self.ready = False
         self.writes = 0
-        self.heartbeat = time.monotonic()
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
         self._sources = SourceReporter(self.metrics)
         self._problems: dict[str, str] = {}
         self._skipped: frozenset[str] = frozenset()
@@ -1130,14 +1129,3 @@ class FileAgent:
             interval = self.options.interval * self.rng.uniform(1 - self.options.jitter,
                                                                 1 + self.options.jitter)
             self._wake.wait(interval)
-
-    def poke(self) -> None:
-        """Run the next pass now instead of at the end of the interval."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    def alive(self) -> bool:
-        return time.monotonic() - self.heartbeat < 2 * self.options.interval + 60

@@ -19,13 +19,13 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodefeatures.cluster.agent import POKE_SPACING, REJECTED, Options, backoff
 from nodefeatures.cluster.kube import Kind, KubeError, ObjectApi, clamp_retry_after
+from nodefeatures.cluster.loop import PassLoop
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.objectcache import ObjectCache
 from nodefeatures.discovery import nodefeature
@@ -72,12 +72,13 @@ def updated(desired: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str,
     return body
 
 
-class NodeFeatureAgent:
+class NodeFeatureAgent(PassLoop):
     """The loop of `run --output nodefeature`; `sync()` is one pass."""
 
     def __init__(self, client: Any, namespace: str, discover: Callable[[], Discovery],
                  options: Options, metrics: Metrics | None = None,
                  rng: random.Random | None = None) -> None:
+        super().__init__()
         self.namespace = namespace
         self.discover = discover
         self.options = options
@@ -90,7 +91,6 @@ class NodeFeatureAgent:
                                  content=lambda obj: obj)
         self.ready = False
         self.writes = 0
-        self.heartbeat = time.monotonic()
         self._current: dict[str, Any] | None = None  # the object as the server last had it
         self._read = False  # _current came from the server (None then means: no object)
         self._stale = False  # the watch showed a change since _current
@@ -98,8 +98,6 @@ class NodeFeatureAgent:
         self._not_before = 0.0  # no rewrite of another writer's change before this
         self._fight_streak = 0
         self._last_fight_write = -1e9
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
 
     @property
     def name(self) -> str:
@@ -229,13 +227,3 @@ class NodeFeatureAgent:
         delay = backoff(self.options.backoff_base, self.options.backoff_cap, failures)
         hinted = clamp_retry_after(error.retry_after)
         return max(delay * self.rng.uniform(0.5, 1.0), hinted or 0.0)
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    def alive(self) -> bool:
-        return time.monotonic() - self.heartbeat < 2 * self.options.interval + 60
