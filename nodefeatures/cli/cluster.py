@@ -134,7 +134,7 @@ def _expect_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def confinement_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options of the commands that write to the Node: how confinement is proven."""
-    from nodefeatures.cluster.agent import DEFAULT_POLICY
+    from nodefeatures.cluster.confinement import DEFAULT_POLICY
 
     decorators = [
         click.option("--allow-unconfined", is_flag=True,
@@ -157,7 +157,7 @@ def _confinement_guard(api: Any, allow_unconfined: bool, policy: str) -> Any:
         return None
 
     def guard() -> None:
-        from nodefeatures.cluster.agent import CONFINED, prove_confinement
+        from nodefeatures.cluster.confinement import CONFINED, prove_confinement
 
         proof = prove_confinement(api, policy)
         if proof.state != CONFINED:

@@ -23,6 +23,15 @@ from typing import Any, Protocol
 
 from nodefeatures.cluster import health as gpuhealth
 from nodefeatures.cluster import outputs
+from nodefeatures.cluster.confinement import (
+    CONFINED,
+    DEFAULT_POLICY,
+    REFUSED,
+    UNANSWERED,
+    UNCONFINED,
+    Proof,
+    prove_confinement,
+)
 from nodefeatures.cluster.kube import (
     KubeError,
     NodeApi,
@@ -55,14 +64,6 @@ from nodefeatures.discovery.run import Discovery
 log = logging.getLogger(__name__)
 
 WRITES = (ADD, CHANGE, REMOVE, ADOPT)
-# The ValidatingAdmissionPolicy of deploy/base/admission-policy.yaml.
-DEFAULT_POLICY = "nodefeatures-own-node"
-CONFINED, UNCONFINED, REFUSED, UNANSWERED = "confined", "unconfined", "refused", "unanswered"
-UNCONFINED_HELP = (
-    "install the ValidatingAdmissionPolicy and its binding from "
-    "deploy/base/admission-policy.yaml, make sure the API server runs the "
-    "ValidatingAdmissionPolicy admission plugin (on by default since Kubernetes 1.30), "
-    "or pass --allow-unconfined on a cluster without that API")
 # A pass that a poke asks for (a changed NFD object or setting) starts this long, or as
 # long as the last pass took, after the last one ended: a writer changing an object
 # hundreds of times a second costs a few passes a second, and at most half a core.
@@ -106,6 +107,9 @@ class Options:
     # prove_confinement); allow_unconfined skips that on clusters without the policy API.
     allow_unconfined: bool = False
     confinement_policy: str = DEFAULT_POLICY
+    # Also check that the policy's binding covers every Node (confinement.reach); off
+    # only where a policy is bound to some Nodes on purpose, as a shared test server's.
+    confinement_reach: bool = True
     confinement_every: float = 300.0  # re-proved this often (jittered) while confined
     unconfined_retry: float = 30.0  # checked again this often while not confined
 
@@ -135,49 +139,6 @@ class Unconfined(Exception):
 
 class Held(Unconfined):
     """A write is due but what the agent may write is not known yet: nothing is sent."""
-
-
-@dataclass(frozen=True)
-class Proof:
-    """The outcome of one confinement probe."""
-
-    state: str  # CONFINED, UNCONFINED, REFUSED (by something else) or UNANSWERED
-    detail: str
-
-    @property
-    def message(self) -> str:
-        """What a log line or Event says about it, including what to fix."""
-        if self.state == CONFINED:
-            return self.detail
-        if self.state == UNANSWERED:
-            return f"{self.detail}; not writing to the Node until confinement is proven"
-        return f"{self.detail}; not writing to the Node until that is fixed: {UNCONFINED_HELP}"
-
-
-def prove_confinement(api: Any, policy: str = DEFAULT_POLICY) -> Proof:
-    """Ask the server whether the own-node policy holds this agent's token.
-
-    The probe is a dry-run patch that sets a label outside every managed prefix on our
-    own Node (`NodeApi.probe`). Confinement is proven only when the server refuses it
-    and says that `policy` did: a 403 or 422 naming the ValidatingAdmissionPolicy.
-    Accepted, the token could change any Node (the policy or its binding is missing,
-    or the admission plugin is off). A refusal that does not name the policy proves
-    nothing about other Nodes, and neither does an error. Never raises KubeError.
-    """
-    try:
-        api.probe()
-    except KubeError as error:
-        text = " ".join(error.message.split())[:300]
-        if error.code in (403, 422) and f"ValidatingAdmissionPolicy '{policy}'" in text:
-            return Proof(CONFINED, f"ValidatingAdmissionPolicy '{policy}' denied the "
-                                   f"confinement probe ({error.code})")
-        if error.code in (403, 422):
-            return Proof(REFUSED, f"the confinement probe was refused ({error.code}), but not "
-                                  f"by ValidatingAdmissionPolicy '{policy}': {text!r}")
-        return Proof(UNANSWERED, f"the confinement probe failed: {error}")
-    return Proof(UNCONFINED, "the API server accepted a dry-run patch that "
-                             f"ValidatingAdmissionPolicy '{policy}' must deny, so this "
-                             "agent's token could change any Node")
 
 
 class Agent:
@@ -312,7 +273,9 @@ class Agent:
                         if not isinstance(error, KubeError):
                             log.exception("unexpected error in a pass")
                             error = KubeError(None, "internal", str(error))
-                        retry_at = now + self._retry_delay(error, failures)
+                        # From the failure, not the iteration's start: the backoff
+                        # is the server's rest, whatever the pass cost before it.
+                        retry_at = time.monotonic() + self._retry_delay(error, failures)
                         pending = True
                         self.metrics.passes.labels("error").inc()
                     else:
@@ -648,7 +611,8 @@ class Agent:
 
     def _check_confinement(self) -> Proof:
         """Probe, record the outcome, schedule the next probe and report changes."""
-        proof = prove_confinement(self.api, self.options.confinement_policy)
+        proof = prove_confinement(self.api, self.options.confinement_policy,
+                                  self.options.confinement_reach)
         now = time.monotonic()
         previous, self._proof = self._proof, proof
         self.metrics.confinement_checks.labels(proof.state).inc()

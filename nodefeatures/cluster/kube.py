@@ -368,6 +368,11 @@ class NodeApi(_Requests):
         return self._json("probe", self._path, "PATCH", query=query, body=body,
                           content_type=MERGE_PATCH)
 
+    def read_admission(self, kind: Kind, name: str) -> dict[str, Any]:
+        """A cluster-scoped admission object by name: the policy and binding that must
+        confine this agent (cluster/confinement.py). Counted as `kind.verb` "-get"."""
+        return ObjectApi(self.client, kind, self.on_request).get(None, name)
+
     def watch(self, resource_version: str, timeout_seconds: int) -> NodeWatch:
         """Watch this Node only (field selector on its name), resuming at a resourceVersion."""
         query = [
@@ -462,7 +467,8 @@ class ObjectApi(_Requests):
                               timeout=(REQUEST_TIMEOUT[0], WATCH_READ_TIMEOUT))
         return NodeWatch(response)
 
-    def get(self, namespace: str, name: str) -> dict[str, Any]:
+    def get(self, namespace: str | None, name: str) -> dict[str, Any]:
+        """One object; `namespace` None for a cluster-scoped Kind."""
         return self._json(f"{self.kind.verb}-get",
                           f"{self.kind.path(namespace)}/{quote(name, safe='')}", "GET")
 

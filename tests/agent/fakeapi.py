@@ -8,12 +8,23 @@ server does is tested in tests/integration; this only makes loop timing determin
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from nodefeatures.cluster.kube import KubeError
+
+POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy" / "base" / "admission-policy.yaml"
+
+
+@functools.cache
+def _shipped_policy() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d]
 
 
 class FakeNodeApi:
@@ -27,7 +38,7 @@ class FakeNodeApi:
         self.history: list[dict[str, Any]] = [copy.deepcopy(self.obj)]
         self.cond = threading.Condition()
         self.fail: dict[str, list[KubeError]] = {"get": [], "patch": [], "watch": [],
-                                                 "probe": []}
+                                                 "probe": [], "admission": []}
         # Whether the own-node policy is in force: the confinement probe is then denied.
         self.confined = True
         self.calls: list[tuple[str, float]] = []
@@ -87,6 +98,16 @@ class FakeNodeApi:
                             "'nodefeatures-own-node' denied request: not a managed label")
         with self.cond:
             return copy.deepcopy(self.obj)
+
+    def read_admission(self, kind: Any, name: str) -> dict[str, Any]:
+        """The shipped policy or binding (deploy/base/admission-policy.yaml), as installed."""
+        self._enter("admission")
+        wanted = ("ValidatingAdmissionPolicy" if kind.plural == "validatingadmissionpolicies"
+                  else "ValidatingAdmissionPolicyBinding")
+        for document in _shipped_policy():
+            if document["kind"] == wanted and document["metadata"]["name"] == name:
+                return copy.deepcopy(document)
+        raise KubeError(404, "NotFound", f"{kind.plural} {name!r} not found")
 
     def external(self, labels: dict[str, str | None]) -> None:
         """Another writer (or a human) changing labels."""

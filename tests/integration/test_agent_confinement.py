@@ -41,7 +41,8 @@ from agentkit import (
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from nodefeatures.cluster.agent import CONFINED, UNCONFINED, Agent, Options, prove_confinement
+from nodefeatures.cluster.agent import Agent, Options
+from nodefeatures.cluster.confinement import CONFINED, UNCONFINED, prove_confinement
 from nodefeatures.cluster.kube import NodeApi
 
 pytestmark = pytest.mark.integration
@@ -334,8 +335,6 @@ def test_a_policy_of_another_name_is_not_taken_for_ours(
     assert prove_confinement(api).state == CONFINED
 
 
-@pytest.mark.xfail(strict=True, reason="the probe patches only the agent's own Node, so a "
-                   "binding narrowed to select that Node passes it; see docs/design.md")
 def test_a_binding_narrowed_to_the_own_node_is_no_confinement(
         apiserver: Any, node: str, enforced: PolicyObjects) -> None:
     from kubernetes import client

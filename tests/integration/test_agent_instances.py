@@ -76,7 +76,8 @@ def agent(apiserver: Any, node: str, sources: list[Switchable], root: Path,
           **options: Any) -> Agent:
     return Agent(NodeApi(agent_client(apiserver, node), node), discoverer(sources, root),
                  [s.name for s in sources],
-                 Options(node=node, **{**FAST, "confinement_policy": POLICY, **options}))
+                 Options(node=node, **{**FAST, "confinement_policy": POLICY,
+                                          "confinement_reach": False, **options}))
 
 
 def as_agent(apiserver: Any, node: str, annotations: dict[str, str | None]) -> None:

@@ -56,7 +56,8 @@ NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 FEATURES_D = "etc/kubernetes/node-feature-discovery/features.d"
 OS_ID = F + "system-os_release.ID"
 # The shipped policy under another name, bound to POLICED Nodes only; the agents here
-# take its denials as their proof of confinement.
+# take its denials as their proof of confinement, without the check that its binding
+# covers every Node (it does not, on purpose: test_agent_confinement.py checks that).
 LEDGER_POLICY = "nodefeatures-own-node-ledger-test"
 
 
@@ -94,7 +95,8 @@ def real_agent(apiserver: Any, node: str, root: Path, **options: Any) -> Agent:
     sources = [SystemSource(), LocalSource()]
     return Agent(NodeApi(agent_client(apiserver, node), node), discoverer(sources, root),
                  ["system", "local"],
-                 Options(node=node, **{**FAST, "confinement_policy": LEDGER_POLICY, **options}))
+                 Options(node=node, **{**FAST, "confinement_policy": LEDGER_POLICY,
+                                          "confinement_reach": False, **options}))
 
 
 def test_5000_feature_file_labels_cost_only_their_own_surplus(
@@ -149,7 +151,8 @@ def test_an_incomplete_feature_file_source_keeps_its_correction_without_a_write(
     local.priority = 20  # type: ignore[misc]  # as the shipped local source
     agent = Agent(NodeApi(agent_client(apiserver, policed), policed),
                   discoverer([kernel, local], tmp_path), ["kernel", "local"],
-                  Options(node=policed, confinement_policy=LEDGER_POLICY, **FAST))
+                  Options(node=policed, confinement_policy=LEDGER_POLICY,
+                                  confinement_reach=False, **FAST))
     running = start(agent)
     try:
         wait_until(lambda: labels_of(apiserver, policed).get(key) == "6.1.0-vendor",
