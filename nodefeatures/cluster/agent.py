@@ -59,6 +59,7 @@ from nodefeatures.cluster.reconcile import (
     paused_sources,
     scope_of,
 )
+from nodefeatures.discovery.namespaces import OUTPUTS
 from nodefeatures.discovery.run import Discovery
 
 log = logging.getLogger(__name__)
@@ -510,6 +511,10 @@ class Agent:
         self._take_over = False
         self.ready = True
         self.metrics.labels_published.set(len(decided.ledger.owners))
+        for kind in OUTPUTS:
+            sub = decided.outputs.get(kind)
+            self.metrics.outputs_published.labels(kind).set(
+                len(sub.ledger.owners) if sub is not None else 0)
 
     def _wrote(self, decided: Plan, updated: dict[str, Any], drift: bool) -> None:
         self.writes += 1

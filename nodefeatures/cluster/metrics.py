@@ -64,6 +64,10 @@ class Metrics:
             ["action"], registry=r)
         self.labels_published = Gauge(
             "nodefeatures_labels_published", "Labels this agent owns on its Node", registry=r)
+        self.outputs_published = Gauge(
+            "nodefeatures_rule_outputs_published",
+            "NodeFeatureRule annotations, taints and extended resources this agent owns on "
+            "its Node, by kind", ["kind"], registry=r)
         self.conflicts = Gauge(
             "nodefeatures_label_conflicts",
             "Discovered keys another writer holds with a different value (left alone)",
