@@ -47,11 +47,18 @@ from nodefeatures.discovery import quantity
 from nodefeatures.discovery.namespaces import (
     ANNOTATIONS,
     ENABLE,
+    EXTENDED_RESOURCES,
     OUTPUTS,
     TAINTS,
 )
 
 Written = Mapping[str, tuple[str, str | None]]
+# What all objects together may publish of each kind on one Node: a Node's annotations
+# hold 256 KiB in all, the labels' patch carries these too, and one write over a bound
+# the server enforces would hold back every label with it. Items past the bound, in the
+# objects' order (by name), are not published, and that is reported.
+TOTAL_ITEMS = {ANNOTATIONS: 256, TAINTS: 64, EXTENDED_RESOURCES: 64}
+TOTAL_BYTES = 65536
 
 
 def plan_node(evidence: Evidence, node: dict[str, Any], scope: Scope | Iterable[str],
@@ -90,12 +97,15 @@ def plans(evidence: Evidence, node: dict[str, Any], scope: Scope, take_over: boo
         given = [r.name for r in evidence.reports if r.items(kind)]
         if not enabled and not ledger.owners and not given:
             continue
-        live = items_on(node, kind, _desired(evidence, kind))
-        used = evidence if enabled else _switched_off(ledger, kind)
+        bounded, over = _bounded(evidence, kind)
+        live = items_on(node, kind, _desired(bounded, kind))
+        used = bounded if enabled else _switched_off(ledger, kind)
         decided = _plan(used, live, annotations, scope, take_over, written.get(kind),
                         instance=instance, expect=None, kind=kind)
         if not enabled:
             decided = _explained_off(decided, kind, given)
+        elif over:
+            decided.problems[f"outputs-over:{kind}"] = over
         if kind == TAINTS:
             decided.taints = taints_after(node, decided)
         result[kind] = decided
@@ -197,6 +207,35 @@ def _taint(key: str, value: str) -> dict[str, str]:
 def _taints(node: Mapping[str, Any]) -> list[dict[str, Any]]:
     taints = (node.get("spec") or {}).get("taints") or []
     return [t for t in taints if isinstance(t, dict)] if isinstance(taints, list) else []
+
+
+def _bounded(evidence: Evidence, kind: str) -> tuple[Evidence, str]:
+    """The evidence with at most TOTAL_ITEMS[kind] items of `kind` and TOTAL_BYTES of
+    them, in report order, and what was cut ("" when nothing)."""
+    count = used = 0
+    cut: list[str] = []
+    reports = []
+    for report in evidence.reports:
+        items = report.items(kind)
+        if not items:
+            reports.append(report)
+            continue
+        kept: dict[str, str] = {}
+        for key, value in sorted(items.items()):
+            cost = len(key.encode()) + len(value.encode())
+            if cut or count >= TOTAL_ITEMS[kind] or used + cost > TOTAL_BYTES:
+                cut.append(key)  # from the first that does not fit on, none is kept
+                continue
+            count += 1
+            used += cost
+            kept[key] = value
+        reports.append(replace(report, outputs={**report.outputs, kind: kept}))
+    if not cut:
+        return evidence, ""
+    return replace(evidence, reports=tuple(reports)), (
+        f"the NodeFeatureRule objects give more {kind} than one Node may hold "
+        f"({TOTAL_ITEMS[kind]} items, {TOTAL_BYTES} bytes): {len(cut)} not published, "
+        f"from {cut[0]} on")
 
 
 def _desired(evidence: Evidence, kind: str) -> dict[str, str]:

@@ -224,3 +224,19 @@ def test_a_damaged_taint_ledger_is_restored_from_what_the_agent_wrote() -> None:
     decided = plan_node(gone(), on, scope(), written_outputs=written)
     assert "ledger-restored:taints" in decided.all_problems()
     assert decided.patch("5")["spec"]["taints"] == []
+
+
+def test_all_objects_together_publish_a_bounded_amount_of_each_kind() -> None:
+    from nodefeatures.cluster.outputs import TOTAL_BYTES
+
+    reports = tuple(SourceReport(f"nodefeaturerule/r{i:03}", {}, True, outputs={
+        "annotations": {f"vendor.io/a{i:03}-{j}": "x" * 1000 for j in range(30)}})
+        for i in range(20))
+    given = Evidence(reports, catalogued=frozenset({"nodefeaturerule/"}))
+    decided = plan_node(given, node(), scope())
+    written = {k: v for k, v in decided.patch("5")["metadata"]["annotations"].items()
+               if k.startswith("vendor.io/")}
+    assert 0 < sum(len(k) + len(v) for k, v in written.items()) <= TOTAL_BYTES
+    # The first objects by name keep theirs; the cut is reported.
+    assert "vendor.io/a000-0" in written and "vendor.io/a019-29" not in written
+    assert "not published" in decided.all_problems()["outputs-over:annotations"]
