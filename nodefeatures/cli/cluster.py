@@ -45,7 +45,7 @@ class _Duration(click.ParamType):
 
 def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that choose the Node, the credentials and the keys we may touch."""
-    from nodefeatures.cluster.reconcile import DEFAULT_MANAGED_PREFIXES
+    from nodefeatures.discovery.namespaces import DEFAULT_MANAGED_PREFIXES
 
     decorators = [
         click.option("--node", envvar="NODE_NAME", default=None, metavar="NAME",

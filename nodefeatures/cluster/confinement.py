@@ -23,9 +23,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nodefeatures.cluster.kube import Kind, KubeError
+if TYPE_CHECKING:
+    from nodefeatures.cluster.kube import Kind
 
 # The ValidatingAdmissionPolicy of deploy/base/admission-policy.yaml.
 DEFAULT_POLICY = "nodefeatures-own-node"
@@ -35,10 +36,7 @@ UNCONFINED_HELP = (
     "deploy/base/admission-policy.yaml, make sure the API server runs the "
     "ValidatingAdmissionPolicy admission plugin (on by default since Kubernetes 1.30), "
     "or pass --allow-unconfined on a cluster without that API")
-POLICIES = Kind("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
-                verb="policy")
-BINDINGS = Kind("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
-                verb="binding")
+ADMISSION = ("admissionregistration.k8s.io", "v1")
 # The own-node rule as deploy/base/admission-policy.yaml states it, spaces aside: the
 # node comes from the pod-bound token, and only that Node may change.
 OWN_NODE_VARIABLE = ("tokenNode", "request.userInfo.?extra[?'authentication.kubernetes.io/"
@@ -72,6 +70,10 @@ def prove_confinement(api: Any, policy: str = DEFAULT_POLICY, check_reach: bool 
     `check_reach` False skips part 2, for a policy deliberately bound to some Nodes only
     (a test harness sharing one API server). Never raises KubeError.
     """
+    # Here, not at the top: the command line reads DEFAULT_POLICY for its --help, which
+    # should not cost the API client's import.
+    from nodefeatures.cluster.kube import KubeError
+
     try:
         api.probe()
     except KubeError as error:
@@ -91,9 +93,13 @@ def prove_confinement(api: Any, policy: str = DEFAULT_POLICY, check_reach: bool 
 
 def reach(api: Any, policy: str, denied: str) -> Proof:
     """Part 2: the policy and its binding, read, cover every Node."""
+    from nodefeatures.cluster.kube import KubeError
+
     objects = []
-    for kind, noun in ((POLICIES, "ValidatingAdmissionPolicy"),
-                       (BINDINGS, "ValidatingAdmissionPolicyBinding")):
+    for kind, noun in ((admission_kind("validatingadmissionpolicies", "policy"),
+                        "ValidatingAdmissionPolicy"),
+                       (admission_kind("validatingadmissionpolicybindings", "binding"),
+                        "ValidatingAdmissionPolicyBinding")):
         try:
             objects.append(api.read_admission(kind, policy))
         except KubeError as error:
@@ -110,6 +116,12 @@ def reach(api: Any, policy: str, denied: str) -> Proof:
         return Proof(UNCONFINED, f"{denied}, but it does not hold this token on every Node: "
                                  + "; ".join(narrowed))
     return Proof(CONFINED, f"{denied}, and its binding covers every Node")
+
+
+def admission_kind(plural: str, verb: str) -> Kind:
+    from nodefeatures.cluster.kube import Kind
+
+    return Kind(*ADMISSION, plural, verb=verb)
 
 
 def narrowing(policy_obj: Mapping[str, Any], binding_obj: Mapping[str, Any],

@@ -36,15 +36,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nodefeatures.discovery.config import Budget
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, key_error
-from nodefeatures.discovery.namespaces import EXTENDED_RESOURCES, LABELS, TAINTS
-from nodefeatures.discovery.rules.model import TAINT_EFFECTS
+from nodefeatures.discovery.namespaces import (
+    DEFAULT_MANAGED_PREFIXES,
+    EXTENDED_RESOURCES,
+    LABELS,
+    TAINTS,
+)
 
 if TYPE_CHECKING:
     from nodefeatures.discovery.run import Discovery
 
 LEDGER_ANNOTATION = "nodefeatures.dev/labels"
 SOURCES_ANNOTATION = "nodefeatures.dev/sources"
-DEFAULT_MANAGED_PREFIXES = ("feature.node.kubernetes.io/", "nvidia.com/")
 MERGE_PATCH = "application/merge-patch+json"
 # The most bytes the ledger annotations' values may hold together. The API server allows
 # 256 KiB for all of a Node's annotations; this leaves three quarters to other writers.
@@ -157,6 +160,8 @@ def item_error(kind: str, key: str) -> str | None:
     """Why `key` cannot be an item of `kind` in a ledger, or None when it can."""
     if kind != TAINTS:
         return key_error(key)
+    from nodefeatures.discovery.rules.model import TAINT_EFFECTS
+
     name, colon, effect = key.rpartition(":")
     if not colon or effect not in TAINT_EFFECTS:
         return f"not <key>:<effect> with an effect of {', '.join(TAINT_EFFECTS)}"

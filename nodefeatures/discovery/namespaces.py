@@ -58,6 +58,9 @@ ENABLE = {ANNOTATIONS: "enableAnnotations", TAINTS: "enableTaints",
           EXTENDED_RESOURCES: "enableExtendedResources"}
 KEYS = (DENY, EXTRA, *ENABLE.values())
 AGENT_OWN = "nodefeatures.dev"  # the ledgers' namespace: never an output
+# The label prefixes an agent manages without the setting (--label-namespaces absent):
+# NFD's and GFD's.
+DEFAULT_MANAGED_PREFIXES = ("feature.node.kubernetes.io/", "nvidia.com/")
 MAX_ENTRIES = 100
 OWN = ("feature.node.kubernetes.io", "profile.node.kubernetes.io")
 RESERVED = "kubernetes.io"

@@ -394,3 +394,19 @@ def test_dump_nodefeature_refuses_a_name_no_object_can_have() -> None:
     code, _, err = run("dump", "--fixture", str(FIXTURES / "dgx-h100"), "--format",
                        "nodefeature", "--node", "Bad\nName")
     assert code != 0 and "'Bad\\nName'" in err and "\n" not in err.strip()
+
+
+def test_help_imports_neither_the_api_client_nor_the_cluster_side() -> None:
+    """`--help` pays for the command line only (bench/startup.py measures the time)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "nodefeatures", "--help"],
+                          capture_output=True, text=True, check=True)
+    modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+               if line.startswith("import time:")}
+    heavy = {m for m in modules if m == "kubernetes" or m.startswith("kubernetes.")
+             or m in ("nodefeatures.cluster.kube", "nodefeatures.cluster.reconcile",
+                      "nodefeatures.cluster.agent", "pynvml", "prometheus_client")}
+    assert "nodefeatures.cli" in modules
+    assert heavy == set()
