@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable
 
 from nodefeatures.cluster.agent import Options, SourceReporter
+from nodefeatures.cluster.loop import PassLoop
 from nodefeatures.cluster.metrics import Metrics
 from nodefeatures.cluster.reconcile import evidence_from
 from nodefeatures.discovery.run import Discovery
@@ -22,12 +22,13 @@ from nodefeatures.discovery.run import Discovery
 log = logging.getLogger(__name__)
 
 
-class NoPublishAgent:
+class NoPublishAgent(PassLoop):
     """The loop of `run` that publishes nothing: `run()` until `stop()`."""
 
     def __init__(self, discover: Callable[[], Discovery], installed: Iterable[str],
                  options: Options, metrics: Metrics | None = None,
                  rng: random.Random | None = None) -> None:
+        super().__init__()
         self.discover = discover
         self.installed = tuple(installed)
         self.options = options
@@ -35,10 +36,7 @@ class NoPublishAgent:
         self.rng = rng or random.Random()
         self.ready = False
         self.writes = 0  # never anything: it publishes nothing
-        self.heartbeat = time.monotonic()
         self.labels: dict[str, str] = {}  # what the last pass would publish
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
         self._sources = SourceReporter(self.metrics)
 
     def run(self) -> None:
@@ -65,13 +63,3 @@ class NoPublishAgent:
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
             spread = self.options.jitter
             self._wake.wait(self.options.interval * self.rng.uniform(1 - spread, 1 + spread))
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    def alive(self) -> bool:
-        return time.monotonic() - self.heartbeat < 2 * self.options.interval + 60

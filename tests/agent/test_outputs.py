@@ -53,31 +53,27 @@ def node(taints: list[dict[str, Any]] | None = None, annotations: dict[str, str]
                        "allocatable": {"cpu": "2", **(allocatable or capacity or {})}}}
 
 
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+
+
 def applied(before: dict[str, Any], decided: Any) -> dict[str, Any]:
     """The Node once the plan's patches are applied as the API server merges them."""
     after = json.loads(json.dumps(before))
     body = decided.patch("5")
     if body is not None:
-        for key, value in body["metadata"].get("annotations", {}).items():
-            if value is None:
-                after["metadata"]["annotations"].pop(key, None)
-            else:
-                after["metadata"]["annotations"][key] = value
+        _merge(after["metadata"]["annotations"], body["metadata"].get("annotations", {}))
         if "taints" in body.get("spec", {}):
             after["spec"]["taints"] = body["spec"]["taints"]
     status = decided.status_patch("5")
     if status is not None:
-        for key, value in status["metadata"].get("annotations", {}).items():
-            if value is None:
-                after["metadata"]["annotations"].pop(key, None)
-            else:
-                after["metadata"]["annotations"][key] = value
+        _merge(after["metadata"]["annotations"], status["metadata"].get("annotations", {}))
         for part in ("capacity", "allocatable"):
-            for key, value in status.get("status", {}).get(part, {}).items():
-                if value is None:
-                    after["status"][part].pop(key, None)
-                else:
-                    after["status"][part][key] = value
+            _merge(after["status"][part], status.get("status", {}).get(part, {}))
     return after
 
 

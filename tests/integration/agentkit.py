@@ -281,6 +281,20 @@ def label_namespaces_configmap(name: str = LABEL_NAMESPACES,
     return configmap
 
 
+def put_configmap(apiserver: Any, name: str, data: Mapping[str, str],
+                  namespace: str = SA_NAMESPACE) -> None:
+    """Create or replace ConfigMap `namespace`/`name` with `data`, as an administrator."""
+    with apiserver.admin_client() as api:
+        core = client.CoreV1Api(api)
+        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data=dict(data))
+        try:
+            core.replace_namespaced_config_map(name, namespace, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            core.create_namespaced_config_map(namespace, body)
+
+
 @contextlib.contextmanager
 def shipped_policy_as(apiserver: Any, name: str, selector: str,
                       params: str = LABEL_NAMESPACES) -> Iterator[str]:

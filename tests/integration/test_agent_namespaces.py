@@ -17,12 +17,11 @@ from agentkit import (
     events_about,
     labels_of,
     owned_on,
+    put_configmap,
     start,
     wait_until,
     writes_to,
 )
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from nodefeatures.cluster.agent import Agent, Options
 from nodefeatures.cluster.kube import NodeApi
@@ -30,18 +29,6 @@ from nodefeatures.cluster.namespaces import LabelNamespacesSetting
 
 F = "feature.node.kubernetes.io/"
 NAMESPACE = "nodefeatures"
-
-
-def put(apiserver: Any, name: str, data: dict[str, str]) -> None:
-    with apiserver.admin_client() as api:
-        core = client.CoreV1Api(api)
-        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data=data)
-        try:
-            core.replace_namespaced_config_map(name, NAMESPACE, body)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            core.create_namespaced_config_map(NAMESPACE, body)
 
 
 @contextlib.contextmanager
@@ -68,7 +55,7 @@ def setting_agent(apiserver: Any, node: str, source: Switchable, tmp_path: Any,
 
 def test_published_namespaces_follow_the_configmap(apiserver, node, tmp_path):
     name = f"ns-{uuid.uuid4().hex[:8]}"
-    put(apiserver, name, {"denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": ""})
+    put_configmap(apiserver, name, {"denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": ""})
     source = Switchable("local", {"vendor.io/accel": "x1", F + "plain": "1",
                                   "node-role.kubernetes.io/gpu": "", "tools.k8s.io/x": "1"})
     with setting_agent(apiserver, node, source, tmp_path, name):
@@ -79,7 +66,8 @@ def test_published_namespaces_follow_the_configmap(apiserver, node, tmp_path):
         assert "node-role.kubernetes.io/gpu" not in labels  # always denied
         assert "tools.k8s.io/x" not in labels  # denied by the default denyLabelNs
         # Re-allow k8s.io's subdomain, deny vendor.io: the agent follows at once.
-        put(apiserver, name, {"denyLabelNs": "vendor.io,k8s.io", "extraLabelNs": "tools.k8s.io"})
+        put_configmap(apiserver, name, {"denyLabelNs": "vendor.io,k8s.io",
+                                        "extraLabelNs": "tools.k8s.io"})
         wait_until(lambda: labels_of(apiserver, node).get("tools.k8s.io/x") == "1", 5,
                    "the re-allowed namespace")
         # A namespace that is no longer allowed is not the agent's to touch: released.
@@ -96,7 +84,7 @@ def test_nothing_is_written_until_the_setting_exists(apiserver, node, tmp_path):
         assert writes_to(apiserver, node) == []
         why = agent.readiness()
         assert isinstance(why, str) and "does not exist" in why
-        put(apiserver, name, {"denyLabelNs": "", "extraLabelNs": ""})
+        put_configmap(apiserver, name, {"denyLabelNs": "", "extraLabelNs": ""})
         wait_until(lambda: labels_of(apiserver, node).get(F + "waiting") == "1", 5,
                    "the first write once the setting exists")
         assert agent.readiness() is True
@@ -105,13 +93,14 @@ def test_nothing_is_written_until_the_setting_exists(apiserver, node, tmp_path):
 def test_an_invalid_setting_is_rejected_whole_and_the_previous_stays(apiserver, node,
                                                                     tmp_path):
     name = f"ns-{uuid.uuid4().hex[:8]}"
-    put(apiserver, name, {"denyLabelNs": "", "extraLabelNs": ""})
+    put_configmap(apiserver, name, {"denyLabelNs": "", "extraLabelNs": ""})
     source = Switchable("local", {"vendor.io/accel": "x1"})
     with setting_agent(apiserver, node, source, tmp_path, name) as (_, setting):
         wait_until(lambda: labels_of(apiserver, node).get("vendor.io/accel") == "x1", 10,
                    "the label")
         # One good entry and one bad one: rejected as a whole, vendor.io stays allowed.
-        put(apiserver, name, {"denyLabelNs": "vendor.io,not a namespace!", "extraLabelNs": ""})
+        put_configmap(apiserver, name, {"denyLabelNs": "vendor.io,not a namespace!",
+                                        "extraLabelNs": ""})
         wait_until(lambda: any(e.reason == "LabelNamespacesRejected"
                                for e in events_about(apiserver, node)), 10, "the Event")
         assert setting.rejected is not None

@@ -19,6 +19,7 @@ from agentkit import (
     events_about,
     labels_of,
     patch_node,
+    put_configmap,
     read_node,
     start,
     wait_until,
@@ -42,25 +43,13 @@ FOREIGN_TAINT = {"key": "dedicated", "value": "infra", "effect": "NoSchedule"}
 FOREIGN_RESOURCE = {"example.com/dongle": "3"}
 
 
-def put(apiserver: Any, name: str, data: dict[str, str]) -> None:
-    with apiserver.admin_client() as api:
-        core = client.CoreV1Api(api)
-        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data=data)
-        try:
-            core.replace_namespaced_config_map(name, NAMESPACE, body)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            core.create_namespaced_config_map(NAMESPACE, body)
-
-
 @contextlib.contextmanager
 def outputs_agent(apiserver: Any, node: str, tmp_path: Any,
                   data: dict[str, str]) -> Iterator[tuple[Agent, str]]:
     """An agent following NFD's objects and its own ConfigMap of the setting (admin
     credentials: what the agent's own token may write is the admission policies' tests')."""
     configmap = f"outputs-{uuid.uuid4().hex[:8]}"
-    put(apiserver, configmap, data)
+    put_configmap(apiserver, configmap, data)
     with apiserver.admin_client() as admin:
         box: list[Agent] = []
         poke = (lambda: box[0].poke() if box else None)  # noqa: E731
@@ -182,7 +171,7 @@ def test_switching_a_kind_off_removes_what_the_agent_put_there(apiserver, nfd_cr
     with outputs_agent(apiserver, node, tmp_path, ALL_ON) as (_agent, configmap), \
             rule_object(apiserver, [outputs_rule(suffix)]):
         wait_until(lambda: len(state(apiserver, node, suffix)["taints"]) == 2, 10, "the taint")
-        put(apiserver, configmap, {**ALL_ON, "enableTaints": "false"})
+        put_configmap(apiserver, configmap, {**ALL_ON, "enableTaints": "false"})
         wait_until(lambda: state(apiserver, node, suffix)["taints"] == [FOREIGN_TAINT], 10,
                    "the taint's removal")
         seen = state(apiserver, node, suffix)
