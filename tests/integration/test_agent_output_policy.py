@@ -295,6 +295,10 @@ def test_an_enabled_output_is_written_and_everything_else_stays(apiserver, setti
                                               "vendor.io/accel": "2"}
     assert after["status"]["conditions"] == before["status"]["conditions"]
     assert after["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"] == "0"
+    # Each ledger landed with its outputs, the extended resources' through nodes/status.
+    assert {k: after["metadata"]["annotations"].get(k) for k in LEDGERS.values()} == {
+        LEDGERS[ANNOTATIONS]: "vendor.io/model", LEDGERS[TAINTS]: mine["key"],
+        LEDGERS[EXTENDED_RESOURCES]: "vendor.io/accel"}
     # Its own outputs it may change and remove, as long as everything else stays.
     assert refused(token_api, node, {"spec": {"taints": [*foreign, {**mine, "value": "h100"}]}}) \
         is None
