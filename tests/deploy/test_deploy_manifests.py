@@ -439,7 +439,7 @@ def test_rbac_grants_exactly_the_agent_contract(base) -> None:
                                          "Role", "RoleBinding"]
     assert _rules(find(base, "ClusterRole", "nodefeatures")) == {
         (("",), ("nodes",), ()): ["get", "patch", "watch"],
-        (("",), ("nodes/status",), ()): ["patch"],  # the GPU condition, and nothing else
+        (("",), ("nodes/status",), ()): ["patch"],  # the GPU condition, extended resources
         (("",), ("events",), ()): ["create"],
         # NFD's API, read only, cluster-wide: rules, and NodeFeatures in any namespace.
         (("nfd.k8s-sigs.io",), ("nodefeaturerules", "nodefeatures"), ()):
@@ -493,7 +493,9 @@ def test_admission_policy_names_the_agent_and_reads_the_label_namespaces(base) -
                                     "parameterNotFoundAction": "Allow"}}
     configmap = find(base, "ConfigMap", LABEL_NAMESPACES)
     assert configmap["metadata"]["namespace"] == NAMESPACE
-    assert configmap["data"] == {"denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": ""}
+    assert configmap["data"] == {"denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": "",
+                                 "enableAnnotations": "false", "enableTaints": "false",
+                                 "enableExtendedResources": "false"}
 
 
 def test_every_agent_reads_the_policys_label_namespaces(base, gpu) -> None:

@@ -83,6 +83,8 @@ def test_the_default_config_value_is_deploys_configmap() -> None:
     ["--set-json", 'labelNamespaces.extraLabelNs=["*.example.com"]'],  # exact names only
     ["--set-json", 'labelNamespaces.extraLabelNs=[" x.io"]'],
     ["--set", "labelNamespaces.denyLabelns={x.io}"],
+    ["--set-string", "labelNamespaces.enableTaints=true"],  # the ConfigMap's text is the chart's
+    ["--set", "labelNamespaces.enableAnnotations=yes"],
     ["--set", "config=3"],
     ["--set", "unknownKey=1"],
     ["--set-json", 'extraHostPaths=[{"name":"x","path":"/x","mountPath":"/x",'
@@ -107,12 +109,15 @@ LABEL_NAMESPACES = "nodefeatures-label-namespaces"
 
 def test_label_namespaces_reach_the_configmap_that_agent_and_policy_read() -> None:
     objects = render_chart("--set-json", 'labelNamespaces={"denyLabelNs":["vendor.io",'
-                           '"*.example.com"],"extraLabelNs":["k8s.io","node-role.kubernetes.io"]}',
+                           '"*.example.com"],"extraLabelNs":["k8s.io","node-role.kubernetes.io"],'
+                           '"enableTaints":true}',
                            "--set", "gpu.enabled=true")
     configmap = find(objects, "ConfigMap", LABEL_NAMESPACES)
     assert configmap["metadata"]["namespace"] == "nodefeatures"
     assert configmap["data"] == {"denyLabelNs": "vendor.io,*.example.com",
-                                 "extraLabelNs": "k8s.io,node-role.kubernetes.io"}
+                                 "extraLabelNs": "k8s.io,node-role.kubernetes.io",
+                                 "enableAnnotations": "false", "enableTaints": "true",
+                                 "enableExtendedResources": "false"}
     # The policy reads that very object ...
     binding = find(objects, "ValidatingAdmissionPolicyBinding", LABEL_NAMESPACES)
     assert binding["spec"]["paramRef"] == {"name": LABEL_NAMESPACES, "namespace": "nodefeatures",
@@ -126,9 +131,10 @@ def test_label_namespaces_reach_the_configmap_that_agent_and_policy_read() -> No
     assert [r for r in role["rules"] if "configmaps" in r["resources"]] == [
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [LABEL_NAMESPACES],
          "verbs": ["get", "list", "watch"]}]
-    # The defaults are NFD's (nfd-master's -deny-label-ns default).
+    # The defaults are NFD's (nfd-master's -deny-label-ns default), every output off.
     assert find(render_chart(), "ConfigMap", LABEL_NAMESPACES)["data"] == {
-        "denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": ""}
+        "denyLabelNs": "k8s.io,*.k8s.io", "extraLabelNs": "", "enableAnnotations": "false",
+        "enableTaints": "false", "enableExtendedResources": "false"}
 
 
 def prefixes_given(objects: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -205,8 +205,10 @@ def test_policy_denies_a_token_not_bound_to_a_pod(cluster, install) -> None:
     ("a foreign label", {"metadata": {"labels": {"team": "blue"}}},
      "only labels in the allowed namespaces"),
     ("a taint", {"spec": {"taints": [{"key": "e2e", "value": "x", "effect": "NoSchedule"}]}},
-     "not the Node's"),
-    ("an annotation outside the ledger", {"metadata": {"annotations": {"example.com/e2e": "1"}}},
+     "must leave every other taint"),
+    ("unschedulable", {"spec": {"unschedulable": True}}, "not the rest of the Node's spec"),
+    ("an annotation outside the ledger and the output namespaces",
+     {"metadata": {"annotations": {"e2e.kubernetes.io/e2e": "1"}}},
      "only its ledger annotations"),
 ])
 def test_policy_denies_the_agent_on_its_own_node(cluster, agent_token, what, patch,

@@ -75,7 +75,7 @@ def test_rbac_file_declares_exactly_the_agents_objects() -> None:
     ("update", "nodes", "", "", False),
     ("delete", "nodes", "", "", False),
     ("create", "nodes", "", "", False),
-    ("patch", "nodes", "status", "", True),  # its GPU condition; the policy allows no more
+    ("patch", "nodes", "status", "", True),  # GPU condition, extended resources: no more
     ("update", "nodes", "status", "", False),
     ("get", "nodes", "proxy", "", False),
     ("get", "secrets", "", "nodefeatures", False),
@@ -303,7 +303,8 @@ def test_real_token_reads_the_label_namespaces_and_no_other_configmap(
         apiserver: Any, nodefeature_policy: str, node: str, token_for: Any) -> None:
     core = client.CoreV1Api(token_for())
     config = core.read_namespaced_config_map(LABEL_NAMESPACES, SA_NAMESPACE)
-    assert set(config.data) == {"denyLabelNs", "extraLabelNs"}
+    assert set(config.data) == {"denyLabelNs", "extraLabelNs", "enableAnnotations",
+                                "enableTaints", "enableExtendedResources"}
     listed = core.list_namespaced_config_map(
         SA_NAMESPACE, field_selector=f"metadata.name={LABEL_NAMESPACES}")
     assert [c.metadata.name for c in listed.items] == [LABEL_NAMESPACES]

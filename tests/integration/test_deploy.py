@@ -373,11 +373,17 @@ def test_agent_may_change_only_its_ledger_annotations(cluster) -> None:
                                                    SOURCES_LEDGER: "cpu:cpuid.AVX"}})
     assert cluster.annotations(cluster.a)[LEDGER] == "feature.node.kubernetes.io/x"
     assert cluster.annotations(cluster.a)[SOURCES_LEDGER] == "cpu:cpuid.AVX"
-    for foreign in ({"owner.example/contact": "mallory"}, {"owner.example/contact": None},
-                    {"node.alpha.kubernetes.io/ttl": "0"}, {"nodefeatures.dev/other": "x"}):
+    # Outside the output namespaces, never; in them, not while the shipped setting keeps
+    # annotations off (removing one there is allowed: the agent takes back its own
+    # outputs when they are switched off, test_agent_output_policy.py).
+    for foreign, says in (({"owner.example/contact": "mallory"}, "annotations are switched off"),
+                          ({"node.alpha.kubernetes.io/ttl": "0"},
+                           "may change only its ledger annotations"),
+                          ({"nodefeatures.dev/other": "x"},
+                           "may change only its ledger annotations")):
         message = denied_by_policy(
             lambda a=foreign: merge_patch(agent, cluster.a, {"annotations": a}))
-        assert "may change only its ledger annotations" in message
+        assert says in message
     assert cluster.annotations(cluster.a)["owner.example/contact"] == "ops"
 
 
@@ -466,27 +472,37 @@ def test_agent_may_set_change_and_remove_its_gpu_condition(cluster, kubelet_read
     assert set(conditions_of(cluster, cluster.a)) == {"Ready"}
 
 
-@pytest.mark.parametrize("body", [
-    {"status": {"conditions": [condition("MemoryPressure")]}},  # another condition type
-    {"status": {"conditions": [condition("NVIDIAGPUHealthyX")]}},
-    {"status": {"conditions": [condition("Ready", "False", "KubeletNotReady")]}},
-    {"status": {"conditions": [{"$patch": "delete", "type": "Ready"}]}},
+OTHER_STATUS = "may change only its condition"
+# Extended resources: the kubelet's never, rule outputs not while the shipped setting
+# keeps them off (test_agent_output_policy.py has them on).
+SWITCHED_OFF = "extended resources are switched off"
+KUBELETS = "capacity and allocatable only of extended resources"
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ({"status": {"conditions": [condition("MemoryPressure")]}}, OTHER_STATUS),  # another type
+    ({"status": {"conditions": [condition("NVIDIAGPUHealthyX")]}}, OTHER_STATUS),
+    ({"status": {"conditions": [condition("Ready", "False", "KubeletNotReady")]}}, OTHER_STATUS),
+    ({"status": {"conditions": [{"$patch": "delete", "type": "Ready"}]}}, OTHER_STATUS),
     # Ours is fine, but it does not carry anything else with it.
-    {"status": {"conditions": [condition(GPU_CONDITION)], "capacity": {"nvidia.com/gpu": "9"}}},
-    {"status": {"conditions": [condition(GPU_CONDITION)], "allocatable": {"cpu": "64"}}},
-    {"status": {"capacity": {"example.com/widgets": "9"}}},
-    {"status": {"addresses": [{"type": "InternalIP", "address": "10.6.6.6"}]}},
-    {"status": {"conditions": [condition(GPU_CONDITION)]},
-     "metadata": {"labels": {"feature.node.kubernetes.io/x": "1"}}},
-    {"status": {"conditions": [condition(GPU_CONDITION)]},
-     "metadata": {"annotations": {LEDGER: "{\"changed\":{}}"}}},
+    ({"status": {"conditions": [condition(GPU_CONDITION)], "capacity": {"nvidia.com/gpu": "9"}}},
+     SWITCHED_OFF),
+    ({"status": {"conditions": [condition(GPU_CONDITION)], "allocatable": {"cpu": "64"}}},
+     KUBELETS),
+    ({"status": {"capacity": {"example.com/widgets": "9"}}}, SWITCHED_OFF),
+    ({"status": {"addresses": [{"type": "InternalIP", "address": "10.6.6.6"}]}}, OTHER_STATUS),
+    ({"status": {"conditions": [condition(GPU_CONDITION)]},
+      "metadata": {"labels": {"feature.node.kubernetes.io/x": "1"}}}, OTHER_STATUS),
+    ({"status": {"conditions": [condition(GPU_CONDITION)]},
+      "metadata": {"annotations": {LEDGER: "{\"changed\":{}}"}}}, OTHER_STATUS),
 ], ids=["other-type", "look-alike", "ready-changed", "ready-deleted", "with-capacity",
         "with-allocatable", "capacity", "addresses", "with-label", "with-ledger"])
-def test_agent_may_change_no_other_status(cluster, kubelet_ready, body: dict[str, Any]) -> None:
+def test_agent_may_change_no_other_status(cluster, kubelet_ready, body: dict[str, Any],
+                                          says: str) -> None:
     kubelet_ready(cluster.a)
     before = client.CoreV1Api(cluster.admin).read_node(cluster.a)
     message = denied_by_policy(lambda: status_patch(cluster.agent(cluster.a), cluster.a, body))
-    assert "may change only its condition" in message
+    assert says in message
     after = client.CoreV1Api(cluster.admin).read_node(cluster.a)
     assert after.metadata.resource_version == before.metadata.resource_version
 

@@ -148,3 +148,95 @@ def test_too_many_entries_are_a_problem() -> None:
     many = ",".join(f"n{i}.io" for i in range(300))
     rules, problems = LabelNamespaces.from_data({"denyLabelNs": many})
     assert rules == DEFAULT and "at most" in problems[0]
+
+
+# ----- the rule outputs beyond labels: annotations, taints, extended resources ----------
+
+OUTPUT_KINDS = ("annotations", "taints", "extendedResources")
+SWITCHES = {"annotations": "enableAnnotations", "taints": "enableTaints",
+            "extendedResources": "enableExtendedResources"}
+
+
+def test_every_output_is_off_unless_switched_on_and_labels_always_on() -> None:
+    assert DEFAULT.enabled("labels") and NONE.enabled("labels")
+    for kind in OUTPUT_KINDS:
+        assert not DEFAULT.enabled(kind)
+        rules, problems = LabelNamespaces.from_data({SWITCHES[kind]: "true"})
+        assert problems == [] and rules.enabled(kind), kind
+        assert [k for k in OUTPUT_KINDS if rules.enabled(k)] == [kind]
+        assert LabelNamespaces.from_data({SWITCHES[kind]: "false"}) == (DEFAULT, [])
+
+
+@pytest.mark.parametrize("value", ["True", "TRUE", "yes", "1", " true", "true ", "", "on"])
+def test_a_switch_is_exactly_true_or_false(value: str) -> None:
+    # The policy compares the text with "true": a reader more lenient than that would
+    # write what the API server refuses.
+    for kind in OUTPUT_KINDS:
+        rules, problems = LabelNamespaces.from_data({SWITCHES[kind]: value})
+        assert rules == DEFAULT and not rules.enabled(kind)
+        assert problems
+        assert problems[0].startswith(f'{SWITCHES[kind]}: must be "true" or "false"')
+
+
+def test_a_switch_that_is_not_a_string_rejects_the_whole_data() -> None:
+    rules, problems = LabelNamespaces.from_data({"denyLabelNs": "", "enableTaints": True})
+    assert rules == DEFAULT and problems == ['enableTaints: must be "true" or "false", not bool']
+
+
+@pytest.mark.parametrize("on", [(), ("annotations",), ("taints", "extendedResources"),
+                                OUTPUT_KINDS])
+def test_switches_round_trip_through_to_data(on: tuple[str, ...]) -> None:
+    rules = LabelNamespaces(deny=("example.com",), extra=("a.io",), outputs=frozenset(on))
+    data = rules.to_data()
+    assert {key for key, value in data.items() if value == "true"} == {SWITCHES[k] for k in on}
+    assert LabelNamespaces.from_data(data) == (rules, [])
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_outputs_own_only_feature_node_kubernetes_io(kind: str) -> None:
+    for key in ("feature.node.kubernetes.io/x", "sgx.intel.feature.node.kubernetes.io/x",
+                "bare", "vendor.io/x", "nvidia.com/gpu"):
+        assert NONE.allows(key, kind) and DEFAULT.allows(key, kind), key
+    # profile.node.kubernetes.io is NFD's for labels only: an output there is reserved.
+    for key in ("profile.node.kubernetes.io/x", "a.profile.node.kubernetes.io/x"):
+        assert NONE.allows(key) and not NONE.allows(key, kind)
+        refusal = NONE.refusal(key, kind)
+        assert refusal is not None and "reserved" in refusal and kind in refusal
+    for key in ("kubernetes.io/x", "node.kubernetes.io/x", "xfeature.node.kubernetes.io/x"):
+        assert not NONE.allows(key, kind), key
+    # A deny entry never reaches the own namespace, for outputs as for labels.
+    rules = LabelNamespaces(deny=("feature.node.kubernetes.io", "*.feature.node.kubernetes.io"),
+                            extra=())
+    assert rules.allows("feature.node.kubernetes.io/x", kind)
+    assert rules.allows("a.feature.node.kubernetes.io/x", kind)
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_outputs_never_go_to_the_ledgers_namespace(kind: str) -> None:
+    # The agent's ledgers and the confinement probe live in nodefeatures.dev: no setting
+    # makes it an output namespace, though a label may be written there.
+    rules = LabelNamespaces(deny=(), extra=("nodefeatures.dev", "probe.nodefeatures.dev"))
+    for key in ("nodefeatures.dev/labels", "nodefeatures.dev/x", "probe.nodefeatures.dev/x",
+                "a.b.nodefeatures.dev/x"):
+        assert rules.allows(key), key
+        refusal = rules.refusal(key, kind)
+        assert refusal is not None and "ledgers" in refusal and kind in refusal, key
+    assert rules.allows("xnodefeatures.dev/x", kind)  # a look-alike is another namespace
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_outputs_follow_deny_and_extra_as_labels_do(kind: str) -> None:
+    rules = LabelNamespaces(deny=("*.vendor.io", "example.com", "k8s.io"),
+                            extra=("gpu.vendor.io", "example.com"))
+    assert not rules.allows("a.vendor.io/x", kind)
+    assert "denyLabelNs entry '*.vendor.io'" in (rules.refusal("a.vendor.io/x", kind) or "")
+    # extraLabelNs re-allows a denied vendor namespace for the outputs too ...
+    assert rules.allows("gpu.vendor.io/x", kind) and rules.allows("example.com/x", kind)
+    assert not rules.allows("a.gpu.vendor.io/x", kind) and not rules.allows("k8s.io/x", kind)
+    # ... but never a reserved or the ledgers' namespace.
+    lifted = LabelNamespaces(deny=(), extra=("node.kubernetes.io", "profile.node.kubernetes.io",
+                                             "nodefeatures.dev"))
+    for key in ("node.kubernetes.io/x", "profile.node.kubernetes.io/x", "nodefeatures.dev/x"):
+        assert not lifted.allows(key, kind), key
+    assert [DEFAULT.allows(k, kind) for k in ("k8s.io/x", "sigs.k8s.io/x", "notk8s.io/x")] == [
+        False, False, True]
