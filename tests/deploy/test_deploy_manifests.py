@@ -472,6 +472,13 @@ def test_admission_policy_names_the_agent_and_reads_the_label_namespaces(base) -
     assert "paramKind" not in policy
     variables = {v["name"]: v["expression"] for v in policy["variables"]}
     assert yaml.safe_load(variables["ledgers"]) == LEDGERS
+    # The rule outputs' ledgers, each instance's, as the agent names and bounds them.
+    from nodefeatures.cluster.reconcile import OUTPUT_LEDGER_MAX_BYTES
+    from nodefeatures.discovery.namespaces import OUTPUTS
+
+    assert sorted(yaml.safe_load(variables["outputLedgers"])) == sorted(
+        ledger_annotation(instance, kind) for kind in OUTPUTS for instance in ("", GPU_INSTANCE))
+    assert f"> {OUTPUT_LEDGER_MAX_BYTES})" in variables["oversizeOutputLedgers"]
     # The probe's namespace is denied in the policy itself, whatever the ConfigMap says.
     probe_namespace = PROBE_LABEL.split("/")[0]
     assert f"k.split('/')[0] == '{probe_namespace}'" in variables["foreignLabels"]

@@ -12,15 +12,23 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from agentkit import (
     FAST,
+    SA_NAME,
+    SA_NAMESPACE,
+    SA_USER,
     Switchable,
+    acting_user,
     discoverer,
     events_about,
+    label_namespaces_configmap,
     labels_of,
     patch_node,
+    policed_node,
     put_configmap,
     read_node,
+    shipped_policy_as,
     start,
     wait_until,
     writes_to,
@@ -196,3 +204,67 @@ def test_a_changed_rule_changes_the_taint_in_its_place(apiserver, nfd_crds, node
             FOREIGN_TAINT, {"key": f"vendor.io/gpu-{suffix}", "value": "b",
                             "effect": "NoSchedule"},
             {"key": "late", "effect": "PreferNoSchedule"}]
+
+
+# -- under the shipped policies, with the agent's own node-bound token -----------------
+
+POLICY = "nodefeatures-own-node-rule-outputs"
+SELECTOR = "nodefeatures.dev/test-rule-outputs"
+PARAMS = "rule-outputs-under-test"
+
+
+@pytest.fixture(scope="module")
+def policy(apiserver: Any, rbac: str) -> Iterator[str]:
+    with shipped_policy_as(apiserver, POLICY, SELECTOR, params=PARAMS) as name:
+        yield name
+
+
+def test_the_agents_own_token_writes_each_kind_and_the_policies_admit_exactly_that(
+        apiserver, nfd_crds, policy, tmp_path):
+    suffix = uuid.uuid4().hex[:6]
+    put_configmap(apiserver, PARAMS, {**label_namespaces_configmap()["data"], **ALL_ON})
+    with policed_node(apiserver, policy, SELECTOR, f"outputs-{suffix}") as node:
+        foreign(apiserver, node)
+        token = apiserver.service_account_token(SA_NAMESPACE, SA_NAME, node=node)
+        own = apiserver.client_for_token(token)
+        with apiserver.admin_client() as admin:
+            box: list[Agent] = []
+            poke = (lambda: box[0].poke() if box else None)  # noqa: E731
+            # The admin reads this module's copy of the setting (the agent's RBAC reads only
+            # the shipped one); the agent writes, and reads NFD's objects, as itself.
+            setting = LabelNamespacesSetting(admin, NAMESPACE, PARAMS, (), poke)
+            objects = ClusterObjects(own, node, NAMESPACE, poke)
+            source = Switchable("env", {"gpu": "a100"})
+            # Confinement is proven by the renamed policy's denial; its binding covers
+            # only this module's Nodes on purpose, so its reach is not checked here.
+            agent = Agent(NodeApi(own, node), discoverer([source], tmp_path), [source.name],
+                          Options(node=node, **{**FAST, "confinement_policy": POLICY,
+                                                "confinement_reach": False}),
+                          extend=objects.extend, scope=setting)
+            box.append(agent)
+            setting.start()
+            objects.start()
+            wait_all([*objects.caches, *setting.caches], 10.0)
+            running = start(agent)
+            try:
+                with rule_object(apiserver, [outputs_rule(suffix)]):
+                    wait_until(lambda: state(apiserver, node, suffix)["capacity"] is not None
+                               and state(apiserver, node, suffix)["annotation"] is not None
+                               and len(state(apiserver, node, suffix)["taints"]) == 2, 15,
+                               "every kind, written with the agent's own token")
+                    put_configmap(apiserver, PARAMS, {**label_namespaces_configmap()["data"],
+                                                      **ALL_ON, "enableTaints": "false"})
+                    wait_until(lambda: state(apiserver, node, suffix)["taints"]
+                               == [FOREIGN_TAINT], 30, "the taint's removal, admitted")
+                ours = [e for e in writes_to(apiserver, node) if acting_user(e) == SA_USER]
+                refused = [e for e in ours if e.get("responseStatus", {}).get("code", 200)
+                           >= 400 and not e.get("requestURI", "").count("dryRun")]
+                assert ours and refused == [], refused
+                # The extended resources went through the status subresource.
+                assert any(e.get("objectRef", {}).get("subresource") == "status"
+                           for e in ours)
+            finally:
+                running.stop()
+                objects.stop()
+                setting.stop()
+                own.close()

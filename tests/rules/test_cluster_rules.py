@@ -168,7 +168,8 @@ def test_a_matching_rule_gives_its_outputs_checked_and_prefixed_as_nfd_master() 
 
 
 @pytest.mark.parametrize(("kind", "rule", "expected"), [
-    ("annotations", {"annotations": {"x": "v" * 1025}}, "1025 characters"),
+    ("annotations", {"annotations": {"x": "v" * 1025}}, "1025 bytes"),
+    ("annotations", {"annotations": {"x": "é" * 513}}, "1026 bytes"),  # 513 characters
     ("annotations", {"annotations": {"Bad Key": "v"}}, "annotation"),
     ("annotations", {"annotations": {"node.kubernetes.io/x": "v"}}, "reserved"),
     ("annotations", {"annotations": {"profile.node.kubernetes.io/x": "v"}}, "reserved"),

@@ -62,7 +62,7 @@ from nodefeatures.discovery.text import excerpt, quote
 MAX_RULES = 10_000  # per object: more is refused unparsed (a pass evaluates 5,000)
 MAX_PROBLEMS = 20  # per object and pass, then a count
 LOAD_SECONDS = 1.0  # CPU time to parse one object version (compiling regexps dominates)
-MAX_ANNOTATION_VALUE = 1024  # nfd-master's FeatureAnnotationValueSizeLimit
+MAX_ANNOTATION_VALUE = 1024  # bytes: nfd-master's FeatureAnnotationValueSizeLimit
 _RULE_FIELD = {ANNOTATIONS: "annotations", TAINTS: "taints",
                EXTENDED_RESOURCES: "extended_resources"}
 
@@ -335,8 +335,9 @@ def outputs(rule: Rule, features: FeatureSet, namespaces: LabelNamespaces,
                 continue  # the prefixed twin wins, as for labels
             shown = f"{noun} {excerpt(full)}"
             problem = key_error(full)
-            if problem is None and kind == ANNOTATIONS and len(value) > MAX_ANNOTATION_VALUE:
-                problem = (f"its value has {len(value)} characters, more than the "
+            size = len(value.encode())  # bytes, as nfd-master counts them
+            if problem is None and kind == ANNOTATIONS and size > MAX_ANNOTATION_VALUE:
+                problem = (f"its value has {size} bytes, more than the "
                            f"{MAX_ANNOTATION_VALUE} allowed")
             if problem is None and kind == EXTENDED_RESOURCES:
                 if value.startswith("@"):
