@@ -87,7 +87,8 @@ def test_nothing_is_written_until_the_setting_exists(apiserver, node, tmp_path):
         put_configmap(apiserver, name, {"denyLabelNs": "", "extraLabelNs": ""})
         wait_until(lambda: labels_of(apiserver, node).get(F + "waiting") == "1", 5,
                    "the first write once the setting exists")
-        assert agent.readiness() is True
+        # Ready once the agent has the reply to that write, a moment after the server.
+        wait_until(lambda: agent.readiness() is True, 5, "readiness")
 
 
 def test_an_invalid_setting_is_rejected_whole_and_the_previous_stays(apiserver, node,
