@@ -229,3 +229,43 @@ def test_cli_apply_diff_and_prune_per_instance(apiserver: Any, node: str,
     assert set(before) - set(after) == {"nvidia.com/gpu.count"}
     annotations = annotations_of(apiserver, node)
     assert GPU_LEDGER not in annotations and LEDGER in annotations
+
+
+def test_cli_a_skipped_source_keeps_its_labels_and_the_rest_is_published(
+        apiserver: Any, node: str, tmp_path: Path) -> None:
+    """deploy/gpu's base agent: --skip-source leaves a source's labels as they are (no
+    pass of it says a feature is gone), while every other source, vendor namespaces
+    included, publishes as without it."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KUBERNETES_") and k not in ("NODE_NAME", "KUBECONFIG")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nodefeatures", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    root = os_release_root(tmp_path)
+    features = root / "etc/kubernetes/node-feature-discovery/features.d"
+    features.mkdir(parents=True)
+    kubeconfig = service_account_kubeconfig(apiserver, tmp_path)
+    common = ["apply", "--node", node, "--kubeconfig", str(kubeconfig), "--root", str(root),
+              "--source", "system", "--source", "local", "--allow-unconfined",
+              "--managed-prefix", F, "--managed-prefix", "vendor.io/"]
+    os_id = F + "system-os_release.ID"
+    first = cli(*common)
+    assert first.returncode == 0, first.stderr
+    assert labels_of(apiserver, node)[os_id] == "debian"
+    # The host changes under both sources; system is skipped from now on.
+    (root / "etc/os-release").write_text('ID=arch\n')
+    (features / "vendor").write_text("vendor.io/x=1\n")
+    skipped = cli(*common, "--skip-source", "system")
+    assert skipped.returncode == 0, skipped.stderr
+    assert ("source system did not run (disabled or not installed): kept"
+            in skipped.stdout), skipped.stdout
+    labels = labels_of(apiserver, node)
+    assert labels[os_id] == "debian" and labels["vendor.io/x"] == "1"
+    owners = Ledger.parse(annotations_of(apiserver, node)).owners
+    assert owners[os_id] == "system" and owners["vendor.io/x"] == "local"
+    # Without the option the source runs again and its evidence counts.
+    again = cli(*common)
+    assert again.returncode == 0, again.stderr
+    assert labels_of(apiserver, node)[os_id] == "arch"
