@@ -1,8 +1,8 @@
 """Two agent instances on one Node of a real kube-apiserver, under the shipped policy.
 
-deploy/gpu runs the base agent (default instance, feature.node.kubernetes.io/) and the
-GPU agent (instance gpu, nvidia.com/) side by side on every GPU node. Here both run as
-the agent's ServiceAccount bound to their Node, under a copy of
+deploy/gpu runs the base agent (default instance, every source but nvidia) and the GPU
+agent (instance gpu, the nvidia source, nvidia.com/) side by side on every GPU node.
+Here both run as the agent's ServiceAccount bound to their Node, under a copy of
 deploy/base/admission-policy.yaml bound only to Nodes carrying POLICED.
 """
 
@@ -54,6 +54,7 @@ AVX = F + "cpu-cpuid.AVX"
 PCI = F + "pci-10de.present"
 COUNT = "nvidia.com/gpu.count"
 PRODUCT = "nvidia.com/gpu.product"
+GPU_OPT_IN = "node-restriction.kubernetes.io/nodefeatures-gpu-agent"
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,52 @@ def test_two_instances_keep_their_own_labels_and_neither_removes_the_others(
             run.stop()
 
 
+def test_a_key_both_instances_produce_is_the_first_writers_until_it_lets_go(
+        apiserver: Any, policed: str, tmp_path: Path) -> None:
+    """deploy/gpu's layout: the base agent skips the nvidia source but is not narrowed by
+    prefix, so its rules (the GPU Operator's NodeFeatureRules) publish in nvidia.com/
+    too, and may name a key the nvidia source also publishes. The first writer holds it;
+    the other leaves it alone (OTHER), and takes it once the first lets it go."""
+    gdr = "nvidia.com/gdrcopy.capable"
+    cpu = Switchable("cpu", {AVX: "true"})
+    rules = Switchable("rules", {gdr: "true", COUNT: "0"})
+    nvidia = Switchable("nvidia", {COUNT: "2", PRODUCT: "H200"})
+    # The base agent's image has the nvidia source installed; it is skipped, not absent.
+    base = Agent(NodeApi(agent_client(apiserver, policed), policed),
+                 discoverer([cpu, rules], tmp_path / "base"), ["cpu", "rules", "nvidia"],
+                 Options(node=policed, expect_instance="gpu",
+                         **{**FAST, "confinement_policy": POLICY, "confinement_reach": False}))
+    gpu = agent(apiserver, policed, [nvidia], tmp_path / "gpu",
+                prefixes=("nvidia.com/",), instance="gpu")
+    running = [start(base)]
+    try:
+        wait_until(lambda: labels_of(apiserver, policed).get(COUNT) == "0", 15,
+                   "the base agent's labels")
+        running.append(start(gpu))
+        wait_until(lambda: PRODUCT in labels_of(apiserver, policed) and gpu.ready, 15,
+                   "the GPU agent's first pass")
+        annotations = annotations_of(apiserver, policed)
+        assert set(Ledger.parse(annotations).owners) == {AVX, gdr, COUNT}
+        assert set(Ledger.parse(annotations, "gpu").owners) == {PRODUCT}
+        # Settled: neither writes the other's key back.
+        before = len(writes_to(apiserver, policed, SA_USER))
+        time.sleep(3.2)
+        assert len(writes_to(apiserver, policed, SA_USER)) == before
+        assert labels_of(apiserver, policed)[COUNT] == "0"
+        # The rule stops naming the key: the base agent removes it on its own evidence,
+        # and the GPU agent, no longer kept off by a ledger, adds its value.
+        rules.current = {gdr: "true"}
+        wait_until(lambda: labels_of(apiserver, policed).get(COUNT) == "2", 15,
+                   "the GPU agent taking the key")
+        annotations = annotations_of(apiserver, policed)
+        assert COUNT not in Ledger.parse(annotations).owners
+        assert COUNT in Ledger.parse(annotations, "gpu").owners
+        assert labels_of(apiserver, policed)[gdr] == "true"
+    finally:
+        for run in running:
+            run.stop()
+
+
 def test_policy_admits_both_ledgers_and_denies_an_unknown_one(
         apiserver: Any, policed: str) -> None:
     as_agent(apiserver, policed, {LEDGER: "{}", GPU_LEDGER: "{}"})
@@ -165,6 +212,26 @@ def test_policy_bounds_each_ledger_on_its_own(apiserver: Any, policed: str) -> N
                                           "nodefeatures.dev/sources":
                                           "y" * (LEDGER_MAX_BYTES // 2)})
     assert f"may hold at most {LEDGER_MAX_BYTES}" in message
+
+
+def test_no_agent_token_may_opt_its_node_in_to_the_gpu_agent(
+        apiserver: Any, policed: str) -> None:
+    """deploy/gpu's GPU DaemonSet also runs where an administrator set GPU_OPT_IN
+    (Jetson/IGX, WSL2): the shipped policy keeps every agent from setting it."""
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(agent_client(apiserver, policed)).patch_node(
+            policed, {"metadata": {"labels": {GPU_OPT_IN: "true"}}},
+            _content_type="application/merge-patch+json")
+    assert denied.value.status == 403
+    assert GPU_OPT_IN in json.loads(denied.value.body)["message"]
+    # An administrator may; the agent then may not take it off either.
+    patch_node(apiserver, policed, {"metadata": {"labels": {GPU_OPT_IN: "true"}}})
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(agent_client(apiserver, policed)).patch_node(
+            policed, {"metadata": {"labels": {GPU_OPT_IN: None}}},
+            _content_type="application/merge-patch+json")
+    assert denied.value.status == 403
+    assert labels_of(apiserver, policed)[GPU_OPT_IN] == "true"
 
 
 def test_base_agent_reports_the_missing_gpu_agent_and_keeps_the_host_labels(
