@@ -341,7 +341,7 @@ def _cli_knows_label_namespaces() -> None:
         pytest.skip(reason)
 
 
-def test_each_gpu_node_runs_both_agents_as_two_instances_with_disjoint_labels(gpu) -> None:
+def test_each_gpu_node_runs_both_agents_as_two_instances_with_split_sources(gpu) -> None:
     from nodefeatures.cli.cluster import run
 
     base_args = find(gpu, "DaemonSet", "nodefeatures")["spec"]["template"]["spec"][
@@ -592,3 +592,19 @@ def test_kustomize_edit_set_image_reaches_every_daemonset(tmp_path: Path, target
     images = {c["image"] for ds in daemonsets(render(copy_root / target))
               for c in ds["spec"]["template"]["spec"]["containers"]}
     assert images == {"registry.example/nf:1.2"}
+
+
+def test_tegra_and_wsl2_host_files_are_seen_through_the_host_root(gpu) -> None:
+    """docs/install.md ("Jetson and WSL2 nodes"): no extra mount is needed for the files
+    the nvidia source reads on nodes without an NVIDIA PCI function."""
+    from nodefeatures.sources.nvidia import platform
+
+    for ds in daemonsets(gpu):
+        mounts = {m["mountPath"]: m["name"]
+                  for m in ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+        for path in (platform.TEGRA_RELEASE, platform.SOC, platform.DEVICE_TREE[0],
+                     platform.DXCORE):
+            seen = "/host" + path
+            deepest = max((m for m in mounts if seen == m or seen.startswith(m + "/")),
+                          key=len)
+            assert mounts[deepest] == "host-root", (ds["metadata"]["name"], path, deepest)
