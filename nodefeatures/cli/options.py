@@ -61,17 +61,17 @@ class HostChoice:
     only: tuple[str, ...]
     mig_strategy: str | None
     gfd_config_path: str | None = None
+    # Sources that never run (--skip-source); the labels they published stay, since no
+    # pass of theirs says a feature is gone.
+    skip: tuple[str, ...] = ()
 
     def prepare(self) -> tuple[dict[str, Source], Config]:
-        """Installed sources and the validated config; exits 2 when either is unusable."""
+        """The sources that run and the validated config; exits 2 when either is unusable.
+        A skipped source is no part of the first, and its config section is still
+        checked."""
         from nodefeatures.discovery import config as configuration
-        from nodefeatures.discovery.run import load_sources
 
-        sources, errors = load_sources(self.only or None)
-        if errors and self.only:
-            fail("; ".join(errors))
-        for error in errors:
-            log.warning("%s", error)
+        sources = self._sources()
         for option, path in (("--config", self.config_path),
                              ("--gfd-config", self.gfd_config_path)):
             if path == "":
@@ -84,20 +84,55 @@ class HostChoice:
             log.info("%s", notice)
         if not self.only:
             _warn_unknown_label_sources(cfg)
-        if self.mig_strategy is not None and "nvidia" not in cfg.sources:
+        if self.mig_strategy is not None and "nvidia" in self.skip:
+            log.warning("--mig-strategy has no effect: the nvidia source is skipped")
+        elif self.mig_strategy is not None and "nvidia" not in sources:
             log.warning("--mig-strategy has no effect: the nvidia source is not installed")
         apply_log_level(cfg)
-        return sources, cfg
+        return {n: s for n, s in sources.items() if n not in self.skip}, cfg
+
+    def _sources(self) -> dict[str, Source]:
+        """The sources --source selects (every installed one without it), the skipped
+        ones included; exits 2 for an unknown or unloadable --source."""
+        from nodefeatures.discovery.run import load_sources
+
+        if not self.only:
+            sources, errors = load_sources(None)
+            for error in errors:
+                log.warning("%s", error)
+            return sources
+        sources, errors = load_sources(self.only)
+        if errors:
+            fail("; ".join(errors))
+        if set(self.only) <= set(self.skip):
+            fail("--skip-source skips every --source: no source would run")
+        return sources
+
+    @functools.cached_property
+    def _every_source(self) -> dict[str, Source]:
+        """Every installed source that loads: one config file serves agents that run
+        different sources (deploy/gpu's two), so each checks the sections of all."""
+        from nodefeatures.discovery.run import load_sources
+
+        sources, errors = load_sources(None)
+        for error in errors:
+            log.debug("%s", error)
+        return sources
 
     def load_config(self, sources: dict[str, Source]) -> Config:
         """The configuration in force with this command line's overrides, which win over
         the files and GFD's environment; raises ConfigError. Also what a reload runs."""
         from nodefeatures.discovery import effective
 
-        cfg = effective.load(self.config_path, sources, gfd_path=self.gfd_config_path)
+        known = {**self._every_source, **sources}
+        cfg = effective.load(self.config_path, known, gfd_path=self.gfd_config_path)
         if self.only:
             cfg.core["labelSources"] = list(self.only)
             cfg.core["featureSources"] = ["all"]
+        if self.skip:
+            # NFD's own way to switch a source off, so that the config in force says it.
+            for option in ("labelSources", "featureSources"):
+                cfg.core[option] = [*cfg.core[option], *(f"-{n}" for n in self.skip)]
         if self.mig_strategy is not None and "nvidia" in cfg.sources:
             cfg.sources["nvidia"]["migStrategy"] = self.mig_strategy
         return cfg
@@ -158,14 +193,30 @@ def _warn_unknown_label_sources(cfg: Config) -> None:
         log.warning("core.labelSources selects no source: no label will be published")
 
 
+def _installed_names(ctx: click.Context, param: click.Parameter,
+                     names: tuple[str, ...]) -> tuple[str, ...]:
+    """--skip-source's names, checked before the command connects anywhere: a misspelt
+    one would otherwise let the source it meant run."""
+    from nodefeatures.discovery import registry
+
+    installed = registry.installed()
+    for name in names:
+        if name not in installed:
+            fail(f"--skip-source {name!r}: no such source (installed: "
+                 f"{', '.join(installed)})")
+    return names
+
+
 def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that choose what host to read and which sources run, passed as `host`."""
 
     @functools.wraps(func)
     def with_choice(*args: Any, root: str, proc: str | None, config_path: str | None,
                     only: tuple[str, ...], mig_strategy: str | None,
-                    gfd_config_path: str | None, **kwargs: Any) -> Any:
-        choice = HostChoice(root, proc, config_path, only, mig_strategy, gfd_config_path)
+                    gfd_config_path: str | None, skip: tuple[str, ...],
+                    **kwargs: Any) -> Any:
+        choice = HostChoice(root, proc, config_path, only, mig_strategy, gfd_config_path,
+                            skip)
         return func(*args, host=choice, **kwargs)
 
     decorators = [
@@ -182,6 +233,10 @@ def host_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "$GFD_CONFIG_FILE or $CONFIG_FILE, as GFD reads them]."),
         click.option("--source", "only", multiple=True, metavar="NAME",
                      help="Run only this source (repeatable)."),
+        click.option("--skip-source", "skip", multiple=True, metavar="NAME",
+                     callback=_installed_names,
+                     help="Never run this source (repeatable), as core.labelSources' "
+                          "-NAME; the labels it published before are kept."),
         click.option("--mig-strategy", type=click.Choice(["none", "single", "mixed"]),
                      default=None,
                      help="How MIG devices are labelled; overrides sources.nvidia.migStrategy."),

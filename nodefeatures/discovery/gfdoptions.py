@@ -118,8 +118,9 @@ PRECEDENCE = (
     "`version` key, `--gfd-config`, or the first of "
     + ", ".join(f"`${v}`" for v in gfdconfig.FILE_ENVIRONMENT)
     + " that is set. Precedence, highest first: our command-line flags (`--mig-strategy`, "
-    "`--interval`, `--source`), then GFD's environment variables (of those for one "
-    "setting, the first set wins), then GFD's config file, then our (or nfd-worker's) "
+    "`--interval`, `--source`, `--skip-source`), then GFD's environment variables (of "
+    "those for one setting, the first set wins), then GFD's config file, then our (or "
+    "nfd-worker's) "
     "config file, then the defaults. A problem anywhere rejects the whole configuration, "
     "naming the key or variable; docs/configuration.md has the rest.")
 

@@ -51,6 +51,8 @@ GPU_NODE_LABELS = [
     "feature.node.kubernetes.io/pci-0300_10de.present",
     "feature.node.kubernetes.io/pci-0302_10de.present",
 ]
+# What an administrator sets on Jetson/IGX and WSL2 nodes, which have no NVIDIA PCI label.
+GPU_OPT_IN = "node-restriction.kubernetes.io/nodefeatures-gpu-agent"
 
 
 @pytest.fixture(scope="module")
@@ -288,8 +290,7 @@ def test_cpu_only_install_has_nothing_nvidia(base) -> None:
 
 
 # The arguments that make each DaemonSet's agent the instance it is.
-BASE_INSTANCE_ARGS = ["--managed-prefix=feature.node.kubernetes.io/",
-                      f"--expect-instance={GPU_INSTANCE}"]
+BASE_INSTANCE_ARGS = ["--skip-source=nvidia", f"--expect-instance={GPU_INSTANCE}"]
 GPU_INSTANCE_ARGS = [f"--instance={GPU_INSTANCE}", "--source=nvidia",
                      "--managed-prefix=nvidia.com/"]
 
@@ -340,7 +341,7 @@ def _cli_knows_label_namespaces() -> None:
         pytest.skip(reason)
 
 
-def test_each_gpu_node_runs_both_agents_as_two_instances_with_disjoint_labels(gpu) -> None:
+def test_each_gpu_node_runs_both_agents_as_two_instances_with_split_sources(gpu) -> None:
     from nodefeatures.cli.cluster import run
 
     base_args = find(gpu, "DaemonSet", "nodefeatures")["spec"]["template"]["spec"][
@@ -349,15 +350,18 @@ def test_each_gpu_node_runs_both_agents_as_two_instances_with_disjoint_labels(gp
         "containers"][0]["args"]
     assert [a for a in base_args if a in BASE_INSTANCE_ARGS] == BASE_INSTANCE_ARGS
     assert [a for a in gpu_args if a in GPU_INSTANCE_ARGS] == GPU_INSTANCE_ARGS
-    # Both read the same allowed namespaces; each is narrowed to its own prefix, and
-    # the two prefixes are disjoint, so no key can be both agents'.
+    # Both read the same allowed namespaces. The sources are split: the GPU agent runs
+    # exactly the one the base agent skips. The base agent is not narrowed by prefix, so
+    # it publishes every allowed namespace (features.d, rules) as deploy/base does.
     assert LABEL_NAMESPACES_ARG in base_args and LABEL_NAMESPACES_ARG in gpu_args
     # The agent's own parser accepts both command lines, and they make two instances.
     _cli_knows_label_namespaces()
     params = [run.make_context("run", list(args[1:])).params for args in (base_args, gpu_args)]
     assert [p["instance"] for p in params] == ["", GPU_INSTANCE]
     assert params[0]["expect_instance"] == GPU_INSTANCE
-    assert list(params[0]["prefixes"]) == ["feature.node.kubernetes.io/"]
+    assert list(params[0]["skip"]) == list(params[1]["only"]) == ["nvidia"]
+    assert not params[0]["only"] and not params[1]["skip"]
+    assert list(params[0]["prefixes"]) == []
     assert list(params[1]["prefixes"]) == ["nvidia.com/"]
     # The admission policy admits the GPU instance's ledger.
     assert ledger_annotation(params[1]["instance"]) in LEDGERS
@@ -399,18 +403,39 @@ def test_base_agent_runs_everywhere_and_the_gpu_agent_beside_it_on_gpu_nodes(gpu
     assert "affinity" not in base_pod and "nodeSelector" not in base_pod
     assert "runtimeClassName" not in base_pod
     assert not (DEPLOY / "gpu" / "base-skips-gpu-nodes.yaml").exists()
-    # Each GPU label absent, "true" or something else, in every combination.
-    for values in itertools.product([None, "true", "false"], repeat=len(GPU_NODE_LABELS)):
-        labels = {k: v for k, v in zip(GPU_NODE_LABELS, values, strict=True) if v is not None}
+    # Each GPU label and the opt-in absent, "true" or something else, in every
+    # combination: any one of them "true" is enough.
+    keys = [*GPU_NODE_LABELS, GPU_OPT_IN]
+    for values in itertools.product([None, "true", "false"], repeat=len(keys)):
+        labels = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
         assert _node_matches(base_pod, labels), labels
         assert _node_matches(gpu_pod, labels) == ("true" in values), labels
-    # The labels the GPU DaemonSet follows are the ones the base agent checks.
+    # The PCI labels the GPU DaemonSet follows are the ones the base agent checks.
     from nodefeatures.cluster.reconcile import NVIDIA_PCI_LABELS
 
-    keys = {e["key"] for t in gpu_pod["affinity"]["nodeAffinity"][
+    terms = gpu_pod["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-        for e in t["matchExpressions"]}
-    assert keys == set(NVIDIA_PCI_LABELS) == set(GPU_NODE_LABELS)
+    assert {e["key"] for t in terms for e in t["matchExpressions"]} == {
+        *NVIDIA_PCI_LABELS, GPU_OPT_IN}
+    assert set(NVIDIA_PCI_LABELS) == set(GPU_NODE_LABELS)
+
+
+def test_no_agent_can_opt_a_node_in_to_the_gpu_agent(gpu) -> None:
+    """The opt-in is an administrator's: the agent refuses to write it whatever the label
+    namespaces setting says, and the own-node policy denies it to the agent's token
+    (tests/integration/test_agent_instances.py sends it), so no features.d file or
+    rule can send a node to the GPU DaemonSet."""
+    from nodefeatures.discovery.namespaces import LabelNamespaces
+
+    lifted, problems = LabelNamespaces.from_data(
+        {"denyLabelNs": "", "extraLabelNs": "node-restriction.kubernetes.io"})
+    assert not problems
+    for setting in (LabelNamespaces.DEFAULT, lifted):
+        assert setting.refusal(GPU_OPT_IN) is not None
+    policy = find(gpu, "ValidatingAdmissionPolicy", "nodefeatures-own-node")
+    (foreign,) = [v["expression"] for v in policy["spec"]["variables"]
+                  if v["name"] == "foreignLabels"]
+    assert "'kubernetes.io'" in foreign and "endsWith('.kubernetes.io')" in foreign
 
 
 def test_namespace_admits_host_paths_and_still_warns_about_the_rest(base) -> None:
@@ -567,3 +592,19 @@ def test_kustomize_edit_set_image_reaches_every_daemonset(tmp_path: Path, target
     images = {c["image"] for ds in daemonsets(render(copy_root / target))
               for c in ds["spec"]["template"]["spec"]["containers"]}
     assert images == {"registry.example/nf:1.2"}
+
+
+def test_tegra_and_wsl2_host_files_are_seen_through_the_host_root(gpu) -> None:
+    """docs/install.md ("Jetson and WSL2 nodes"): no extra mount is needed for the files
+    the nvidia source reads on nodes without an NVIDIA PCI function."""
+    from nodefeatures.sources.nvidia import platform
+
+    for ds in daemonsets(gpu):
+        mounts = {m["mountPath"]: m["name"]
+                  for m in ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+        for path in (platform.TEGRA_RELEASE, platform.SOC, platform.DEVICE_TREE[0],
+                     platform.DXCORE):
+            seen = "/host" + path
+            deepest = max((m for m in mounts if seen == m or seen.startswith(m + "/")),
+                          key=len)
+            assert mounts[deepest] == "host-root", (ds["metadata"]["name"], path, deepest)

@@ -143,19 +143,30 @@ def prefixes_given(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
             for ds in objects if ds["kind"] == "DaemonSet"}
 
 
+def skipped(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {ds["metadata"]["name"]: [a.split("=", 1)[1] for a in args_of(ds)
+                                     if a.startswith("--skip-source=")]
+            for ds in objects if ds["kind"] == "DaemonSet"}
+
+
 def test_managed_prefixes_only_narrow_the_agents() -> None:
     # By default the agent keeps to no prefix: the allowed namespaces are the limit.
     assert prefixes_given(render_chart()) == {"nodefeatures": []}
-    # With the GPU agent, it takes nvidia.com/ and the base agent the host labels.
-    assert prefixes_given(render_chart("--set", "gpu.enabled=true")) == {
-        "nodefeatures": ["feature.node.kubernetes.io/"], "nodefeatures-nvidia": ["nvidia.com/"]}
+    # With the GPU agent, it takes nvidia.com/; the base agent leaves it the nvidia
+    # source, not a prefix, and stays as wide as without it.
+    with_gpu = render_chart("--set", "gpu.enabled=true")
+    assert prefixes_given(with_gpu) == {"nodefeatures": [], "nodefeatures-nvidia": ["nvidia.com/"]}
+    assert skipped(with_gpu) == {"nodefeatures": ["nvidia"], "nodefeatures-nvidia": []}
     prefixes = ["feature.node.kubernetes.io/", "example.com/"]
     objects = render_chart("--set-json", f"managedPrefixes={json.dumps(prefixes)}")
     assert prefixes_given(objects) == {"nodefeatures": prefixes}
-    with_gpu = [*prefixes, "nvidia.com/"]
-    assert prefixes_given(render_chart("--set-json", f"managedPrefixes={json.dumps(with_gpu)}",
-                                       "--set", "gpu.enabled=true")) == {
-        "nodefeatures": prefixes, "nodefeatures-nvidia": ["nvidia.com/"]}
+    assert skipped(objects) == {"nodefeatures": []}
+    # The list narrows the base agent alone, nvidia.com/ among it or not.
+    for given in (prefixes, [*prefixes, "nvidia.com/"]):
+        objects = render_chart("--set-json", f"managedPrefixes={json.dumps(given)}",
+                               "--set", "gpu.enabled=true")
+        assert prefixes_given(objects) == {"nodefeatures": given,
+                                           "nodefeatures-nvidia": ["nvidia.com/"]}
     # The policy enforces the namespaces, never the narrowing: it does not change.
     def policy(objs: list[dict[str, Any]]) -> dict[str, Any]:
         return find(objs, "ValidatingAdmissionPolicy", "nodefeatures-own-node")["spec"]
@@ -274,16 +285,6 @@ def test_monitors_scrape_the_agents_metrics_port() -> None:
         assert selects(service["spec"]["selector"], pod["metadata"]["labels"])
     assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
     assert [e["port"] for e in servicemonitor["spec"]["endpoints"]] == ["http"]
-
-
-def test_the_gpu_agent_without_nvidia_com_among_the_prefixes_is_refused() -> None:
-    # Without a --managed-prefix of its own the GPU agent would fall back to the
-    # default prefixes and take the host labels from the base agent.
-    result = run_helm("template", "x", str(CHART), "--set", "gpu.enabled=true",
-                      "--set-json", 'managedPrefixes=["feature.node.kubernetes.io/"]',
-                      check=False)
-    assert result.returncode != 0
-    assert "managedPrefixes must include nvidia.com/" in result.stderr
 
 
 def test_the_chart_and_deploy_nfd_crds_install_the_same_crds() -> None:

@@ -1,8 +1,8 @@
 """Two agent instances on one Node of a real kube-apiserver, under the shipped policy.
 
-deploy/gpu runs the base agent (default instance, feature.node.kubernetes.io/) and the
-GPU agent (instance gpu, nvidia.com/) side by side on every GPU node. Here both run as
-the agent's ServiceAccount bound to their Node, under a copy of
+deploy/gpu runs the base agent (default instance, every source but nvidia) and the GPU
+agent (instance gpu, the nvidia source, nvidia.com/) side by side on every GPU node.
+Here both run as the agent's ServiceAccount bound to their Node, under a copy of
 deploy/base/admission-policy.yaml bound only to Nodes carrying POLICED.
 """
 
@@ -54,6 +54,7 @@ AVX = F + "cpu-cpuid.AVX"
 PCI = F + "pci-10de.present"
 COUNT = "nvidia.com/gpu.count"
 PRODUCT = "nvidia.com/gpu.product"
+GPU_OPT_IN = "node-restriction.kubernetes.io/nodefeatures-gpu-agent"
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,52 @@ def test_two_instances_keep_their_own_labels_and_neither_removes_the_others(
             run.stop()
 
 
+def test_a_key_both_instances_produce_is_the_first_writers_until_it_lets_go(
+        apiserver: Any, policed: str, tmp_path: Path) -> None:
+    """deploy/gpu's layout: the base agent skips the nvidia source but is not narrowed by
+    prefix, so its rules (the GPU Operator's NodeFeatureRules) publish in nvidia.com/
+    too, and may name a key the nvidia source also publishes. The first writer holds it;
+    the other leaves it alone (OTHER), and takes it once the first lets it go."""
+    gdr = "nvidia.com/gdrcopy.capable"
+    cpu = Switchable("cpu", {AVX: "true"})
+    rules = Switchable("rules", {gdr: "true", COUNT: "0"})
+    nvidia = Switchable("nvidia", {COUNT: "2", PRODUCT: "H200"})
+    # The base agent's image has the nvidia source installed; it is skipped, not absent.
+    base = Agent(NodeApi(agent_client(apiserver, policed), policed),
+                 discoverer([cpu, rules], tmp_path / "base"), ["cpu", "rules", "nvidia"],
+                 Options(node=policed, expect_instance="gpu",
+                         **{**FAST, "confinement_policy": POLICY, "confinement_reach": False}))
+    gpu = agent(apiserver, policed, [nvidia], tmp_path / "gpu",
+                prefixes=("nvidia.com/",), instance="gpu")
+    running = [start(base)]
+    try:
+        wait_until(lambda: labels_of(apiserver, policed).get(COUNT) == "0", 15,
+                   "the base agent's labels")
+        running.append(start(gpu))
+        wait_until(lambda: PRODUCT in labels_of(apiserver, policed) and gpu.ready, 15,
+                   "the GPU agent's first pass")
+        annotations = annotations_of(apiserver, policed)
+        assert set(Ledger.parse(annotations).owners) == {AVX, gdr, COUNT}
+        assert set(Ledger.parse(annotations, "gpu").owners) == {PRODUCT}
+        # Settled: neither writes the other's key back.
+        before = len(writes_to(apiserver, policed, SA_USER))
+        time.sleep(3.2)
+        assert len(writes_to(apiserver, policed, SA_USER)) == before
+        assert labels_of(apiserver, policed)[COUNT] == "0"
+        # The rule stops naming the key: the base agent removes it on its own evidence,
+        # and the GPU agent, no longer kept off by a ledger, adds its value.
+        rules.current = {gdr: "true"}
+        wait_until(lambda: labels_of(apiserver, policed).get(COUNT) == "2", 15,
+                   "the GPU agent taking the key")
+        annotations = annotations_of(apiserver, policed)
+        assert COUNT not in Ledger.parse(annotations).owners
+        assert COUNT in Ledger.parse(annotations, "gpu").owners
+        assert labels_of(apiserver, policed)[gdr] == "true"
+    finally:
+        for run in running:
+            run.stop()
+
+
 def test_policy_admits_both_ledgers_and_denies_an_unknown_one(
         apiserver: Any, policed: str) -> None:
     as_agent(apiserver, policed, {LEDGER: "{}", GPU_LEDGER: "{}"})
@@ -165,6 +212,26 @@ def test_policy_bounds_each_ledger_on_its_own(apiserver: Any, policed: str) -> N
                                           "nodefeatures.dev/sources":
                                           "y" * (LEDGER_MAX_BYTES // 2)})
     assert f"may hold at most {LEDGER_MAX_BYTES}" in message
+
+
+def test_no_agent_token_may_opt_its_node_in_to_the_gpu_agent(
+        apiserver: Any, policed: str) -> None:
+    """deploy/gpu's GPU DaemonSet also runs where an administrator set GPU_OPT_IN
+    (Jetson/IGX, WSL2): the shipped policy keeps every agent from setting it."""
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(agent_client(apiserver, policed)).patch_node(
+            policed, {"metadata": {"labels": {GPU_OPT_IN: "true"}}},
+            _content_type="application/merge-patch+json")
+    assert denied.value.status == 403
+    assert GPU_OPT_IN in json.loads(denied.value.body)["message"]
+    # An administrator may; the agent then may not take it off either.
+    patch_node(apiserver, policed, {"metadata": {"labels": {GPU_OPT_IN: "true"}}})
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(agent_client(apiserver, policed)).patch_node(
+            policed, {"metadata": {"labels": {GPU_OPT_IN: None}}},
+            _content_type="application/merge-patch+json")
+    assert denied.value.status == 403
+    assert labels_of(apiserver, policed)[GPU_OPT_IN] == "true"
 
 
 def test_base_agent_reports_the_missing_gpu_agent_and_keeps_the_host_labels(
@@ -229,3 +296,43 @@ def test_cli_apply_diff_and_prune_per_instance(apiserver: Any, node: str,
     assert set(before) - set(after) == {"nvidia.com/gpu.count"}
     annotations = annotations_of(apiserver, node)
     assert GPU_LEDGER not in annotations and LEDGER in annotations
+
+
+def test_cli_a_skipped_source_keeps_its_labels_and_the_rest_is_published(
+        apiserver: Any, node: str, tmp_path: Path) -> None:
+    """deploy/gpu's base agent: --skip-source leaves a source's labels as they are (no
+    pass of it says a feature is gone), while every other source, vendor namespaces
+    included, publishes as without it."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KUBERNETES_") and k not in ("NODE_NAME", "KUBECONFIG")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nodefeatures", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    root = os_release_root(tmp_path)
+    features = root / "etc/kubernetes/node-feature-discovery/features.d"
+    features.mkdir(parents=True)
+    kubeconfig = service_account_kubeconfig(apiserver, tmp_path)
+    common = ["apply", "--node", node, "--kubeconfig", str(kubeconfig), "--root", str(root),
+              "--source", "system", "--source", "local", "--allow-unconfined",
+              "--managed-prefix", F, "--managed-prefix", "vendor.io/"]
+    os_id = F + "system-os_release.ID"
+    first = cli(*common)
+    assert first.returncode == 0, first.stderr
+    assert labels_of(apiserver, node)[os_id] == "debian"
+    # The host changes under both sources; system is skipped from now on.
+    (root / "etc/os-release").write_text('ID=arch\n')
+    (features / "vendor").write_text("vendor.io/x=1\n")
+    skipped = cli(*common, "--skip-source", "system")
+    assert skipped.returncode == 0, skipped.stderr
+    assert ("source system did not run (disabled or not installed): kept"
+            in skipped.stdout), skipped.stdout
+    labels = labels_of(apiserver, node)
+    assert labels[os_id] == "debian" and labels["vendor.io/x"] == "1"
+    owners = Ledger.parse(annotations_of(apiserver, node)).owners
+    assert owners[os_id] == "system" and owners["vendor.io/x"] == "local"
+    # Without the option the source runs again and its evidence counts.
+    again = cli(*common)
+    assert again.returncode == 0, again.stderr
+    assert labels_of(apiserver, node)[os_id] == "arch"

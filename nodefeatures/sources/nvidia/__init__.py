@@ -233,8 +233,8 @@ CATALOGUE = (
     _row("tegra.release", "`<major>.<revision>`",
          "the Jetson Linux (L4T) release in /etc/nv_tegra_release: `# R36 (release), "
          "REVISION: 4.3` gives `36.4.3`",
-         "not in GFD; the deployed pod mounts /etc/nv_tegra_release only where an overlay "
-         "adds it (docs/install.md, Jetson and WSL2 nodes)"),
+         "not in GFD; the deployed pod reads it through its mount of the host root "
+         "(docs/install.md, Jetson and WSL2 nodes)"),
     _row("tegra.machine", "string",
          "the device tree's model (else /sys/devices/soc0/machine) in GFD's name form",
          "not in GFD, whose gpu.machine reads DMI, which Jetson boards often lack"),

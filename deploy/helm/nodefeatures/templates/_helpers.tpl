@@ -11,9 +11,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
 
-{{/* The NVIDIA PCI device labels that send a node to the GPU DaemonSet. */}}
+{{/* The labels that send a node to the GPU DaemonSet: the NVIDIA PCI device labels,
+and the administrator's opt-in for Jetson/IGX and WSL2 nodes
+(deploy/gpu/daemonset-nvidia.yaml). */}}
 {{- define "nodefeatures.gpuLabels" -}}
-{{- list "feature.node.kubernetes.io/pci-10de.present" "feature.node.kubernetes.io/pci-0300_10de.present" "feature.node.kubernetes.io/pci-0302_10de.present" | toJson }}
+{{- list "feature.node.kubernetes.io/pci-10de.present" "feature.node.kubernetes.io/pci-0300_10de.present" "feature.node.kubernetes.io/pci-0302_10de.present" "node-restriction.kubernetes.io/nodefeatures-gpu-agent" | toJson }}
 {{- end }}
 
 {{/* One agent DaemonSet; deploy/base/daemonset.yaml and deploy/gpu/daemonset-nvidia.yaml
@@ -23,18 +25,13 @@ explain every field. Called with (dict "root" $ "name" ... "component" ... "gpu"
 {{- $values := $root.Values -}}
 {{- $gpuLabels := include "nodefeatures.gpuLabels" $root | fromJsonArray -}}
 {{- $gpu := .gpu -}}
-{{- /* managedPrefixes narrows the agents within the allowed label namespaces; empty,
-the base agent writes every allowed namespace. With the GPU agent, nvidia.com/ is its
-own and the base agent takes the other prefixes: feature.node.kubernetes.io/ when none
-are given (deploy/gpu/base-leaves-gpu-labels.yaml). */ -}}
-{{- if and $gpu $values.managedPrefixes (not (has "nvidia.com/" $values.managedPrefixes)) -}}
-{{- fail "gpu.enabled: the GPU agent writes nvidia.com/ labels, so managedPrefixes must include nvidia.com/" -}}
-{{- end -}}
+{{- /* managedPrefixes narrows the base agent within the allowed label namespaces;
+empty, it writes every allowed namespace. The GPU agent keeps to nvidia.com/, and the
+base agent leaves it the nvidia source, not a prefix
+(deploy/gpu/base-leaves-gpu-labels.yaml). */ -}}
 {{- $prefixes := $values.managedPrefixes -}}
 {{- if $gpu -}}
 {{- $prefixes = list "nvidia.com/" -}}
-{{- else if $values.gpu.enabled -}}
-{{- $prefixes = without ($values.managedPrefixes | default (list "feature.node.kubernetes.io/" "nvidia.com/")) "nvidia.com/" -}}
 {{- end -}}
 apiVersion: apps/v1
 kind: DaemonSet
@@ -116,8 +113,10 @@ spec:
             - {{ printf "--managed-prefix=%s" . | quote }}
             {{- end }}
             {{- if and $values.gpu.enabled (not .gpu) }}
-            {{- /* The base agent stays on GPU nodes and says when their GPU agent is
-                   missing (deploy/gpu/base-leaves-gpu-labels.yaml). */}}
+            {{- /* The base agent stays on GPU nodes, leaves the nvidia source to the GPU
+                   agent and says when it is missing
+                   (deploy/gpu/base-leaves-gpu-labels.yaml). */}}
+            - --skip-source=nvidia
             - --expect-instance=gpu
             {{- end }}
           env:
