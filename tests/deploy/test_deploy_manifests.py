@@ -469,6 +469,9 @@ def test_rbac_grants_exactly_the_agent_contract(base) -> None:
         # NFD's API, read only, cluster-wide: rules, and NodeFeatures in any namespace.
         (("nfd.k8s-sigs.io",), ("nodefeaturerules", "nodefeatures"), ()):
             ["get", "list", "watch"],
+        # The confinement check reads the own-node policy and its binding by name.
+        (("admissionregistration.k8s.io",),
+         ("validatingadmissionpolicies", "validatingadmissionpolicybindings"), ()): ["get"],
     }
     role = find(base, "Role", "nodefeatures")
     assert role["metadata"]["namespace"] == NAMESPACE
