@@ -68,6 +68,13 @@ def test_the_shipped_policy_and_binding_cover_every_node() -> None:
     ("policy", "spec.matchConstraints.resourceRules", [
         {"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
          "resources": ["nodes", "nodes/status"], "resourceNames": ["n1"]}], "UPDATE of nodes"),
+    # The probe patches nodes, v1: a rule that matches nodes/status in no version the
+    # server serves leaves every Node's status open.
+    ("policy", "spec.matchConstraints.resourceRules", [
+        {"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
+         "resources": ["nodes"]},
+        {"apiGroups": [""], "apiVersions": ["v1beta1"], "operations": ["UPDATE"],
+         "resources": ["nodes/status"]}], "UPDATE of nodes/status"),
     ("policy", "spec.matchConditions", [
         {"name": "is-nodefeatures-agent", "expression":
          'request.userInfo.username == "system:serviceaccount:nodefeatures:nodefeatures"'},
