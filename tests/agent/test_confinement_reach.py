@@ -75,6 +75,10 @@ def test_the_shipped_policy_and_binding_cover_every_node() -> None:
          "resources": ["nodes"]},
         {"apiGroups": [""], "apiVersions": ["v1beta1"], "operations": ["UPDATE"],
          "resources": ["nodes/status"]}], "UPDATE of nodes/status"),
+    # "*" is every resource but no subresource.
+    ("policy", "spec.matchConstraints.resourceRules", [
+        {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}],
+     "UPDATE of nodes/status"),
     ("policy", "spec.matchConditions", [
         {"name": "is-nodefeatures-agent", "expression":
          'request.userInfo.username == "system:serviceaccount:nodefeatures:nodefeatures"'},
@@ -98,7 +102,8 @@ def test_each_narrowing_is_found(which: str, path: str, value: Any, expected: st
 def test_a_rule_written_with_wildcards_still_covers_nodes() -> None:
     policy, binding = shipped()
     policy["spec"]["matchConstraints"]["resourceRules"] = [
-        {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}]
+        {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"],
+         "resources": ["*", "*/status"]}]
     assert narrowing(policy, binding, NAME) == []
 
 

@@ -362,8 +362,16 @@ def test_a_binding_narrowed_to_the_own_node_is_no_confinement(
             client.CoreV1Api(admin).delete_node(other)
 
 
-def test_a_policy_that_matches_the_status_in_another_version_is_no_confinement(
-        apiserver: Any, node: str, enforced: PolicyObjects) -> None:
+@pytest.mark.parametrize("rules", [
+    [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
+      "resources": ["nodes"]},
+     {"apiGroups": [""], "apiVersions": ["v1beta1"], "operations": ["UPDATE"],
+      "resources": ["nodes/status"]}],
+    # "*" is every resource, but no subresource.
+    [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}],
+], ids=["status-in-another-version", "star"])
+def test_a_policy_that_misses_the_status_is_no_confinement(
+        apiserver: Any, node: str, enforced: PolicyObjects, rules: list[Any]) -> None:
     # The probe patches the Node itself, so it is still denied; the status of every other
     # Node (capacity, conditions) is open to this token.
     from kubernetes import client
@@ -373,10 +381,6 @@ def test_a_policy_that_matches_the_status_in_another_version_is_no_confinement(
         client.CoreV1Api(admin).create_node(
             client.V1Node(metadata=client.V1ObjectMeta(name=other)))
     policy = enforced._document(POLICY)
-    rules = [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
-              "resources": ["nodes"]},
-             {"apiGroups": [""], "apiVersions": ["v1beta1"], "operations": ["UPDATE"],
-              "resources": ["nodes/status"]}]
     foreign = NodeApi(apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node}), other)
     status = {"status": {"capacity": {"example.com/stolen": "1"}}}
     try:
