@@ -177,7 +177,8 @@ def _covers(rule: Any, resource: str) -> bool:
     resources = rule.get("resources") or []
     return (("" in groups or "*" in groups) and ("v1" in versions or "*" in versions)
             and ("UPDATE" in operations or "*" in operations)
-            and (resource in resources or ("*" in resources and "/" not in resource)
+            and (resource in resources or "*/*" in resources
+                 or ("*" in resources and "/" not in resource)
                  or (resource.endswith("/status") and "*/status" in resources)
                  or (resource.startswith("nodes/") and "nodes/*" in resources))
             and rule.get("scope", "*") in ("*", "Cluster") and not rule.get("resourceNames"))

@@ -107,6 +107,16 @@ def test_a_rule_written_with_wildcards_still_covers_nodes() -> None:
     assert narrowing(policy, binding, NAME) == []
 
 
+def test_a_rule_for_all_resources_and_subresources_covers_nodes_and_their_status() -> None:
+    # "*/*" is every resource and every subresource: the API server holds the token on
+    # every Node and its status with it.
+    policy, binding = shipped()
+    policy["spec"]["matchConstraints"]["resourceRules"] = [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+         "resources": ["*/*"]}]
+    assert narrowing(policy, binding, NAME) == []
+
+
 def test_the_own_node_variable_changed_is_no_own_node_rule() -> None:
     policy, binding = shipped()
     for variable in policy["spec"]["variables"]:
