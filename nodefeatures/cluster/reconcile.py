@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nodefeatures.discovery import quantity
 from nodefeatures.discovery.config import Budget
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, key_error
 from nodefeatures.discovery.namespaces import (
@@ -751,8 +752,11 @@ def _ledger_of(annotations: Mapping[str, str] | None, labels: Mapping[str, str],
     """The Node's ledger, with what another writer took out of it put back from `written`."""
     ledger, damage = Ledger.read(annotations, instance, kind)
     name = ledger.annotation
+    # A resource's amount is compared as a quantity: the server keeps its own spelling
+    # (1k for the 1000 the agent wrote), and a plan shows the rule's where they agree.
+    same = quantity.same if kind == EXTENDED_RESOURCES else (lambda a, b: a == b)
     lost = {key: owner for key, (value, owner) in written.items()
-            if key not in ledger.owners and labels.get(key) == value}
+            if key not in ledger.owners and same(labels.get(key), value)}
     if lost:
         if damage is None:
             damage = ("missing" if name not in (annotations or {})
