@@ -259,3 +259,16 @@ def test_a_damaged_resource_ledger_is_restored_whatever_spelling_the_server_keep
             "annotations"]
         removed = plan_node(gone(), damaged, scope(), written_outputs=written)
         assert removed.status_patch("5")["status"]["capacity"] == {"vendor.io/widgets": None}
+
+
+def test_a_resource_left_only_in_allocatable_is_removed_with_its_object() -> None:
+    # The scheduler reads allocatable: one left there offers what no longer exists.
+    given = evidence(extended_resources={"vendor.io/widgets": "2"})
+    on = applied(node(), plan_node(given, node(), scope()))
+    on["status"]["capacity"].pop("vendor.io/widgets")  # someone removed it from capacity
+    removed = plan_node(gone(), on, scope()).status_patch("5")
+    assert removed is not None
+    assert removed["status"]["allocatable"] == {"vendor.io/widgets": None}
+    after = applied(on, plan_node(gone(), on, scope()))
+    assert "vendor.io/widgets" not in after["status"]["allocatable"]
+    assert not plan_node(gone(), after, scope()).needs_write
