@@ -159,13 +159,14 @@ def other_instances(annotations: Mapping[str, str] | None, instance: str,
 
 def item_error(kind: str, key: str) -> str | None:
     """Why `key` cannot be an item of `kind` in a ledger, or None when it can."""
-    if kind != TAINTS:
-        return key_error(key)
     from nodefeatures.discovery.rules.model import TAINT_EFFECTS
 
-    name, colon, effect = key.rpartition(":")
-    if not colon or effect not in TAINT_EFFECTS:
+    name, colon, effect = key.rpartition(":") if kind == TAINTS else (key, ":", "")
+    if kind == TAINTS and (not colon or effect not in TAINT_EFFECTS):
         return f"not <key>:<effect> with an effect of {', '.join(TAINT_EFFECTS)}"
+    if kind != LABELS and "/" not in name:
+        # Rule outputs always have one; the Node's own (cpu, memory, pods) have none.
+        return "no namespace"
     return key_error(name)
 
 

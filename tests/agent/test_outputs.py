@@ -272,3 +272,16 @@ def test_a_resource_left_only_in_allocatable_is_removed_with_its_object() -> Non
     after = applied(on, plan_node(gone(), on, scope()))
     assert "vendor.io/widgets" not in after["status"]["allocatable"]
     assert not plan_node(gone(), after, scope()).needs_write
+
+
+def test_a_ledger_naming_a_key_without_namespace_never_removes_the_nodes_own() -> None:
+    # Every output key the agent writes has a namespace; cpu, memory and pods have none,
+    # so a ledger that lists one was written by someone else, who may patch the Node but
+    # not its status, and the agent must not remove them for it.
+    planted = {"nodefeatures.dev/extended-resources": json.dumps(
+        {RULE: {"": ["cpu"], "vendor.io/": ["w"]}})}
+    decided = plan_node(gone(), node(annotations=planted, capacity={"vendor.io/w": "1"}),
+                        scope())
+    status = decided.status_patch("5")
+    assert status["status"]["capacity"] == {"vendor.io/w": None}
+    assert "ledger:extendedResources" in decided.all_problems()
