@@ -10,7 +10,7 @@ Two parts, both needed:
    name) passes part 1 and leaves every other Node open to this token. So the policy and
    its binding (by the policy's name, as deploy/base ships them) are read and must apply
    to every Node update of the agent: no selector, no excluded rules, no resource rules
-   in the binding, the policy matching `nodes` and `nodes/status` updates, its only
+   in the binding, the policy matching `nodes` and `nodes/status` updates (v1), its only
    match conditions comparing the username, its failure policy Fail, its binding
    denying, and its validations holding the own-node rule as shipped.
 
@@ -172,10 +172,13 @@ def narrowing(policy_obj: Mapping[str, Any], binding_obj: Mapping[str, Any],
 def _covers(rule: Any, resource: str) -> bool:
     rule = _mapping(rule)
     groups = rule.get("apiGroups") or []
+    versions = rule.get("apiVersions") or []
     operations = rule.get("operations") or []
     resources = rule.get("resources") or []
-    return (("" in groups or "*" in groups) and ("UPDATE" in operations or "*" in operations)
-            and (resource in resources or "*" in resources
+    return (("" in groups or "*" in groups) and ("v1" in versions or "*" in versions)
+            and ("UPDATE" in operations or "*" in operations)
+            and (resource in resources or "*/*" in resources
+                 or ("*" in resources and "/" not in resource)
                  or (resource.endswith("/status") and "*/status" in resources)
                  or (resource.startswith("nodes/") and "nodes/*" in resources))
             and rule.get("scope", "*") in ("*", "Cluster") and not rule.get("resourceNames"))

@@ -166,6 +166,10 @@ def items_on(node: Mapping[str, Any], kind: str,
             value = want if quantity.same(allocatable.get(key), want) else \
                 f"{value} (allocatable {allocatable.get(key)})"
         found[key] = value
+    for key, value in allocatable.items():
+        # Only allocatable, what the scheduler reads: present, so that it goes too.
+        if key not in found and isinstance(value, str):
+            found[key] = f"(allocatable {value})"
     return found
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nodefeatures.discovery import quantity
 from nodefeatures.discovery.config import Budget
 from nodefeatures.discovery.labels import DEFAULT_PREFIX, key_error
 from nodefeatures.discovery.namespaces import (
@@ -158,13 +159,14 @@ def other_instances(annotations: Mapping[str, str] | None, instance: str,
 
 def item_error(kind: str, key: str) -> str | None:
     """Why `key` cannot be an item of `kind` in a ledger, or None when it can."""
-    if kind != TAINTS:
-        return key_error(key)
     from nodefeatures.discovery.rules.model import TAINT_EFFECTS
 
-    name, colon, effect = key.rpartition(":")
-    if not colon or effect not in TAINT_EFFECTS:
+    name, colon, effect = key.rpartition(":") if kind == TAINTS else (key, ":", "")
+    if kind == TAINTS and (not colon or effect not in TAINT_EFFECTS):
         return f"not <key>:<effect> with an effect of {', '.join(TAINT_EFFECTS)}"
+    if kind != LABELS and "/" not in name:
+        # Rule outputs always have one; the Node's own (cpu, memory, pods) have none.
+        return "no namespace"
     return key_error(name)
 
 
@@ -751,8 +753,11 @@ def _ledger_of(annotations: Mapping[str, str] | None, labels: Mapping[str, str],
     """The Node's ledger, with what another writer took out of it put back from `written`."""
     ledger, damage = Ledger.read(annotations, instance, kind)
     name = ledger.annotation
+    # A resource's amount is compared as a quantity: the server keeps its own spelling
+    # (1k for the 1000 the agent wrote), and a plan shows the rule's where they agree.
+    same = quantity.same if kind == EXTENDED_RESOURCES else (lambda a, b: a == b)
     lost = {key: owner for key, (value, owner) in written.items()
-            if key not in ledger.owners and labels.get(key) == value}
+            if key not in ledger.owners and same(labels.get(key), value)}
     if lost:
         if damage is None:
             damage = ("missing" if name not in (annotations or {})

@@ -18,6 +18,9 @@ _QUANTITY = re.compile(r"([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 MAX_TEXT = 64  # longer is no quantity anyone writes for a count of devices
+# The API server caps binary amounts above this (8Ei is stored as 9223372036854775807)
+# and mangles longer digit strings (1e22 written out comes back as 10).
+MAX_STORED = Decimal(2**63 - 1)
 
 
 def parse(text: str) -> Decimal | None:
@@ -50,3 +53,19 @@ def same(a: str | None, b: str | None) -> bool:
         return a == b
     x, y = parse(a), parse(b)
     return x is not None and x == y
+
+
+def unstored(name: str, amount: Decimal) -> str | None:
+    """Why the API server would not keep `amount` of Node resource `name` as that amount
+    (it refuses it, or stores another), or None when it would.
+
+    A name outside kubernetes.io is an extended resource to Kubernetes, which must be a
+    whole number; any amount is rounded up to a multiple of 1m."""
+    if amount > MAX_STORED:
+        return f"more than {MAX_STORED}, which the API server does not store as it is"
+    if "kubernetes.io/" not in name and not name.startswith("requests.") and amount % 1:
+        return ("not a whole number, which the API server requires of an extended "
+                "resource outside kubernetes.io")
+    if (amount * 1000) % 1:
+        return "finer than 1m, which the API server rounds up"
+    return None

@@ -68,6 +68,17 @@ def test_the_shipped_policy_and_binding_cover_every_node() -> None:
     ("policy", "spec.matchConstraints.resourceRules", [
         {"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
          "resources": ["nodes", "nodes/status"], "resourceNames": ["n1"]}], "UPDATE of nodes"),
+    # The probe patches nodes, v1: a rule that matches nodes/status in no version the
+    # server serves leaves every Node's status open.
+    ("policy", "spec.matchConstraints.resourceRules", [
+        {"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
+         "resources": ["nodes"]},
+        {"apiGroups": [""], "apiVersions": ["v1beta1"], "operations": ["UPDATE"],
+         "resources": ["nodes/status"]}], "UPDATE of nodes/status"),
+    # "*" is every resource but no subresource.
+    ("policy", "spec.matchConstraints.resourceRules", [
+        {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}],
+     "UPDATE of nodes/status"),
     ("policy", "spec.matchConditions", [
         {"name": "is-nodefeatures-agent", "expression":
          'request.userInfo.username == "system:serviceaccount:nodefeatures:nodefeatures"'},
@@ -91,7 +102,18 @@ def test_each_narrowing_is_found(which: str, path: str, value: Any, expected: st
 def test_a_rule_written_with_wildcards_still_covers_nodes() -> None:
     policy, binding = shipped()
     policy["spec"]["matchConstraints"]["resourceRules"] = [
-        {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}]
+        {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"],
+         "resources": ["*", "*/status"]}]
+    assert narrowing(policy, binding, NAME) == []
+
+
+def test_a_rule_for_all_resources_and_subresources_covers_nodes_and_their_status() -> None:
+    # "*/*" is every resource and every subresource: the API server holds the token on
+    # every Node and its status with it.
+    policy, binding = shipped()
+    policy["spec"]["matchConstraints"]["resourceRules"] = [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+         "resources": ["*/*"]}]
     assert narrowing(policy, binding, NAME) == []
 
 

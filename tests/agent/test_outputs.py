@@ -236,3 +236,52 @@ def test_all_objects_together_publish_a_bounded_amount_of_each_kind() -> None:
     # The first objects by name keep theirs; the cut is reported.
     assert "vendor.io/a000-0" in written and "vendor.io/a019-29" not in written
     assert "not published" in decided.all_problems()["outputs-over:annotations"]
+
+
+def test_a_damaged_resource_ledger_is_restored_whatever_spelling_the_server_keeps() -> None:
+    from nodefeatures.cluster.outputs import written_after
+
+    given = evidence(extended_resources={"vendor.io/widgets": "1000"})
+    first = plan_node(given, node(), scope())
+    on = applied(node(), first)
+    for part in ("capacity", "allocatable"):
+        on["status"][part]["vendor.io/widgets"] = "1k"  # as the API server stores it
+    stable = plan_node(given, on, scope(), written_outputs=written_after(first, node()))
+    assert not stable.needs_write
+    damaged = json.loads(json.dumps(on))
+    del damaged["metadata"]["annotations"]["nodefeatures.dev/extended-resources"]
+    # Whether the agent last wrote it or last found it in place, it is ours: taken back
+    # while the object gives it, removed once the object is gone.
+    for written in (written_after(first, node()), written_after(stable, on)):
+        kept = plan_node(given, damaged, scope(), written_outputs=written)
+        assert "ledger-restored:extendedResources" in kept.all_problems()
+        assert "nodefeatures.dev/extended-resources" in kept.status_patch("5")["metadata"][
+            "annotations"]
+        removed = plan_node(gone(), damaged, scope(), written_outputs=written)
+        assert removed.status_patch("5")["status"]["capacity"] == {"vendor.io/widgets": None}
+
+
+def test_a_resource_left_only_in_allocatable_is_removed_with_its_object() -> None:
+    # The scheduler reads allocatable: one left there offers what no longer exists.
+    given = evidence(extended_resources={"vendor.io/widgets": "2"})
+    on = applied(node(), plan_node(given, node(), scope()))
+    on["status"]["capacity"].pop("vendor.io/widgets")  # someone removed it from capacity
+    removed = plan_node(gone(), on, scope()).status_patch("5")
+    assert removed is not None
+    assert removed["status"]["allocatable"] == {"vendor.io/widgets": None}
+    after = applied(on, plan_node(gone(), on, scope()))
+    assert "vendor.io/widgets" not in after["status"]["allocatable"]
+    assert not plan_node(gone(), after, scope()).needs_write
+
+
+def test_a_ledger_naming_a_key_without_namespace_never_removes_the_nodes_own() -> None:
+    # Every output key the agent writes has a namespace; cpu, memory and pods have none,
+    # so a ledger that lists one was written by someone else, who may patch the Node but
+    # not its status, and the agent must not remove them for it.
+    planted = {"nodefeatures.dev/extended-resources": json.dumps(
+        {RULE: {"": ["cpu"], "vendor.io/": ["w"]}})}
+    decided = plan_node(gone(), node(annotations=planted, capacity={"vendor.io/w": "1"}),
+                        scope())
+    status = decided.status_patch("5")
+    assert status["status"]["capacity"] == {"vendor.io/w": None}
+    assert "ledger:extendedResources" in decided.all_problems()

@@ -43,7 +43,7 @@ from kubernetes.dynamic import DynamicClient
 
 from nodefeatures.cluster.agent import Agent, Options
 from nodefeatures.cluster.confinement import CONFINED, UNCONFINED, prove_confinement
-from nodefeatures.cluster.kube import NodeApi
+from nodefeatures.cluster.kube import KubeError, NodeApi
 
 pytestmark = pytest.mark.integration
 
@@ -358,5 +358,51 @@ def test_a_binding_narrowed_to_the_own_node_is_no_confinement(
         enforced.delete(BINDING)
         enforced.create(BINDING)
         patch_node(apiserver, node, {"metadata": {"labels": {"scope.example.com/x": None}}})
+        with apiserver.admin_client() as admin:
+            client.CoreV1Api(admin).delete_node(other)
+
+
+@pytest.mark.parametrize("rules", [
+    [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
+      "resources": ["nodes"]},
+     {"apiGroups": [""], "apiVersions": ["v1beta1"], "operations": ["UPDATE"],
+      "resources": ["nodes/status"]}],
+    # "*" is every resource, but no subresource.
+    [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}],
+], ids=["status-in-another-version", "star"])
+def test_a_policy_that_misses_the_status_is_no_confinement(
+        apiserver: Any, node: str, enforced: PolicyObjects, rules: list[Any]) -> None:
+    # The probe patches the Node itself, so it is still denied; the status of every other
+    # Node (capacity, conditions) is open to this token.
+    from kubernetes import client
+
+    other = node + "-other"
+    with apiserver.admin_client() as admin:
+        client.CoreV1Api(admin).create_node(
+            client.V1Node(metadata=client.V1ObjectMeta(name=other)))
+    policy = enforced._document(POLICY)
+    foreign = NodeApi(apiserver.client_as(SA_USER, extra={NODE_NAME_EXTRA: node}), other)
+    status = {"status": {"capacity": {"example.com/stolen": "1"}}}
+    try:
+        enforced._resource(policy).patch(
+            body={"spec": {"matchConstraints": {"resourceRules": rules}}},
+            name=policy["metadata"]["name"], content_type="application/merge-patch+json")
+
+        def open_status() -> bool:
+            try:
+                foreign.patch_status(status, dry_run=True)
+            except KubeError:
+                return False
+            return True
+
+        wait_until(open_status, 30, "the policy's change to take effect", every=0.2)
+        proof = prove_confinement(node_api(apiserver, node))
+        assert proof.state == UNCONFINED, proof
+        assert "nodes/status" in proof.detail
+    finally:
+        enforced.delete(BINDING)
+        enforced.delete(POLICY)
+        enforced.create(POLICY)
+        enforced.create(BINDING)
         with apiserver.admin_client() as admin:
             client.CoreV1Api(admin).delete_node(other)

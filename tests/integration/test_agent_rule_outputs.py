@@ -206,6 +206,38 @@ def test_a_changed_rule_changes_the_taint_in_its_place(apiserver, nfd_crds, node
             {"key": "late", "effect": "PreferNoSchedule"}]
 
 
+def test_an_extended_resource_the_rules_pass_is_stored_as_that_amount(apiserver, node):
+    # What the rule check lets through must come back from the API server as the same
+    # quantity (in its own spelling), or the agent would rewrite it every pass; what the
+    # server refuses must not get through, or the status patch fails with all the others.
+    from nodefeatures.discovery.quantity import same
+    from nodefeatures.discovery.rules.cluster import evaluate, load
+    from nodefeatures.discovery.rules.features import FeatureSet
+
+    values = ["1000", "1e3", "2Gi", "1.5", ".5", "100m", "0.0015", "1n", "1e-9",
+              "1.23456789", "8Ei", "10000000000000000000000", "1e100"]
+    accepted = []
+    with apiserver.admin_client() as api:
+        core = client.CoreV1Api(api)
+        for name in ("vendor.io/r", F + "r"):
+            for value in values:
+                obj = load({"metadata": {"name": "r"}, "spec": {"rules": [
+                    {"name": "r", "extendedResources": {name: value}}]}})
+                [outcome] = evaluate([obj], FeatureSet())
+                if name not in outcome.outputs.get("extendedResources", {}):
+                    continue
+                accepted.append((name, value))
+                body = {"status": {"capacity": {name: value}, "allocatable": {name: value}}}
+                try:
+                    stored = core.patch_node_status(node, body).status
+                except ApiException as error:
+                    raise AssertionError(f"{name}={value}: {error.status} {error.body}") from None
+                for field in (stored.capacity, stored.allocatable):
+                    assert same(field[name], value), (name, value, field[name])
+    assert {("vendor.io/r", "1000"), ("vendor.io/r", "2Gi"), (F + "r", "1.5"),
+            (F + "r", "100m")} <= set(accepted)
+
+
 # -- under the shipped policies, with the agent's own node-bound token -----------------
 
 POLICY = "nodefeatures-own-node-rule-outputs"

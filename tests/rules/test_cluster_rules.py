@@ -183,6 +183,13 @@ def test_a_matching_rule_gives_its_outputs_checked_and_prefixed_as_nfd_master() 
     ("extendedResources", {"extendedResources": {"r": "@third.party.none"}}, "no element"),
     ("extendedResources", {"extendedResources": {"r": "@third.party.text"}}, "not a quantity"),
     ("extendedResources", {"extendedResources": {"kubernetes.io/r": "1"}}, "reserved"),
+    # The API server refuses a fraction of a resource outside kubernetes.io (422, and the
+    # status patch with all the others fails), rounds finer amounts up to 1m and caps
+    # binary ones at 2^63 - 1: stored differently, each would be rewritten every pass.
+    ("extendedResources", {"extendedResources": {"vendor.io/r": "1500m"}}, "whole number"),
+    ("extendedResources", {"extendedResources": {"r": "0.0015"}}, "1m"),
+    ("extendedResources", {"extendedResources": {"r": "1n"}}, "1m"),
+    ("extendedResources", {"extendedResources": {"r": "8Ei"}}, "more than"),
 ])
 def test_an_output_nfd_master_would_refuse_is_dropped_with_a_problem(
         kind: str, rule: dict[str, Any], expected: str) -> None:

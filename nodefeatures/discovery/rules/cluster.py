@@ -347,6 +347,8 @@ def outputs(rule: Rule, features: FeatureSet, namespaces: LabelNamespaces,
                     if amount is None or amount < 0:
                         problem = (f"{quote(excerpt(value))} is not a quantity of zero "
                                    "or more (e.g. 4, 500m, 2Gi)")
+                    else:
+                        problem = quantity.unstored(full, amount)
             if problem is not None:
                 problems.append(f"{named}: dropped {shown}: {problem}")
                 continue
