@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -59,7 +59,7 @@ from nodefeatures.cluster.reconcile import (
     paused_sources,
     scope_of,
 )
-from nodefeatures.discovery.namespaces import OUTPUTS
+from nodefeatures.discovery.namespaces import EXTENDED_RESOURCES, OUTPUTS
 from nodefeatures.discovery.run import Discovery
 
 log = logging.getLogger(__name__)
@@ -402,13 +402,19 @@ class Agent:
                 self._sync_condition(node)
                 return decided
             self._require_confinement()
+            patched: dict[str, Any] | None = None
             try:
-                updated = self.api.patch(body) if body is not None else node
-                status = decided.status_patch(resource_version(updated))
+                updated = patched = self.api.patch(body) if body is not None else None
+                status = decided.status_patch(resource_version(updated or node))
                 if status is not None:
                     # Extended resources and their ledger: the status subresource's.
                     updated = self.api.patch_status(status)
             except KubeError as error:
+                if patched is not None:
+                    # The labels' patch went through: it is a write, whatever follows.
+                    self._wrote(replace(decided, outputs={
+                        k: v for k, v in decided.outputs.items()
+                        if k != EXTENDED_RESOURCES}), patched, drift)
                 if error.code != 409:
                     raise
                 # Someone changed the Node since we read it: decide again on fresh state.
@@ -416,6 +422,7 @@ class Agent:
                     self._reread = True
                 time.sleep(self.rng.uniform(0, 0.02 * attempt))
                 continue
+            assert updated is not None
             self._remember(decided, node)
             self._wrote(decided, updated, drift)
             self._sync_condition(updated)

@@ -136,18 +136,18 @@ def narrowing(policy_obj: Mapping[str, Any], binding_obj: Mapping[str, Any],
     if "Deny" not in (bspec.get("validationActions") or []):
         found.append("the binding's validationActions do not include Deny")
     match = _mapping(bspec.get("matchResources"))
-    for key in ("objectSelector", "namespaceSelector"):
-        if _selects(match.get(key)):
-            found.append(f"the binding's matchResources.{key} selects only some objects")
+    # A namespaceSelector never skips a cluster-scoped object such as a Node, so only
+    # the objectSelector can narrow either object.
+    if _selects(match.get("objectSelector")):
+        found.append("the binding's matchResources.objectSelector selects only some objects")
     for key in ("resourceRules", "excludeResourceRules"):
         if match.get(key):
             found.append(f"the binding's matchResources.{key} narrows what it covers")
     if spec.get("failurePolicy", "Fail") != "Fail":
         found.append("the policy's failurePolicy is not Fail: an error lets writes through")
     constraints = _mapping(spec.get("matchConstraints"))
-    for key in ("objectSelector", "namespaceSelector"):
-        if _selects(constraints.get(key)):
-            found.append(f"the policy's matchConstraints.{key} selects only some objects")
+    if _selects(constraints.get("objectSelector")):
+        found.append("the policy's matchConstraints.objectSelector selects only some objects")
     if constraints.get("excludeResourceRules"):
         found.append("the policy's matchConstraints.excludeResourceRules leave some out")
     for resource in ("nodes", "nodes/status"):

@@ -212,6 +212,10 @@ class Scope:
             return False
         if self.namespaces is None:
             return True
+        if "/" not in key:
+            # Never a key of ours (every source and rule namespaces its keys), and one
+            # the own-node policy refuses: a ledger listing one must not block writes.
+            return False
         return (self.namespaces.allows(key) if self.kind == LABELS
                 else self.namespaces.allows(key, self.kind))  # type: ignore[call-arg]
 
@@ -231,6 +235,8 @@ class Scope:
         """Why `key` is out of scope, as the start of a sentence."""
         if self.prefixes and not any(key.startswith(p) for p in self.prefixes):
             return "outside the managed prefixes"
+        if "/" not in key:
+            return "without a namespace"
         refusal = getattr(self.namespaces, "refusal", None)
         why = None
         if refusal is not None:

@@ -42,8 +42,6 @@ def test_the_shipped_policy_and_binding_cover_every_node() -> None:
     ("binding", "spec.matchResources", {"objectSelector": {"matchExpressions": [
         {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}},
      "matchResources.objectSelector"),
-    ("binding", "spec.matchResources", {"namespaceSelector": {"matchLabels": {"a": "b"}}},
-     "namespaceSelector"),
     ("binding", "spec.matchResources", {"excludeResourceRules": [
         {"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
          "resources": ["nodes"], "resourceNames": ["other"]}]}, "excludeResourceRules"),
@@ -97,6 +95,14 @@ def test_each_narrowing_is_found(which: str, path: str, value: Any, expected: st
     target[last] = value
     found = narrowing(policy, binding, NAME)
     assert found and any(expected in f for f in found), found
+
+
+def test_a_namespace_selector_is_no_narrowing_for_nodes() -> None:
+    # The API server never skips a cluster-scoped object for its namespaceSelector.
+    policy, binding = shipped()
+    binding["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {"a": "b"}}}
+    policy["spec"]["matchConstraints"]["namespaceSelector"] = {"matchLabels": {"a": "b"}}
+    assert narrowing(policy, binding, NAME) == []
 
 
 def test_a_rule_written_with_wildcards_still_covers_nodes() -> None:

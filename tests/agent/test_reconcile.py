@@ -604,3 +604,17 @@ def test_an_oversized_ledger_is_cut_to_its_bound_without_removing_labels() -> No
     released = result.by_action(RELEASE)
     assert len(released) + len(result.ledger.owners) == len(node)
     assert all("no room left" in c.reason for c in released)
+
+
+def test_a_ledger_entry_without_a_namespace_is_released_never_removed() -> None:
+    # Under the label namespaces setting a key without "/" is never ours: a planted or
+    # stale ledger entry for one is forgotten, and the Node's label stays as it was.
+    from nodefeatures.cluster.reconcile import RELEASE, Evidence, Ledger, Scope, plan
+    from nodefeatures.discovery.namespaces import DEFAULT
+
+    annotations = Ledger({"team": "cpu"}).encode()
+    decided = plan(Evidence((), complete=True), {"team": "infra"}, annotations,
+                   Scope((), DEFAULT))
+    [change] = decided.changes
+    assert change.action == RELEASE and "without a namespace" in change.reason
+    assert decided.labels == {}
