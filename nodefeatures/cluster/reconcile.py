@@ -74,6 +74,10 @@ GPU_INSTANCE = "gpu"
 NVIDIA_PCI_LABELS = ("feature.node.kubernetes.io/pci-10de.present",
                      "feature.node.kubernetes.io/pci-0300_10de.present",
                      "feature.node.kubernetes.io/pci-0302_10de.present")
+# What an administrator sets on a GPU node without an NVIDIA PCI function (Jetson/IGX,
+# WSL2) to bring the GPU agent there (deploy/gpu/daemonset-nvidia.yaml's fourth term). In
+# node-restriction.kubernetes.io, so neither kubelets nor agents can set it.
+GPU_OPT_IN_LABEL = "node-restriction.kubernetes.io/nodefeatures-gpu-agent"
 _UNATTRIBUTED = "?"  # the ledger's "source" of keys whose source is not recorded
 
 _PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/")
@@ -174,12 +178,13 @@ def missing_instance(labels: Mapping[str, str] | None, annotations: Mapping[str,
                      expected: str) -> str | None:
     """Why instance `expected` should run on this Node and has written no ledger, or None.
 
-    The GPU agent's DaemonSet follows the NVIDIA PCI labels; where one holds and the
-    ledger is absent, that agent has not started (its RuntimeClass missing, its image
-    unpullable, ...). The caller decides how long to wait before calling that a problem.
+    The GPU agent's DaemonSet follows the NVIDIA PCI labels and the administrator's
+    opt-in label (GPU_OPT_IN_LABEL); where one holds and the ledger is absent, that agent
+    has not started (its RuntimeClass missing, its image unpullable, ...). The caller
+    decides how long to wait before calling that a problem.
     """
     labels = labels or {}
-    found = [key for key in NVIDIA_PCI_LABELS if labels.get(key) == "true"]
+    found = [key for key in (*NVIDIA_PCI_LABELS, GPU_OPT_IN_LABEL) if labels.get(key) == "true"]
     if not found or ledger_annotation(expected) in (annotations or {}):
         return None
     return (f"the Node has {found[0]}=true but no agent of instance {expected!r} has "

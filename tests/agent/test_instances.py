@@ -177,7 +177,8 @@ def test_prune_instance_removes_only_that_instances_labels_and_ledger() -> None:
     assert prune_plan({}, {}, instance="gpu").patch("1") is None
 
 
-@pytest.mark.parametrize("pci", [PCI, F + "pci-0300_10de.present", F + "pci-0302_10de.present"])
+@pytest.mark.parametrize("pci", [PCI, F + "pci-0300_10de.present", F + "pci-0302_10de.present",
+                                 "node-restriction.kubernetes.io/nodefeatures-gpu-agent"])
 def test_missing_gpu_instance_is_a_problem_of_the_base_plan(pci: str) -> None:
     labels = {pci: "true"}
     result = plan(evidence(cpu={}), labels, {}, expect="gpu")
