@@ -222,7 +222,7 @@ def main() -> None:
             api_client = plane.client_for_token(token)
             box: list[Agent] = []
             objects = ClusterObjects(api_client, name, "nodefeatures",
-                                     lambda b=box: b[0].poke() if b else None)
+                                     lambda b=box: b[0].refresh() if b else None)
             agent = Agent(NodeApi(api_client, name), discover, ["fleet"],
                           Options(node=name, interval=args.interval, allow_unconfined=True),
                           rng=random.Random(index), extend=objects.extend)

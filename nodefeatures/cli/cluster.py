@@ -425,7 +425,7 @@ def run(host: HostChoice, node: str | None, kubeconfig: str | None,
         setting, objects = _cluster_followers(
             api, name, prefixes, label_namespaces, nfd_api if nfd_api is not None
             else not instance, _own_namespace(own_namespace), metrics,
-            lambda: runner_box[0].poke() if runner_box else None)
+            lambda: runner_box[0].refresh() if runner_box else None)
         runner = Agent(api, discover, installed, options, metrics,
                        extend=objects.extend if objects is not None else None, scope=setting)
         if setting is not None:

@@ -179,6 +179,10 @@ class Agent:
         self._stopping = threading.Event()
         self._drift = False
         self._pass_now = False
+        # The cluster's objects or setting changed: evaluate them again over the last
+        # discovery, without running the sources (refresh).
+        self._refresh_now = False
+        self._discovery: Discovery | None = None
         self._poke_not_before = 0.0  # a poke's pass starts no earlier (POKE_SPACING)
         self._watch: NodeWatch | None = None
         self._watch_thread: threading.Thread | None = None
@@ -238,8 +242,9 @@ class Agent:
                 if not self.options.allow_unconfined and now >= self._probe_at:
                     self._check_confinement()
                 poked = self._pass_now and now >= self._poke_not_before
-                if now >= next_pass or poked:
-                    self._pass_now = False
+                refresh = self._refresh_now and now >= self._poke_not_before
+                if now >= next_pass or poked or (refresh and self._discovery is None):
+                    self._pass_now = self._refresh_now = False
                     try:
                         self.discover_now()
                     except Exception:  # sources are contained; this is a last resort
@@ -248,6 +253,15 @@ class Agent:
                     took = time.monotonic() - now
                     self._poke_not_before = now + took + max(POKE_SPACING, took)
                     next_pass = now + self._jittered(self.options.interval)
+                    pending = True
+                elif refresh:
+                    self._refresh_now = False
+                    try:
+                        self.reevaluate()
+                    except Exception:  # as a pass: the previous evidence stays
+                        log.exception("evaluating the cluster's objects failed")
+                    took = time.monotonic() - now
+                    self._poke_not_before = now + took + max(POKE_SPACING, took)
                     pending = True
                 drifted = self._drift and not pending
                 due = pending or drifted
@@ -289,7 +303,7 @@ class Agent:
                     deadline = min(deadline, max(self._drift_not_before, retry_at or 0.0))
                 if not self.options.allow_unconfined:
                     deadline = min(deadline, self._probe_at)
-                if self._pass_now:
+                if self._pass_now or self._refresh_now:
                     deadline = min(deadline, self._poke_not_before)
                 self._wake.wait(max(0.0, deadline - time.monotonic()))
                 self._wake.clear()
@@ -299,6 +313,13 @@ class Agent:
     def poke(self) -> None:
         """Run the next pass now instead of at the end of the interval."""
         self._pass_now = True
+        self._wake.set()
+
+    def refresh(self) -> None:
+        """The cluster's objects or setting changed: apply them now, over the last
+        discovery. The sources do not run again for it (on a GPU node that would be a
+        round of NVML calls for a changed NodeFeatureRule); the next pass is at its time."""
+        self._refresh_now = True
         self._wake.set()
 
     def post_event(self, kind: str, reason: str, message: str) -> None:
@@ -375,6 +396,18 @@ class Agent:
         self._report_sources(discovery, evidence)
         self._health = gpuhealth.gpu_health(discovery.results)
         log.debug("discovery took %.1f ms", (time.perf_counter() - started) * 1000)
+        self._discovery = discovery
+        self.evidence = evidence
+        return evidence
+
+    def reevaluate(self) -> Evidence:
+        """The last discovery's evidence with the cluster's objects evaluated again."""
+        discovery = self._discovery
+        if discovery is None:
+            return self.discover_now()
+        evidence = evidence_from(discovery, self.installed)
+        if self.extend is not None:
+            evidence = self.extend(discovery, evidence)
         self.evidence = evidence
         return evidence
 

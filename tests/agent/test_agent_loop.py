@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -640,3 +641,34 @@ def test_a_patch_rejected_just_after_the_setting_changed_is_retried_soon(
     finally:
         loop.stop()
     assert gaps(api.times("patch"))[0] < 2.0
+
+
+def test_a_changed_cluster_object_is_applied_without_running_the_sources(
+        tmp_path: Path) -> None:
+    from nodefeatures.cluster.reconcile import SourceReport
+
+    api = FakeNodeApi()
+    agent = agent_for(api, tmp_path)
+    passes: list[float] = []
+    discover = agent.discover
+    agent.discover = lambda *a: passes.append(time.monotonic()) or discover(*a)  # type: ignore[method-assign]
+    rule_value = ["one"]
+    key = "feature.node.kubernetes.io/from-a-rule"
+
+    def extend(discovery: Any, evidence: Any) -> Any:
+        report = SourceReport("nodefeaturerule/r", {key: rule_value[0]}, True)
+        return replace(evidence, reports=(*evidence.reports, report))
+
+    agent.extend = extend
+    loop = Loop(agent)
+    try:
+        wait_for(lambda: api.labels.get(key) == "one")
+        ran = len(passes)
+        rule_value[0] = "two"
+        agent.refresh()  # what a changed NodeFeatureRule's watch event calls
+        wait_for(lambda: api.labels.get(key) == "two")
+        assert len(passes) == ran  # the sources did not run for it
+        agent.poke()  # a changed host file: a whole pass
+        wait_for(lambda: len(passes) == ran + 1)
+    finally:
+        loop.stop()

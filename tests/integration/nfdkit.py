@@ -109,7 +109,7 @@ def nfd_agent(apiserver: Any, node: str, sources: list[Any], tmp_path: Path, *,
     settings = {**FAST, "allow_unconfined": True, **options}
     box: list[Agent] = []
     objects = ClusterObjects(objects_client, node, namespace,
-                             lambda: box[0].poke() if box else None)
+                             lambda: box[0].refresh() if box else None)
     agent = Agent(NodeApi(api_client, node), discoverer(sources, tmp_path),
                   [s.name for s in sources], Options(node=node, **settings),
                   extend=objects.extend)

@@ -60,7 +60,7 @@ def outputs_agent(apiserver: Any, node: str, tmp_path: Any,
     put_configmap(apiserver, configmap, data)
     with apiserver.admin_client() as admin:
         box: list[Agent] = []
-        poke = (lambda: box[0].poke() if box else None)  # noqa: E731
+        poke = (lambda: box[0].refresh() if box else None)  # noqa: E731
         setting = LabelNamespacesSetting(admin, NAMESPACE, configmap, (), poke)
         objects = ClusterObjects(admin, node, NAMESPACE, poke)
         source = Switchable("env", {"gpu": "a100"})
@@ -261,7 +261,7 @@ def test_the_agents_own_token_writes_each_kind_and_the_policies_admit_exactly_th
         own = apiserver.client_for_token(token)
         with apiserver.admin_client() as admin:
             box: list[Agent] = []
-            poke = (lambda: box[0].poke() if box else None)  # noqa: E731
+            poke = (lambda: box[0].refresh() if box else None)  # noqa: E731
             # The admin reads this module's copy of the setting (the agent's RBAC reads only
             # the shipped one); the agent writes, and reads NFD's objects, as itself.
             setting = LabelNamespacesSetting(admin, NAMESPACE, PARAMS, (), poke)
