@@ -350,10 +350,12 @@ def test_an_annotation_value_and_each_ledger_are_bounded(apiserver, setting, tok
                                                          node) -> None:
     setting.put(token_api, node, {"denyLabelNs": DEFAULT_DENY, **ALL_ON})
     key = "vendor.io/long"
-    # 1024 characters, of two bytes each, is within NFD's limit; one more is not.
-    assert refused(token_api, node, {"metadata": {"annotations": {key: "\u00e9" * 1024}}}) is None
-    message = refused(token_api, node, {"metadata": {"annotations": {key: "x" * 1025}}})
-    assert message is not None and "at most 1024 characters, not: " + key in message
+    # 1024 bytes is NFD's limit, counted as nfd-master and the agent count it: in UTF-8,
+    # so 512 two-byte characters reach it and 1024 of them (2048 bytes) exceed it.
+    assert refused(token_api, node, {"metadata": {"annotations": {key: "\u00e9" * 512}}}) is None
+    for value in ("x" * 1025, "\u00e9" * 513, "\u00e9" * 1024):
+        message = refused(token_api, node, {"metadata": {"annotations": {key: value}}})
+        assert message is not None and "at most 1024 bytes, not: " + key in message
     # One ledger per kind and instance, each at most 16384 bytes (a 2-byte character
     # counts twice), through nodes, and the extended resources' through nodes/status too.
     at_bound = "x" * 16382 + "\u00e9"
