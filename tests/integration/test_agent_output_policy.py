@@ -23,9 +23,9 @@ from agentkit import (
     SA_NAME,
     SA_NAMESPACE,
     annotations_of,
-    label_namespaces_configmap,
     patch_node,
     policed_node,
+    put_configmap,
     read_node,
     shipped_policy_as,
     wait_until,
@@ -102,15 +102,7 @@ class Setting:
             return
         marker = f"gen{next(self.generation)}-{uuid.uuid4().hex[:6]}.marker.example"
         deny = ",".join(filter(None, [data.get("denyLabelNs", DEFAULT_DENY), marker]))
-        with self.apiserver.admin_client() as admin:
-            core = client.CoreV1Api(admin)
-            body = label_namespaces_configmap(PARAMS, {**data, "denyLabelNs": deny})
-            try:
-                core.replace_namespaced_config_map(PARAMS, SA_NAMESPACE, body)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                core.create_namespaced_config_map(SA_NAMESPACE, body)
+        put_configmap(self.apiserver, PARAMS, {**data, "denyLabelNs": deny})
         wait_until(lambda: refused(api, node, {"metadata": {"labels": {f"{marker}/x": "1"}}}),
                    FLIP_WAIT_S, f"the policy to read {data}", every=0.2)
         self.current = dict(data)

@@ -52,21 +52,28 @@ FOREIGN_RESOURCE = {"example.com/dongle": "3"}
 
 
 @contextlib.contextmanager
-def outputs_agent(apiserver: Any, node: str, tmp_path: Any,
-                  data: dict[str, str]) -> Iterator[tuple[Agent, str]]:
-    """An agent following NFD's objects and its own ConfigMap of the setting (admin
-    credentials: what the agent's own token may write is the admission policies' tests')."""
-    configmap = f"outputs-{uuid.uuid4().hex[:8]}"
-    put_configmap(apiserver, configmap, data)
+def outputs_agent(apiserver: Any, node: str, tmp_path: Any, data: dict[str, str] | None,
+                  configmap: str | None = None, own: Any = None,
+                  **options: Any) -> Iterator[tuple[Agent, str]]:
+    """An agent following NFD's objects and a ConfigMap of the setting: `configmap` (made
+    here with `data` when not named; deleted afterwards). It writes and reads NFD's
+    objects with `own` (the agent's token), else as an administrator; the setting is
+    always read as an administrator, since the agent's RBAC reads only the shipped
+    ConfigMap."""
+    made = configmap is None
+    configmap = configmap or f"outputs-{uuid.uuid4().hex[:8]}"
+    if data is not None:
+        put_configmap(apiserver, configmap, data)
     with apiserver.admin_client() as admin:
+        writer = own if own is not None else apiserver.admin_client()
         box: list[Agent] = []
         poke = (lambda: box[0].refresh() if box else None)  # noqa: E731
         setting = LabelNamespacesSetting(admin, NAMESPACE, configmap, (), poke)
-        objects = ClusterObjects(admin, node, NAMESPACE, poke)
+        objects = ClusterObjects(writer, node, NAMESPACE, poke)
         source = Switchable("env", {"gpu": "a100"})
-        agent = Agent(NodeApi(apiserver.admin_client(), node), discoverer([source], tmp_path),
-                      [source.name], Options(node=node, **{**FAST, "allow_unconfined": True}),
-                      extend=objects.extend, scope=setting)
+        settings = {**FAST, "allow_unconfined": own is None, **options}
+        agent = Agent(NodeApi(writer, node), discoverer([source], tmp_path), [source.name],
+                      Options(node=node, **settings), extend=objects.extend, scope=setting)
         setting.post_event = agent.post_event
         box.append(agent)
         setting.start()
@@ -79,8 +86,9 @@ def outputs_agent(apiserver: Any, node: str, tmp_path: Any,
             running.stop()
             objects.stop()
             setting.stop()
-            with contextlib.suppress(ApiException):
-                client.CoreV1Api(admin).delete_namespaced_config_map(configmap, NAMESPACE)
+            if made:
+                with contextlib.suppress(ApiException):
+                    client.CoreV1Api(admin).delete_namespaced_config_map(configmap, NAMESPACE)
 
 
 def outputs_rule(suffix: str, value: str = "a") -> dict[str, Any]:
@@ -259,44 +267,24 @@ def test_the_agents_own_token_writes_each_kind_and_the_policies_admit_exactly_th
         foreign(apiserver, node)
         token = apiserver.service_account_token(SA_NAMESPACE, SA_NAME, node=node)
         own = apiserver.client_for_token(token)
-        with apiserver.admin_client() as admin:
-            box: list[Agent] = []
-            poke = (lambda: box[0].refresh() if box else None)  # noqa: E731
-            # The admin reads this module's copy of the setting (the agent's RBAC reads only
-            # the shipped one); the agent writes, and reads NFD's objects, as itself.
-            setting = LabelNamespacesSetting(admin, NAMESPACE, PARAMS, (), poke)
-            objects = ClusterObjects(own, node, NAMESPACE, poke)
-            source = Switchable("env", {"gpu": "a100"})
-            # Confinement is proven by the renamed policy's denial; its binding covers
-            # only this module's Nodes on purpose, so its reach is not checked here.
-            agent = Agent(NodeApi(own, node), discoverer([source], tmp_path), [source.name],
-                          Options(node=node, **{**FAST, "confinement_policy": POLICY,
-                                                "confinement_reach": False}),
-                          extend=objects.extend, scope=setting)
-            box.append(agent)
-            setting.start()
-            objects.start()
-            wait_all([*objects.caches, *setting.caches], 10.0)
-            running = start(agent)
-            try:
-                with rule_object(apiserver, [outputs_rule(suffix)]):
-                    wait_until(lambda: state(apiserver, node, suffix)["capacity"] is not None
-                               and state(apiserver, node, suffix)["annotation"] is not None
-                               and len(state(apiserver, node, suffix)["taints"]) == 2, 15,
-                               "every kind, written with the agent's own token")
-                    put_configmap(apiserver, PARAMS, {**label_namespaces_configmap()["data"],
-                                                      **ALL_ON, "enableTaints": "false"})
-                    wait_until(lambda: state(apiserver, node, suffix)["taints"]
-                               == [FOREIGN_TAINT], 30, "the taint's removal, admitted")
-                ours = [e for e in writes_to(apiserver, node) if acting_user(e) == SA_USER]
-                refused = [e for e in ours if e.get("responseStatus", {}).get("code", 200)
-                           >= 400 and not e.get("requestURI", "").count("dryRun")]
-                assert ours and refused == [], refused
-                # The extended resources went through the status subresource.
-                assert any(e.get("objectRef", {}).get("subresource") == "status"
-                           for e in ours)
-            finally:
-                running.stop()
-                objects.stop()
-                setting.stop()
-                own.close()
+        # Confinement is proven by the renamed policy's denial; its binding covers only
+        # this module's Nodes on purpose, so its reach is not checked here.
+        with outputs_agent(apiserver, node, tmp_path, None, PARAMS, own,
+                           confinement_policy=POLICY, confinement_reach=False):
+            with rule_object(apiserver, [outputs_rule(suffix)]):
+                wait_until(lambda: state(apiserver, node, suffix)["capacity"] is not None
+                           and state(apiserver, node, suffix)["annotation"] is not None
+                           and len(state(apiserver, node, suffix)["taints"]) == 2, 15,
+                           "every kind, written with the agent's own token")
+                put_configmap(apiserver, PARAMS, {**label_namespaces_configmap()["data"],
+                                                  **ALL_ON, "enableTaints": "false"})
+                wait_until(lambda: state(apiserver, node, suffix)["taints"]
+                           == [FOREIGN_TAINT], 30, "the taint's removal, admitted")
+            ours = [e for e in writes_to(apiserver, node) if acting_user(e) == SA_USER]
+            refused = [e for e in ours if e.get("responseStatus", {}).get("code", 200)
+                       >= 400 and not e.get("requestURI", "").count("dryRun")]
+            assert ours and refused == [], refused
+            # The extended resources went through the status subresource.
+            assert any(e.get("objectRef", {}).get("subresource") == "status"
+                       for e in ours)
+        own.close()
